@@ -1,0 +1,130 @@
+"""The channel interface: one class per channel type, its config model beside it.
+
+A channel turns a Notification into one delivery attempt. It raises
+DeliveryError (classified by alertd.notify.retry) on failure and never
+retries by itself: retries, backoff, dead letters and fallbacks belong to the
+delivery worker, so every channel behaves the same.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any, ClassVar, Generic, TypeVar
+
+import aiohttp
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from redis.asyncio import Redis
+
+from alertd import __version__
+from alertd.durations import Duration
+from alertd.errors import DeliveryError
+from alertd.model import Notification
+from alertd.notify.retry import http_failure
+
+
+class StrictModel(BaseModel):
+    """Config models: unknown keys are errors, values are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class RetryConfig(StrictModel):
+    attempts: int = Field(default=6, ge=1, le=100)
+    initial_backoff: Duration = timedelta(seconds=1)
+    max_backoff: Duration = timedelta(seconds=60)
+    timeout: Duration = timedelta(seconds=10)
+
+    @model_validator(mode="after")
+    def _order(self) -> RetryConfig:
+        if self.max_backoff < self.initial_backoff:
+            raise ValueError("max_backoff must be at least initial_backoff")
+        if self.timeout <= timedelta(0):
+            raise ValueError("timeout must be positive")
+        return self
+
+
+class ChannelConfig(StrictModel):
+    """Keys every channel type takes (SPEC section 5)."""
+
+    type: str
+    enabled: bool = True
+    send_resolved: bool | None = None  # None: the route's send_resolved
+    fallback: str | None = None
+    retry: RetryConfig = RetryConfig()
+
+    def secret_values(self) -> list[str]:
+        """Plain values of this config's secrets, to scrub from errors and logs."""
+        return []
+
+
+@dataclass
+class ChannelContext:
+    """What channels share: one HTTP session, Redis, identity, the clock."""
+
+    http: aiohttp.ClientSession | None = None
+    redis: Redis | None = None
+    key_prefix: str = "alertd:"
+    external_url: str = ""
+    user_agent: str = f"alertd/{__version__}"
+    now: Callable[[], float] = field(default=lambda: __import__("time").time())
+
+    def session(self) -> aiohttp.ClientSession:
+        if self.http is None or self.http.closed:
+            self.http = aiohttp.ClientSession()
+        return self.http
+
+
+C = TypeVar("C", bound=ChannelConfig)
+
+
+class Channel(abc.ABC, Generic[C]):
+    """One configured channel. Subclasses set `channel_type` and `config_model`."""
+
+    channel_type: ClassVar[str]
+    config_model: ClassVar[type[ChannelConfig]]
+
+    def __init__(self, name: str, config: C, ctx: ChannelContext) -> None:
+        self.name = name
+        self.config = config
+        self.ctx = ctx
+
+    @abc.abstractmethod
+    async def send(self, notification: Notification) -> None:
+        """Deliver once; raise DeliveryError when the receiver did not accept it."""
+
+    async def close(self) -> None:
+        """Release what the channel holds (connections, tasks)."""
+
+    def secrets(self) -> list[str]:
+        return self.config.secret_values()
+
+    async def post_json(
+        self, url: str, body: bytes, headers: dict[str, str] | None = None
+    ) -> tuple[int, str]:
+        """POST a JSON body once; DeliveryError (classified) on anything but 2xx."""
+        all_headers = {"Content-Type": "application/json", "User-Agent": self.ctx.user_agent}
+        all_headers.update(headers or {})
+        timeout = aiohttp.ClientTimeout(total=self.config.retry.timeout.total_seconds())
+        try:
+            async with self.ctx.session().post(
+                url, data=body, headers=all_headers, timeout=timeout, allow_redirects=False
+            ) as resp:
+                text = await resp.text(errors="replace")
+                if not 200 <= resp.status < 300:
+                    raise http_failure(self.name, resp.status, text, resp.headers.get("Retry-After"))
+                return resp.status, text
+        except (TimeoutError, asyncio.TimeoutError):
+            raise DeliveryError("timed out", channel=self.name, retryable=True) from None
+        except aiohttp.ClientError as exc:
+            # The message of a connection error can carry the URL: keep only its kind.
+            raise DeliveryError(
+                f"connection failed: {type(exc).__name__}", channel=self.name, retryable=True
+            ) from None
+
+    def describe(self) -> dict[str, Any]:
+        """A secret-free summary for the API and `alertd check`."""
+        return {"type": self.channel_type, "enabled": self.config.enabled}

@@ -1,0 +1,1 @@
+"""From alert changes to delivered notifications: grouping, dedup, outbox, retries."""

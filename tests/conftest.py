@@ -1,0 +1,182 @@
+"""Shared fixtures: a private redis-server per session, a real aiohttp receiver.
+
+Every test gets a flushed Redis; nothing here mocks what we can run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+import redis.asyncio as aioredis
+from aiohttp import web
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def wait_for(
+    predicate: Callable[[], Any | Awaitable[Any]], timeout_s: float = 10.0, interval_s: float = 0.02
+) -> Any:
+    """Poll `predicate` until it returns something truthy; fail after the deadline."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        result = predicate()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout_s}s")
+        await asyncio.sleep(interval_s)
+
+
+@dataclass
+class RedisServer:
+    """A redis-server this test session started and owns."""
+
+    port: int
+    dir: Path
+    proc: subprocess.Popen[bytes] | None = None
+    extra_args: list[str] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            pytest.skip("redis-server is not on PATH")
+        self.proc = subprocess.Popen(
+            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", str(self.dir), *self.extra_args],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as s:
+                    s.sendall(b"PING\r\n")
+                    if s.recv(16).startswith(b"+PONG"):
+                        return
+            except OSError:
+                time.sleep(0.02)
+        raise RuntimeError(f"redis-server did not start on port {self.port}")
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.kill(self.proc.pid, sig)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = RedisServer(port=free_port(), dir=tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A redis-server of this test's own, for tests that stop or kill it."""
+    server = RedisServer(port=free_port(), dir=tmp_path)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+async def redis(redis_server: RedisServer) -> AsyncIterator[aioredis.Redis]:
+    client = aioredis.Redis.from_url(redis_server.url)
+    await client.flushall()
+    yield client
+    await client.aclose()
+
+
+@dataclass
+class Received:
+    path: str
+    headers: dict[str, str]
+    body: bytes
+    at: float
+
+    def json(self) -> Any:
+        return orjson.loads(self.body)
+
+
+@dataclass
+class Receiver:
+    """A real HTTP server that records requests and answers as scripted.
+
+    `script` is a list of (status, headers, body) used one per request, in
+    order; when it runs out every request gets `default`.
+    """
+
+    url: str
+    received: list[Received] = field(default_factory=list)
+    script: list[tuple[int, dict[str, str], str]] = field(default_factory=list)
+    default: tuple[int, dict[str, str], str] = (200, {}, "ok")
+    delay_s: float = 0.0
+
+    def reset(self) -> None:
+        self.received.clear()
+        self.script.clear()
+        self.default = (200, {}, "ok")
+        self.delay_s = 0.0
+
+    def bodies(self, path: str | None = None) -> list[Any]:
+        return [r.json() for r in self.received if path is None or r.path == path]
+
+
+@pytest.fixture(scope="session")
+async def _receiver_server() -> AsyncIterator[Receiver]:
+    port = free_port()
+    receiver = Receiver(url=f"http://127.0.0.1:{port}")
+
+    async def handle(request: web.Request) -> web.Response:
+        body = await request.read()
+        receiver.received.append(
+            Received(request.path, dict(request.headers), body, time.time())
+        )
+        if receiver.delay_s:
+            await asyncio.sleep(receiver.delay_s)
+        status, headers, text = receiver.script.pop(0) if receiver.script else receiver.default
+        return web.Response(status=status, headers=headers, text=text)
+
+    app = web.Application(client_max_size=64 * 1024 * 1024)
+    app.router.add_route("*", "/{tail:.*}", handle)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", port)
+    await site.start()
+    yield receiver
+    await runner.cleanup()
+
+
+@pytest.fixture
+async def receiver(_receiver_server: Receiver) -> AsyncIterator[Receiver]:
+    """The session's HTTP receiver, emptied for this test."""
+    _receiver_server.reset()
+    yield _receiver_server
+    _receiver_server.reset()
