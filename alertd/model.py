@@ -102,6 +102,8 @@ class Alert:
     ends_at: float | None = None
     updated_at: float = 0.0  # last change that matters to a receiver (for latency)
     channels: list[str] | None = None  # the rule's own channels, bypassing routes
+    # Lifecycle bookkeeping (pending_since, last_true_at): unix seconds.
+    meta: dict[str, float] = field(default_factory=dict)
 
     @property
     def alertname(self) -> str:
@@ -120,6 +122,7 @@ class Alert:
             "ends_at": self.ends_at,
             "updated_at": self.updated_at,
             "channels": self.channels,
+            "meta": self.meta,
         }
 
     @classmethod
@@ -136,6 +139,7 @@ class Alert:
             ends_at=d.get("ends_at"),
             updated_at=d.get("updated_at") or d["starts_at"],
             channels=d.get("channels"),
+            meta=d.get("meta") or {},
         )
 
     def to_webhook(self) -> dict[str, Any]:

@@ -1,0 +1,98 @@
+"""Alert state in Redis, and the groups each change is filed into.
+
+Keys (prefix `p`):
+    {p}alerts            hash  fingerprint -> Alert JSON (pending, firing, resolved-not-yet-told)
+    {p}groups:due        zset  group id -> when the group must next be flushed
+    {p}group:{gid}       hash  key, labels, route, created, last_flush
+    {p}gm:{gid}          set   fingerprints in the group
+
+A change is written with compare-and-set (Lua): the alert moves only if
+nobody else moved it since we read it, and its groups are scheduled in the
+same atomic step, so replicas never lose or double a transition.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from redis.asyncio import Redis
+
+from alertd.model import Alert
+from alertd.notify.routing import GroupTarget
+
+APPLY_LUA = """
+local alerts, due = KEYS[1], KEYS[2]
+local fp, expected, new, now, prefix = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5]
+local cur = redis.call('HGET', alerts, fp) or ''
+if cur ~= expected then return 0 end
+if new == '' then redis.call('HDEL', alerts, fp) else redis.call('HSET', alerts, fp, new) end
+local i = 6
+while i <= #ARGV do
+  local gid, gkey, glabels, route = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+  local wait, interval, immediate = tonumber(ARGV[i + 4]), tonumber(ARGV[i + 5]), ARGV[i + 6]
+  local g = prefix .. 'group:' .. gid
+  if redis.call('HSETNX', g, 'key', gkey) == 1 then
+    redis.call('HSET', g, 'labels', glabels, 'route', route, 'created', ARGV[4])
+  end
+  redis.call('SADD', prefix .. 'gm:' .. gid, fp)
+  local lf = redis.call('HGET', g, 'last_flush')
+  local at
+  if immediate == '1' and lf then at = now
+  elseif not lf then at = now + wait
+  else at = math.max(tonumber(lf) + interval, now) end
+  redis.call('ZADD', due, 'LT', at, gid)
+  i = i + 7
+end
+return 1
+"""
+
+
+def encode(alert: Alert | None) -> bytes:
+    return b"" if alert is None else orjson.dumps(alert.to_dict())
+
+
+class AlertStore:
+    def __init__(self, redis: Redis, key_prefix: str) -> None:
+        self.redis = redis
+        self.prefix = key_prefix
+        self.alerts_key = f"{key_prefix}alerts"
+        self.due_key = f"{key_prefix}groups:due"
+        self._apply = redis.register_script(APPLY_LUA)
+
+    def group_key(self, gid: str) -> str:
+        return f"{self.prefix}group:{gid}"
+
+    def members_key(self, gid: str) -> str:
+        return f"{self.prefix}gm:{gid}"
+
+    async def get_raw(self, fingerprints: list[str]) -> list[bytes | None]:
+        if not fingerprints:
+            return []
+        values: list[bytes | None] = await self.redis.hmget(self.alerts_key, fingerprints)
+        return values
+
+    async def all(self) -> list[Alert]:
+        raw = await self.redis.hgetall(self.alerts_key)
+        return [Alert.from_dict(orjson.loads(v)) for v in raw.values()]
+
+    def apply_args(
+        self, fp: str, expected: bytes, new: Alert | None, targets: list[GroupTarget], immediate: bool, now: float
+    ) -> list[Any]:
+        args: list[Any] = [fp, expected, encode(new), repr(now), self.prefix]
+        for t in targets:
+            args += [
+                t.gid, t.group_key, orjson.dumps(t.labels), t.policy.route_id,
+                repr(t.policy.group_wait.total_seconds()), repr(t.policy.group_interval.total_seconds()),
+                "1" if immediate else "0",
+            ]
+        return args
+
+    async def apply_many(self, changes: list[list[Any]]) -> list[bool]:
+        """Run several compare-and-set changes in one round trip; True where each took."""
+        if not changes:
+            return []
+        pipe = self.redis.pipeline(transaction=False)
+        for args in changes:
+            await self._apply(keys=[self.alerts_key, self.due_key], args=args, client=pipe)
+        return [bool(r) for r in await pipe.execute()]

@@ -1,0 +1,1 @@
+"""Rule evaluation: windows, aggregates, the alert lifecycle."""

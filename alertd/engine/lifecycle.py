@@ -1,0 +1,123 @@
+"""The alert lifecycle of one series, as a pure function of time and value.
+
+inactive -> pending (while `for` runs) -> firing -> resolved. Hysteresis: a
+level held now stays held until its `*_recovery` condition holds; the highest
+held level is the severity. `keep_firing_for` keeps a cleared alert firing.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import replace
+
+from alertd.model import SEVERITIES, Alert, fingerprint
+from alertd.settings import Rule
+from alertd.templates import render_template
+
+
+class Change(enum.StrEnum):
+    """What a step did that receivers care about."""
+
+    NONE = "none"
+    PENDING = "pending"
+    FIRED = "fired"
+    SEVERITY = "severity_changed"
+    RESOLVED = "resolved"
+    UPDATED = "updated"  # value moved; state and severity did not (no notification)
+    CLEARED = "cleared"  # pending that never fired went back to inactive
+
+
+def _rank(severity: str) -> int:
+    return SEVERITIES.index(severity) if severity in SEVERITIES else -1
+
+
+def held_severity(rule: Rule, value: float | None, current: str | None) -> tuple[str | None, float | None]:
+    """The highest level that holds for `value` given the level held now, and its threshold."""
+    if value is None:
+        return None, None
+    cur_rank = _rank(current) if current else -1
+    best: tuple[str | None, float | None] = (None, None)
+    for level, cond, recovery in rule.levels():
+        holds = cond.holds(value)
+        if not holds and recovery is not None and _rank(level) <= cur_rank:
+            holds = not recovery.holds(value)
+        if holds:
+            best = (level, cond.threshold)
+    return best
+
+
+def alert_labels(rule: Rule, series_labels: dict[str, str], severity: str) -> dict[str, str]:
+    labels = {k: v for k, v in series_labels.items() if v != ""}
+    labels.update(rule.spec.labels)
+    labels["alertname"] = rule.name
+    labels["severity"] = severity
+    return labels
+
+
+def series_fingerprint(rule: Rule, series_labels: dict[str, str]) -> str:
+    return fingerprint(alert_labels(rule, series_labels, ""))
+
+
+def annotations(rule: Rule, labels: dict[str, str], value: float | None, threshold: float | None) -> dict[str, str]:
+    fields: dict[str, object] = dict(labels)
+    fields.update(value=value, threshold=threshold, rule=rule.name)
+    out = {}
+    for key in ("summary", "description", "runbook_url"):
+        template = getattr(rule.spec, key)
+        if template:
+            out[key] = render_template(template, fields)
+    return out
+
+
+def step(
+    rule: Rule,
+    series_labels: dict[str, str],
+    prev: Alert | None,
+    value: float | None,
+    now: float,
+) -> tuple[Alert | None, Change]:
+    """The series' alert after observing `value` at `now` (None: no data in the window).
+
+    Returns the new alert (None when inactive) and what changed. Pure.
+    """
+    live = prev if prev is not None and prev.state != "resolved" else None
+    current = live.severity if live is not None and live.state == "firing" else None
+    severity, threshold = held_severity(rule, value, current)
+    spec = rule.spec
+
+    if severity is None:
+        if live is None:
+            return None, Change.NONE
+        if live.state == "pending":
+            return None, Change.CLEARED
+        keep_s = spec.keep_firing_for.total_seconds()
+        if keep_s > 0 and now - live.meta.get("last_true_at", now) < keep_s:
+            return replace(live, value=value), Change.NONE
+        return replace(live, state="resolved", ends_at=now, updated_at=now, value=value), Change.RESOLVED
+
+    labels = alert_labels(rule, series_labels, severity)
+    notes = annotations(rule, labels, value, threshold)
+    for_s = spec.for_.total_seconds()
+
+    if live is None:
+        state = "pending" if for_s > 0 else "firing"
+        alert = Alert(
+            fingerprint(labels), rule.name, labels, notes, state, severity, value,
+            starts_at=now, updated_at=now, channels=spec.channels,
+            meta={"pending_since": now, "last_true_at": now},
+        )
+        return alert, Change.PENDING if state == "pending" else Change.FIRED
+
+    meta = {**live.meta, "last_true_at": now}
+    if live.state == "pending":
+        if now - meta.get("pending_since", live.starts_at) >= for_s:
+            fired = replace(live, state="firing", severity=severity, labels=labels, annotations=notes,
+                            value=value, starts_at=now, updated_at=now, meta=meta)
+            return fired, Change.FIRED
+        return replace(live, severity=severity, labels=labels, annotations=notes, value=value, meta=meta), Change.NONE
+
+    if severity != live.severity:
+        changed = replace(live, severity=severity, labels=labels, annotations=notes, value=value,
+                          updated_at=now, meta=meta)
+        return changed, Change.SEVERITY
+    return replace(live, value=value, annotations=notes, meta=meta), Change.UPDATED

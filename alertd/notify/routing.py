@@ -1,0 +1,103 @@
+"""Which groups an alert belongs to: routes, group_by, and their timers (pure).
+
+First matching route wins unless it says `continue`; a rule's own `channels`
+bypass the routes; with no route matching, alerts go to the built-in `log`
+channel so nothing is dropped silently.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import timedelta
+
+from alertd.matchers import matches_all, parse_matchers
+from alertd.model import Alert
+from alertd.settings import Config, NotifySettings, RouteSettings
+
+
+@dataclass(frozen=True, slots=True)
+class RoutePolicy:
+    """A route's effective settings: its own keys over [notify]."""
+
+    route_id: str
+    channels: tuple[str, ...]
+    group_by: tuple[str, ...]
+    group_wait: timedelta
+    group_interval: timedelta
+    repeat_interval: timedelta
+    send_resolved: bool
+    mute_during: tuple[str, ...]
+    path: str  # shown in group keys, as Alertmanager does
+
+
+@dataclass(frozen=True, slots=True)
+class GroupTarget:
+    """One aggregation group an alert falls into."""
+
+    gid: str
+    group_key: str
+    labels: dict[str, str]
+    policy: RoutePolicy
+
+
+def policy_for(route: RouteSettings | None, notify: NotifySettings, route_id: str, channels: list[str], path: str) -> RoutePolicy:
+    def pick(name: str) -> object:
+        value = getattr(route, name, None) if route is not None else None
+        return getattr(notify, name) if value is None else value
+
+    return RoutePolicy(
+        route_id=route_id,
+        channels=tuple(channels),
+        group_by=tuple(pick("group_by")),  # type: ignore[call-overload]
+        group_wait=pick("group_wait"),  # type: ignore[arg-type]
+        group_interval=pick("group_interval"),  # type: ignore[arg-type]
+        repeat_interval=pick("repeat_interval"),  # type: ignore[arg-type]
+        send_resolved=bool(pick("send_resolved")),
+        mute_during=tuple(route.mute_during) if route is not None else (),
+        path=path,
+    )
+
+
+class Router:
+    """Routes of one loaded config, compiled."""
+
+    def __init__(self, config: Config) -> None:
+        notify = config.settings.notify
+        self.notify = notify
+        self.routes: list[tuple[tuple, RoutePolicy, bool]] = []
+        for i, route in enumerate(config.settings.routes):
+            matchers = parse_matchers(route.match)
+            inner = ",".join(str(m).replace("=", '="', 1) + '"' for m in matchers)
+            path = "{}" + (f"/{{{inner}}}" if inner else "") + (f"[{i}]" if i else "")
+            policy = policy_for(route, notify, f"r{i}", route.channels, path)
+            self.routes.append((matchers, policy, route.continue_))
+        self.default = policy_for(None, notify, "default", ["log"], "{}")
+        self.by_id = {p.route_id: p for _, p, _ in self.routes}
+        self.by_id["default"] = self.default
+        for rule in config.rules:
+            if rule.spec.channels:
+                rid = f"rule:{rule.name}"
+                self.by_id[rid] = policy_for(None, notify, rid, rule.spec.channels, f"{{}}/rule={rule.name}")
+
+    def policies(self, alert: Alert) -> list[RoutePolicy]:
+        if alert.channels:
+            return [self.by_id.get(f"rule:{alert.rule}") or policy_for(
+                None, self.notify, f"rule:{alert.rule}", alert.channels, f"{{}}/rule={alert.rule}")]
+        out = []
+        for matchers, policy, cont in self.routes:
+            if matches_all(matchers, alert.labels):
+                out.append(policy)
+                if not cont:
+                    break
+        return out or [self.default]
+
+    def groups(self, alert: Alert) -> list[GroupTarget]:
+        targets = []
+        for policy in self.policies(alert):
+            labels = {k: alert.labels[k] for k in policy.group_by if k in alert.labels}
+            inner = ",".join(f'{k}="{labels[k]}"' for k in sorted(labels))
+            key = f"{policy.path}:{{{inner}}}"
+            gid = hashlib.blake2b(key.encode(), digest_size=8).hexdigest()
+            targets.append(GroupTarget(gid, key, labels, policy))
+        return targets

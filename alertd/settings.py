@@ -1,0 +1,677 @@
+"""The files operators edit: alertd.toml, rules/*.toml, channels/*.toml (SPEC 3-5).
+
+`load_config(path)` reads them all, replaces `${VAR}` / `${VAR:-default}`,
+validates with strict pydantic models and returns a `Config`, or raises
+`ConfigErrors` listing every problem with its file and key.
+"""
+
+from __future__ import annotations
+
+import difflib
+import glob
+import os
+import re
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from alertd.channels import CHANNEL_TYPES
+from alertd.channels.base import ChannelConfig, StrictModel
+from alertd.durations import Duration
+from alertd.errors import ConfigError, ConfigErrors
+from alertd.matchers import Matcher, parse_matchers
+from alertd.model import SEVERITIES
+from alertd.templates import template_fields
+
+DEFAULT_CONFIG_PATH = "alertd.toml"
+NAME_RE = re.compile(r"^[A-Za-z_:][A-Za-z0-9_:.-]*$")
+LABEL_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-(.*?))?\}")
+
+
+# --- conditions -----------------------------------------------------------------
+
+_OPS: dict[str, Callable[[float, float], bool]] = {
+    ">=": lambda v, t: v >= t,
+    "<=": lambda v, t: v <= t,
+    "==": lambda v, t: v == t,
+    "!=": lambda v, t: v != t,
+    ">": lambda v, t: v > t,
+    "<": lambda v, t: v < t,
+}
+_CONDITION = re.compile(r"^\s*(>=|<=|==|!=|>|<)\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*$")
+
+
+@dataclass(frozen=True, slots=True)
+class Condition:
+    """`OP NUMBER`, e.g. `> 0.05`."""
+
+    op: str
+    threshold: float
+
+    def holds(self, value: float) -> bool:
+        return _OPS[self.op](value, self.threshold)
+
+    def __str__(self) -> str:
+        return f"{self.op} {self.threshold:g}"
+
+
+def parse_condition(text: object) -> Condition:
+    if isinstance(text, Condition):
+        return text
+    if not isinstance(text, str):
+        raise ValueError("a condition is a string like '> 0.05'")
+    m = _CONDITION.match(text)
+    if not m:
+        raise ValueError(f"invalid condition {text!r} (use 'OP NUMBER', OP one of > >= < <= == !=)")
+    return Condition(m.group(1), float(m.group(2)))
+
+
+ConditionField = Annotated[Condition, BeforeValidator(parse_condition)]
+
+
+def _check_matchers(v: dict[str, str]) -> dict[str, str]:
+    parse_matchers(v)
+    return v
+
+
+
+
+# --- rules ----------------------------------------------------------------------
+
+Aggregate = Literal[
+    "last", "min", "max", "avg", "sum", "count", "rate", "p50", "p90", "p95", "p99", "age"
+]
+
+
+class RuleSpec(StrictModel):
+    """One `[[rules]]` entry (SPEC section 4)."""
+
+    name: str
+    metric: str
+    divide_by: str | None = None
+    min_denominator: float | None = None
+    aggregate: Aggregate = "last"
+    window: Duration = timedelta(minutes=5)
+    group_by: list[str] = Field(default_factory=list)
+    match: dict[str, str] = Field(default_factory=dict)
+    for_: Duration = Field(default=timedelta(0), alias="for")
+    keep_firing_for: Duration = timedelta(0)
+    info: ConditionField | None = None
+    warning: ConditionField | None = None
+    critical: ConditionField | None = None
+    info_recovery: ConditionField | None = None
+    warning_recovery: ConditionField | None = None
+    critical_recovery: ConditionField | None = None
+    labels: dict[str, str] = Field(default_factory=dict)
+    summary: str = ""
+    description: str = ""
+    runbook_url: str = ""
+    channels: list[str] | None = None
+
+    @field_validator("name", "metric", "divide_by")
+    @classmethod
+    def _metric_name(cls, v: str | None) -> str | None:
+        if v is not None and (not NAME_RE.match(v) or len(v) > 200):
+            raise ValueError(f"{v!r} is not a valid name ([A-Za-z_:][A-Za-z0-9_:.-]*)")
+        return v
+
+    @field_validator("group_by")
+    @classmethod
+    def _label_names(cls, v: list[str]) -> list[str]:
+        for name in v:
+            if not LABEL_RE.match(name):
+                raise ValueError(f"{name!r} is not a valid label name")
+        if "severity" in v or "alertname" in v:
+            raise ValueError("group_by cannot use 'severity' or 'alertname'")
+        return v
+
+    @field_validator("labels")
+    @classmethod
+    def _extra_labels(cls, v: dict[str, str]) -> dict[str, str]:
+        for name in v:
+            if not LABEL_RE.match(name) or name.startswith("__"):
+                raise ValueError(f"{name!r} is not a valid label name")
+            if name in ("alertname", "severity"):
+                raise ValueError(f"label {name!r} is set by alertd and cannot be overridden")
+        return v
+
+    @field_validator("match")
+    @classmethod
+    def _matchers(cls, v: dict[str, str]) -> dict[str, str]:
+        return _check_matchers(v)
+
+    @field_validator("window")
+    @classmethod
+    def _positive_window(cls, v: timedelta) -> timedelta:
+        if v < timedelta(seconds=1):
+            raise ValueError("window must be at least 1s")
+        return v
+
+    @field_validator("summary", "description", "runbook_url")
+    @classmethod
+    def _template(cls, v: str) -> str:
+        template_fields(v)
+        return v
+
+    @model_validator(mode="after")
+    def _levels(self) -> RuleSpec:
+        if not any(getattr(self, lvl) for lvl in SEVERITIES):
+            raise ValueError("a rule needs at least one of info, warning, critical")
+        for lvl in SEVERITIES:
+            if getattr(self, f"{lvl}_recovery") and not getattr(self, lvl):
+                raise ValueError(f"{lvl}_recovery is set but {lvl} is not")
+        if self.divide_by and "aggregate" in self.model_fields_set and self.aggregate != "sum":
+            raise ValueError("with divide_by the aggregate is always sum; remove 'aggregate'")
+        if self.min_denominator is not None and not self.divide_by:
+            raise ValueError("min_denominator needs divide_by")
+        return self
+
+    @property
+    def aggregate_kind(self) -> str:
+        return "sum" if self.divide_by else self.aggregate
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A validated rule with its compiled matchers and where it came from."""
+
+    spec: RuleSpec
+    file: str
+    match: tuple[Matcher, ...]
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    def levels(self) -> list[tuple[str, Condition, Condition | None]]:
+        """(severity, condition, recovery) from the lowest to the highest level."""
+        out = []
+        for lvl in SEVERITIES:
+            cond = getattr(self.spec, lvl)
+            if cond is not None:
+                out.append((lvl, cond, getattr(self.spec, f"{lvl}_recovery")))
+        return out
+
+    def identity(self) -> str:
+        """Changes whenever the rule's meaning changes: state of an unchanged rule survives reloads."""
+        return self.spec.model_dump_json(by_alias=True)
+
+
+class RuleFile(StrictModel):
+    rules: list[dict[str, Any]] = Field(default_factory=list)
+
+
+# --- alertd.toml ----------------------------------------------------------------
+
+
+class RedisSettings(StrictModel):
+    url: str = "redis://127.0.0.1:6379/0"
+    stream: str = "alertd:events"
+    group: str = "alertd"
+    group_start: str = "$"
+    key_prefix: str = "alertd:"
+    dead_letter_stream: str = "alertd:dead"
+
+
+class DaemonSettings(StrictModel):
+    consumer: str | None = None
+    batch_size: int = Field(default=1000, ge=1, le=100_000)
+    block: Duration = timedelta(seconds=1)
+    eval_interval: Duration = timedelta(seconds=1)
+    claim_idle: Duration = timedelta(seconds=30)
+    shutdown_timeout: Duration = timedelta(seconds=10)
+
+
+class HttpSettings(StrictModel):
+    listen: str = "127.0.0.1:9099"
+    token: SecretStr = SecretStr("")
+    external_url: str = ""  # shown to receivers as externalURL; default http://<listen>
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, v: str) -> str:
+        host, sep, port = v.rpartition(":")
+        if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ValueError(f"listen must be HOST:PORT, got {v!r}")
+        return v
+
+    @property
+    def host(self) -> str:
+        return self.listen.rpartition(":")[0].strip("[]") or "0.0.0.0"  # noqa: S104
+
+    @property
+    def port(self) -> int:
+        return int(self.listen.rpartition(":")[2])
+
+
+class PathsSettings(StrictModel):
+    rules: list[str] = Field(default_factory=lambda: ["rules/*.toml"])
+    channels: list[str] = Field(default_factory=lambda: ["channels/*.toml"])
+
+
+class NotifySettings(StrictModel):
+    group_by: list[str] = Field(default_factory=lambda: ["alertname"])
+    group_wait: Duration = timedelta(seconds=10)
+    group_interval: Duration = timedelta(minutes=1)
+    repeat_interval: Duration = timedelta(hours=4)
+    send_resolved: bool = True
+    resolve_silenced: bool = True
+
+
+class RouteSettings(StrictModel):
+    match: dict[str, str] = Field(default_factory=dict)
+    channels: list[str] = Field(min_length=1)
+    continue_: bool = Field(default=False, alias="continue")
+    mute_during: list[str] = Field(default_factory=list)
+    group_by: list[str] | None = None
+    group_wait: Duration | None = None
+    group_interval: Duration | None = None
+    repeat_interval: Duration | None = None
+    send_resolved: bool | None = None
+
+    @field_validator("match")
+    @classmethod
+    def _matchers(cls, v: dict[str, str]) -> dict[str, str]:
+        return _check_matchers(v)
+
+
+WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+_TIME_RANGE = re.compile(r"^(\d{2}):(\d{2})-(\d{2}):(\d{2})$")
+
+
+class TimeIntervalSettings(StrictModel):
+    name: str
+    weekdays: list[str] = Field(default_factory=list)  # names or ranges "monday:friday"
+    times: list[str] = Field(default_factory=list)  # "HH:MM-HH:MM", end exclusive, 24:00 allowed
+    timezone: str = "UTC"
+
+    @field_validator("weekdays")
+    @classmethod
+    def _weekdays(cls, v: list[str]) -> list[str]:
+        for item in v:
+            for part in item.lower().split(":"):
+                if part not in WEEKDAYS:
+                    raise ValueError(f"unknown weekday {part!r}")
+        return v
+
+    @field_validator("times")
+    @classmethod
+    def _times(cls, v: list[str]) -> list[str]:
+        for item in v:
+            m = _TIME_RANGE.match(item)
+            if not m:
+                raise ValueError(f"invalid time range {item!r} (use 'HH:MM-HH:MM')")
+            start = int(m[1]) * 60 + int(m[2])
+            end = int(m[3]) * 60 + int(m[4])
+            if not (0 <= start < end <= 1440 and int(m[2]) < 60 and int(m[4]) < 60):
+                raise ValueError(f"invalid time range {item!r}")
+        return v
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, v: str) -> str:
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown timezone {v!r}") from None
+        return v
+
+
+class InhibitSettings(StrictModel):
+    source: dict[str, str]
+    target: dict[str, str]
+    equal: list[str] = Field(default_factory=list)
+
+    @field_validator("source", "target")
+    @classmethod
+    def _matchers(cls, v: dict[str, str]) -> dict[str, str]:
+        return _check_matchers(v)
+
+
+class LoggingSettings(StrictModel):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["json", "console"] = "json"
+
+
+class Settings(StrictModel):
+    redis: RedisSettings = RedisSettings()
+    daemon: DaemonSettings = DaemonSettings()
+    http: HttpSettings = HttpSettings()
+    paths: PathsSettings = PathsSettings()
+    notify: NotifySettings = NotifySettings()
+    routes: list[RouteSettings] = Field(default_factory=list)
+    time_intervals: list[TimeIntervalSettings] = Field(default_factory=list)
+    inhibit: list[InhibitSettings] = Field(default_factory=list)
+    logging: LoggingSettings = LoggingSettings()
+    channels: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+    @property
+    def external_url(self) -> str:
+        return self.http.external_url or f"http://{self.http.listen}"
+
+
+# --- the loaded whole -----------------------------------------------------------
+
+
+@dataclass
+class Config:
+    """Everything one load produced; immutable once built, swapped whole on reload."""
+
+    path: Path
+    settings: Settings
+    rules: list[Rule]
+    channels: dict[str, ChannelConfig]
+    channel_files: dict[str, str]
+    warnings: list[str] = field(default_factory=list)
+    files: dict[str, float] = field(default_factory=dict)  # path -> mtime, for reload on change
+
+    @property
+    def base_dir(self) -> Path:
+        return self.path.parent
+
+    def rule(self, name: str) -> Rule | None:
+        return next((r for r in self.rules if r.name == name), None)
+
+
+def interpolate(value: Any, env: Mapping[str, str], where: str) -> Any:
+    """Replace ${VAR} and ${VAR:-default} in every string, recursively."""
+    if isinstance(value, str):
+
+        def sub(m: re.Match[str]) -> str:
+            name, default = m.group(1), m.group(2)
+            if name in env and (env[name] != "" or default is None):
+                return env[name]
+            if default is not None:
+                return default
+            raise ConfigError(f"environment variable {name} is not set", file=where)
+
+        return _ENV_REF.sub(sub, value)
+    if isinstance(value, dict):
+        return {k: interpolate(v, env, where) for k, v in value.items()}
+    if isinstance(value, list):
+        return [interpolate(v, env, where) for v in value]
+    return value
+
+
+def _read_toml(path: Path, shown: str, env: Mapping[str, str]) -> dict[str, Any]:
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError("file not found", file=shown) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read: {exc}", file=shown) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"invalid TOML: {exc}", file=shown) from None
+    result: dict[str, Any] = interpolate(data, env, shown)
+    return result
+
+
+def _model_keys(model: type[BaseModel]) -> list[str]:
+    return [f.alias or name for name, f in model.model_fields.items()]
+
+
+def _submodel(model: type[BaseModel], loc: tuple[int | str, ...]) -> type[BaseModel] | None:
+    """The model class that owns the last key of `loc` (for "did you mean")."""
+    current: Any = model
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        fields = {f.alias or n: f for n, f in current.model_fields.items()}
+        f = fields.get(str(part))
+        if f is None:
+            return None
+        ann = f.annotation
+        for candidate in (ann, *getattr(ann, "__args__", ())):
+            args = getattr(candidate, "__args__", ())
+            for c in (candidate, *args):
+                if isinstance(c, type) and issubclass(c, BaseModel):
+                    current = c
+                    break
+            else:
+                continue
+            break
+        else:
+            return None
+    return current if isinstance(current, type) and issubclass(current, BaseModel) else None
+
+
+def validation_errors(
+    exc: ValidationError, model: type[BaseModel], file: str, context: str = ""
+) -> list[ConfigError]:
+    """One ConfigError per pydantic error, naming the file, the key and near misses."""
+    out = []
+    where = f" {context}" if context else ""
+    for err in exc.errors():
+        loc = tuple(err["loc"])
+        key = ".".join(str(p) for p in loc) or "(top level)"
+        if err["type"] == "extra_forbidden":
+            owner = _submodel(model, loc)
+            hint = ""
+            if owner is not None:
+                close = difflib.get_close_matches(str(loc[-1]), _model_keys(owner), n=1)
+                if close:
+                    hint = f"; did you mean '{close[0]}'?"
+            out.append(ConfigError(f"unknown key '{loc[-1]}' in {file}{where}{hint}"))
+            continue
+        msg = err["msg"].removeprefix("Value error, ")
+        out.append(ConfigError(msg, file=f"{file}{where}", key=key))
+    return out
+
+
+def _rel(path: Path, base: Path) -> str:
+    try:
+        return str(path.relative_to(base))
+    except ValueError:
+        return str(path)
+
+
+def _glob(base: Path, patterns: list[str]) -> list[Path]:
+    found: list[Path] = []
+    for pattern in patterns:
+        full = pattern if os.path.isabs(pattern) else str(base / pattern)
+        for p in sorted(glob.glob(full)):
+            path = Path(p)
+            if path.is_file() and path.suffix == ".toml" and not path.name.endswith(".test.toml"):
+                if path not in found:
+                    found.append(path)
+    return found
+
+
+def _apply_env_overrides(raw: dict[str, Any], env: Mapping[str, str]) -> None:
+    for var, section, key in (
+        ("ALERTD_REDIS_URL", "redis", "url"),
+        ("ALERTD_LOG_LEVEL", "logging", "level"),
+        ("ALERTD_HTTP_LISTEN", "http", "listen"),
+    ):
+        value = env.get(var)
+        if value:
+            sect = raw.setdefault(section, {})
+            if isinstance(sect, dict):
+                sect[key] = value.lower() if var == "ALERTD_LOG_LEVEL" else value
+
+
+def load_rules(paths: list[Path], base: Path, env: Mapping[str, str]) -> tuple[list[Rule], list[ConfigError], dict[str, float]]:
+    rules: list[Rule] = []
+    errors: list[ConfigError] = []
+    files: dict[str, float] = {}
+    seen: dict[str, str] = {}
+    for path in paths:
+        shown = _rel(path, base)
+        files[str(path)] = path.stat().st_mtime
+        try:
+            raw = _read_toml(path, shown, env)
+            rule_file = RuleFile.model_validate(raw)
+        except ConfigError as exc:
+            errors.append(exc)
+            continue
+        except ValidationError as exc:
+            errors.extend(validation_errors(exc, RuleFile, shown))
+            continue
+        for i, entry in enumerate(rule_file.rules):
+            label = f"rule {entry.get('name', f'#{i + 1}')}"
+            try:
+                spec = RuleSpec.model_validate(entry)
+            except ValidationError as exc:
+                errors.extend(validation_errors(exc, RuleSpec, shown, label))
+                continue
+            if spec.name in seen:
+                errors.append(
+                    ConfigError(f"duplicate rule name (also in {seen[spec.name]})", file=shown, key=f"{label}.name")
+                )
+                continue
+            seen[spec.name] = shown
+            rules.append(Rule(spec=spec, file=shown, match=parse_matchers(spec.match)))
+    return rules, errors, files
+
+
+def _load_channels(
+    settings: Settings, paths: list[Path], base: Path, config_name: str, env: Mapping[str, str]
+) -> tuple[dict[str, ChannelConfig], dict[str, str], list[ConfigError], dict[str, float]]:
+    raw_channels: list[tuple[str, str, Any]] = [
+        (name, config_name, body) for name, body in settings.channels.items()
+    ]
+    errors: list[ConfigError] = []
+    files: dict[str, float] = {}
+    for path in paths:
+        shown = _rel(path, base)
+        files[str(path)] = path.stat().st_mtime
+        try:
+            raw = _read_toml(path, shown, env)
+        except ConfigError as exc:
+            errors.append(exc)
+            continue
+        unknown = [k for k in raw if k != "channels"]
+        for k in unknown:
+            errors.append(ConfigError(f"unknown key '{k}' in {shown}; channel files hold [channels.NAME] tables"))
+        channels = raw.get("channels", {})
+        if not isinstance(channels, dict):
+            errors.append(ConfigError("must be a table of channels", file=shown, key="channels"))
+            continue
+        raw_channels.extend((name, shown, body) for name, body in channels.items())
+
+    result: dict[str, ChannelConfig] = {}
+    origin: dict[str, str] = {}
+    for name, shown, body in raw_channels:
+        label = f"channel {name}"
+        if name in result:
+            errors.append(ConfigError(f"duplicate channel (also in {origin[name]})", file=shown, key=label))
+            continue
+        if not isinstance(body, dict):
+            errors.append(ConfigError("must be a table", file=shown, key=label))
+            continue
+        kind = body.get("type")
+        cls = CHANNEL_TYPES.get(str(kind))
+        if cls is None:
+            known = ", ".join(sorted(CHANNEL_TYPES))
+            close = difflib.get_close_matches(str(kind), list(CHANNEL_TYPES), n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            errors.append(
+                ConfigError(f"unknown channel type {kind!r} (one of {known}){hint}", file=f"{shown} {label}", key="type")
+            )
+            continue
+        try:
+            result[name] = cls.config_model.model_validate(body)
+            origin[name] = shown
+        except ValidationError as exc:
+            errors.extend(validation_errors(exc, cls.config_model, shown, label))
+    if "log" not in result:
+        result["log"] = CHANNEL_TYPES["log"].config_model.model_validate({"type": "log"})
+        origin["log"] = "(built in)"
+    return result, origin, errors, files
+
+
+def _cross_check(
+    settings: Settings, rules: list[Rule], channels: dict[str, ChannelConfig], config_name: str
+) -> tuple[list[ConfigError], list[str]]:
+    errors: list[ConfigError] = []
+    warnings: list[str] = []
+    intervals = {t.name for t in settings.time_intervals}
+
+    def unknown_channel(name: str) -> str:
+        close = difflib.get_close_matches(name, list(channels), n=1)
+        return f"unknown channel '{name}'" + (f"; did you mean '{close[0]}'?" if close else "")
+
+    for i, route in enumerate(settings.routes):
+        for ch in route.channels:
+            if ch not in channels:
+                errors.append(ConfigError(unknown_channel(ch), file=config_name, key=f"routes.{i}.channels"))
+        for name in route.mute_during:
+            if name not in intervals:
+                errors.append(
+                    ConfigError(f"unknown time interval '{name}'", file=config_name, key=f"routes.{i}.mute_during")
+                )
+    for rule in rules:
+        for ch in rule.spec.channels or []:
+            if ch not in channels:
+                errors.append(ConfigError(unknown_channel(ch), file=f"{rule.file} rule {rule.name}", key="channels"))
+        known = {"value", "threshold", "severity", "alertname", "rule", *rule.spec.group_by, *rule.spec.labels}
+        for key in ("summary", "description", "runbook_url"):
+            for fname in template_fields(getattr(rule.spec, key)):
+                if fname not in known:
+                    warnings.append(
+                        f"{rule.file} rule {rule.name}: {key} uses {{{fname}}}, which no alert of this rule has; it renders empty"
+                    )
+    for name, ch in channels.items():
+        if ch.fallback is not None:
+            if ch.fallback == name:
+                errors.append(ConfigError("a channel cannot fall back to itself", key=f"channel {name}.fallback"))
+            elif ch.fallback not in channels:
+                errors.append(ConfigError(unknown_channel(ch.fallback), key=f"channel {name}.fallback"))
+    names = [t.name for t in settings.time_intervals]
+    for dup in {n for n in names if names.count(n) > 1}:
+        errors.append(ConfigError(f"duplicate time interval '{dup}'", file=config_name, key="time_intervals"))
+    return errors, warnings
+
+
+def load_config(path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None) -> Config:
+    """Load and validate everything; ConfigErrors with every problem found."""
+    env = os.environ if env is None else env
+    cfg_path = Path(path or env.get("ALERTD_CONFIG") or DEFAULT_CONFIG_PATH)
+    config_name = str(cfg_path)
+    base = cfg_path.parent
+    try:
+        raw = _read_toml(cfg_path, config_name, env)
+    except ConfigError as exc:
+        raise ConfigErrors([exc]) from None
+    _apply_env_overrides(raw, env)
+    try:
+        settings = Settings.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigErrors(validation_errors(exc, Settings, config_name)) from None
+
+    files = {str(cfg_path): cfg_path.stat().st_mtime}
+    rules, errors, rule_files = load_rules(_glob(base, settings.paths.rules), base, env)
+    channels, origin, ch_errors, ch_files = _load_channels(
+        settings, _glob(base, settings.paths.channels), base, config_name, env
+    )
+    errors.extend(ch_errors)
+    files.update(rule_files)
+    files.update(ch_files)
+    cross, warnings = _cross_check(settings, rules, channels, config_name)
+    errors.extend(cross)
+    if errors:
+        raise ConfigErrors(errors)
+    return Config(
+        path=cfg_path,
+        settings=settings,
+        rules=rules,
+        channels=channels,
+        channel_files=origin,
+        warnings=warnings,
+        files=files,
+    )
