@@ -480,7 +480,7 @@ def _rel(path: Path, base: Path) -> str:
         return str(path)
 
 
-def _glob(base: Path, patterns: list[str]) -> list[Path]:
+def find_files(base: Path, patterns: list[str]) -> list[Path]:
     found: list[Path] = []
     for pattern in patterns:
         full = pattern if os.path.isabs(pattern) else str(base / pattern)
@@ -655,9 +655,9 @@ def load_config(path: str | os.PathLike[str] | None = None, env: Mapping[str, st
         raise ConfigErrors(validation_errors(exc, Settings, config_name)) from None
 
     files = {str(cfg_path): cfg_path.stat().st_mtime}
-    rules, errors, rule_files = load_rules(_glob(base, settings.paths.rules), base, env)
+    rules, errors, rule_files = load_rules(find_files(base, settings.paths.rules), base, env)
     channels, origin, ch_errors, ch_files = _load_channels(
-        settings, _glob(base, settings.paths.channels), base, config_name, env
+        settings, find_files(base, settings.paths.channels), base, config_name, env
     )
     errors.extend(ch_errors)
     files.update(rule_files)

@@ -29,7 +29,9 @@ from alertd.notify.retry import http_failure
 class StrictModel(BaseModel):
     """Config models: unknown keys are errors, values are immutable."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, populate_by_name=True, hide_input_in_errors=True
+    )
 
 
 class RetryConfig(StrictModel):
@@ -117,7 +119,7 @@ class Channel(abc.ABC, Generic[C]):
                 if not 200 <= resp.status < 300:
                     raise http_failure(self.name, resp.status, text, resp.headers.get("Retry-After"))
                 return resp.status, text
-        except (TimeoutError, asyncio.TimeoutError):
+        except TimeoutError:
             raise DeliveryError("timed out", channel=self.name, retryable=True) from None
         except aiohttp.ClientError as exc:
             # The message of a connection error can carry the URL: keep only its kind.

@@ -44,9 +44,12 @@ def signing_key(secret: str) -> bytes:
     """The HMAC key of a Standard Webhooks secret: base64 after an optional `whsec_`."""
     raw = secret.removeprefix("whsec_")
     try:
-        return base64.b64decode(raw, validate=True)
+        key = base64.b64decode(raw + "=" * (-len(raw) % 4), validate=True)
     except ValueError:
         raise ValueError("secret must be base64, optionally prefixed 'whsec_'") from None
+    if not key:
+        raise ValueError("secret is empty")
+    return key
 
 
 def sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:

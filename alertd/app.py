@@ -1,0 +1,262 @@
+"""The daemon: wires consumer, rule engine, dispatcher, delivery workers and HTTP.
+
+`App.start()` / `App.stop()` / `App.reload()`; `run_daemon` adds signals.
+State lives in Redis; what is held here is configuration and caches.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import structlog
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from alertd import __version__
+from alertd.alerts import AlertStore
+from alertd.channels import Channel, ChannelContext
+from alertd.consumer import Consumer
+from alertd.deadletters import DeadLetters
+from alertd.engine.evaluator import NOTIFY_CHANGES, Evaluator, PendingWrite, RedisAlertWriter
+from alertd.engine.windows import RedisWindows
+from alertd.errors import ConfigErrors
+from alertd.metrics import Metrics
+from alertd.model import Event
+from alertd.notify.dispatcher import Dispatcher, Runtime
+from alertd.notify.outbox import Outbox
+from alertd.notify.workers import ChannelWorkers
+from alertd.ops import build_channels
+from alertd.settings import Config, find_files, load_config
+from alertd.silences import SilenceStore
+
+log = structlog.get_logger("alertd.app")
+
+
+def default_consumer_name() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+class App:
+    def __init__(self, config: Config, clock: Any = time.time) -> None:
+        self.config = config
+        self.clock = clock
+        s = config.settings
+        self.prefix = s.redis.key_prefix
+        self.consumer_name = s.daemon.consumer or default_consumer_name()
+        self.redis = Redis.from_url(
+            s.redis.url, socket_timeout=max(5.0, s.daemon.block.total_seconds() + 5),
+            socket_connect_timeout=3, health_check_interval=10, max_connections=None,
+        )
+        self.metrics = Metrics()
+        self.windows = RedisWindows(self.redis, self.prefix)
+        self.store = AlertStore(self.redis, self.prefix)
+        self.silences = SilenceStore(self.redis, self.prefix)
+        self.dead = DeadLetters(self.redis, s.redis.dead_letter_stream)
+        self.outbox = Outbox(self.redis, self.prefix)
+        self.runtime = Runtime.build(config)
+        self.evaluator = self._evaluator(config)
+        self.dispatcher = Dispatcher(self.store, self.outbox, self.silences, lambda: self.runtime, clock)
+        self.consumer = Consumer(
+            redis=self.redis, settings=s.redis, consumer=self.consumer_name,
+            batch_size=s.daemon.batch_size, block_ms=int(s.daemon.block.total_seconds() * 1000),
+            claim_idle_ms=int(s.daemon.claim_idle.total_seconds() * 1000), dead=self.dead,
+            metrics=self.metrics, process=self.process, clock=clock,
+        )
+        self.channel_ctx = ChannelContext(redis=self.redis, key_prefix=self.prefix,
+                                          external_url=s.external_url, now=clock)
+        self.channels: dict[str, Channel[Any]] = {}
+        self.workers = ChannelWorkers(self.outbox, self.dead, self.metrics, self.consumer_name,
+                                      s.daemon.claim_idle.total_seconds())
+        self.stopping = asyncio.Event()
+        self.started_at = time.time()
+        self.last_reload_error: str | None = None
+        self.last_reload_at: float | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._scheduler: AsyncIOScheduler | None = None
+        self._http: Any = None
+        self._reload_lock = asyncio.Lock()
+        self.metrics.rules_loaded.set(len(config.rules))
+
+    def _evaluator(self, config: Config) -> Evaluator:
+        return Evaluator(config.rules, self.windows, RedisAlertWriter(self.store, lambda: self.runtime.router),
+                         on_change=self._on_change)
+
+    async def _on_change(self, writes: list[PendingWrite]) -> None:
+        if any(w.change in NOTIFY_CHANGES for w in writes):
+            self.dispatcher.wake.set()
+
+    async def process(self, events: list[Event], now: float) -> None:
+        """The consumer's effect: window + alert state stored before the batch is acked."""
+        if events:
+            await self.evaluator.ingest(events, now)
+
+    # --- lifecycle -------------------------------------------------------------
+
+    async def start(self, http: bool = True) -> None:
+        self.channel_ctx.http = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=256, limit_per_host=64))
+        self.channels = build_channels(self.config.channels, self.channel_ctx)
+        self.workers.set_channels(self.channels)
+        with contextlib.suppress(RedisError, OSError):
+            await self.consumer.join()
+        self._tasks = [
+            asyncio.create_task(self.consumer.run(self.stopping), name="consumer"),
+            asyncio.create_task(self.dispatcher.run(self.stopping), name="dispatcher"),
+        ]
+        sched = AsyncIOScheduler()
+        d = self.config.settings.daemon
+        sched.add_job(self.tick, "interval", seconds=d.eval_interval.total_seconds(),
+                      max_instances=1, coalesce=True, id="tick")
+        sched.add_job(self.housekeeping, "interval", seconds=5, max_instances=1, coalesce=True, id="house")
+        sched.add_job(self.watch_files, "interval", seconds=2, max_instances=1, coalesce=True, id="watch")
+        sched.start()
+        self._scheduler = sched
+        if http:
+            from alertd.api import start_http
+
+            self._http = await start_http(self)
+        log.info("alertd started", version=__version__, consumer=self.consumer_name,
+                 rules=len(self.config.rules), channels=sorted(self.channels),
+                 stream=self.config.settings.redis.stream)
+
+    async def stop(self) -> None:
+        """Stop reading, finish the batch in hand, flush deliveries within shutdown_timeout."""
+        timeout_s = self.config.settings.daemon.shutdown_timeout.total_seconds()
+        deadline = time.monotonic() + timeout_s
+        self.stopping.set()
+        self.dispatcher.wake.set()
+        if self._scheduler is not None:
+            self._scheduler.shutdown(wait=False)
+        done, pending = await asyncio.wait(self._tasks, timeout=max(0.1, deadline - time.monotonic()))
+        for t in pending:
+            t.cancel()
+        for t in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        await self.workers.stop(max(0.1, deadline - time.monotonic()))
+        if self._http is not None:
+            await self._http.cleanup()
+        if self.channel_ctx.http is not None:
+            await self.channel_ctx.http.close()
+        await self.redis.aclose()
+        log.info("alertd stopped")
+
+    # --- clock -----------------------------------------------------------------
+
+    async def tick(self) -> None:
+        """Clock evaluation, by one replica at a time (a short lease)."""
+        d = self.config.settings.daemon
+        lease_ms = max(100, int(d.eval_interval.total_seconds() * 900))
+        try:
+            if await self.redis.set(f"{self.prefix}lease:tick", self.consumer_name, nx=True, px=lease_ms):
+                await self.evaluator.tick(self.clock())
+        except (RedisError, OSError) as exc:
+            log.warning("clock evaluation skipped", error=type(exc).__name__)
+
+    async def housekeeping(self) -> None:
+        try:
+            now = self.clock()
+            await self.silences.cleanup(now)
+            lag, pending = await self.consumer.lag_and_pending()
+            if lag is not None:
+                self.metrics.consumer_lag.set(lag)
+            self.metrics.consumer_pending.set(pending)
+            counts: dict[tuple[str, str], int] = {}
+            for a in await self.store.all():
+                if a.state != "resolved":
+                    counts[(a.state, a.severity)] = counts.get((a.state, a.severity), 0) + 1
+            self.metrics.alerts.clear()
+            for (state, sev), n in counts.items():
+                self.metrics.alerts.labels(state, sev).set(n)
+            for rule, n in self.evaluator.evaluations.items():
+                self.metrics.rule_evaluations.labels(rule).inc(n)
+            self.evaluator.evaluations.clear()
+        except (RedisError, OSError) as exc:
+            log.debug("housekeeping skipped", error=type(exc).__name__)
+
+    async def watch_files(self) -> None:
+        """Reload when a rule or channel file changes on disk (or one appears or goes)."""
+        cfg = self.config
+        current: dict[str, float] = {}
+        try:
+            probe = load_paths(cfg)
+        except OSError:
+            return
+        for p in probe:
+            with contextlib.suppress(OSError):
+                current[p] = Path(p).stat().st_mtime
+        if current != cfg.files and current != getattr(self, "_failed_files", None):
+            result = await self.reload()
+            if result is not None:
+                self._failed_files = current
+
+    # --- reload ----------------------------------------------------------------
+
+    async def reload(self) -> str | None:
+        """Reload config, rules and channels; on error keep the running ones. Returns the error."""
+        async with self._reload_lock:
+            try:
+                new = load_config(self.config.path)
+            except ConfigErrors as exc:
+                self.last_reload_error = str(exc)
+                self.metrics.config_reloads.labels("error").inc()
+                log.error("reload failed; keeping the running configuration", error=str(exc))
+                return str(exc)
+            old = self.config
+            self.config = new
+            self.runtime = Runtime.build(new)
+            self.evaluator = self._evaluator(new)
+            self.consumer.process = self.process
+            changed = {n for n, c in new.channels.items() if old.channels.get(n) != c}
+            channels = {n: ch for n, ch in self.channels.items() if n in new.channels and n not in changed}
+            channels.update(build_channels({n: new.channels[n] for n in changed}, self.channel_ctx))
+            self.channels = channels
+            self.workers.set_channels(channels)
+            self.last_reload_error = None
+            self.last_reload_at = time.time()
+            self._failed_files = None
+            self.metrics.config_reloads.labels("success").inc()
+            self.metrics.rules_loaded.set(len(new.rules))
+            for w in new.warnings:
+                log.warning("config warning", warning=w)
+            log.info("configuration reloaded", rules=len(new.rules), channels=sorted(new.channels))
+            return None
+
+
+def load_paths(cfg: Config) -> list[str]:
+    """Files that make up the configuration now (for change detection)."""
+    s = cfg.settings
+    paths = [str(cfg.path)]
+    paths += [str(p) for p in find_files(cfg.base_dir, s.paths.rules)]
+    paths += [str(p) for p in find_files(cfg.base_dir, s.paths.channels)]
+    return paths
+
+
+async def run_daemon(config_path: str | None) -> int:
+    """`alertd run`: until SIGTERM/SIGINT; SIGHUP reloads."""
+    config = load_config(config_path)
+    from alertd.logs import configure
+
+    configure(config.settings.logging.level, config.settings.logging.format)
+    for w in config.warnings:
+        log.warning("config warning", warning=w)
+    app = App(config)
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(app.reload()))
+    await app.start()
+    await stop.wait()
+    log.info("shutting down")
+    await app.stop()
+    return 0

@@ -1,0 +1,170 @@
+"""Operations the CLI and the HTTP API share, so both take the same code path."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+from redis.asyncio import Redis
+
+from alertd.alerts import AlertStore
+from alertd.channels import CHANNEL_TYPES, Channel, ChannelConfig, ChannelContext
+from alertd.deadletters import DeadLetters
+from alertd.errors import NotFoundError
+from alertd.inhibit import InhibitRule, Inhibitor
+from alertd.model import Alert, Event, Notification, NotifyReason, fingerprint, new_id, rfc3339
+from alertd.notify.delivery import DeliveryResult, deliver
+from alertd.notify.outbox import Outbox
+from alertd.settings import Config
+from alertd.silences import SilenceStore, silenced_by
+
+TEST_SEVERITIES = ("info", "warning", "critical")
+
+
+def event_fields(ev: Event) -> dict[str, bytes]:
+    """The JSON stream form of an event."""
+    return {"data": orjson.dumps({"name": ev.name, "value": ev.value, "labels": ev.labels, "ts": ev.ts})}
+
+
+async def publish(redis: Redis, stream: str, events: list[Event]) -> list[str]:
+    """Add events to the stream (one entry each, one round trip)."""
+    async with redis.pipeline(transaction=False) as pipe:
+        for ev in events:
+            pipe.xadd(stream, event_fields(ev))
+        ids = await pipe.execute()
+    return [i.decode() if isinstance(i, bytes) else str(i) for i in ids]
+
+
+def alert_view(a: Alert, silenced: list[str], inhibited: list[str]) -> dict[str, Any]:
+    return {
+        "labels": a.labels,
+        "annotations": a.annotations,
+        "state": a.state,
+        "severity": a.severity,
+        "value": a.value,
+        "startsAt": rfc3339(a.starts_at),
+        "fingerprint": a.fingerprint,
+        "rule": a.rule,
+        "silencedBy": silenced,
+        "inhibitedBy": inhibited,
+    }
+
+
+async def list_alerts(
+    redis: Redis,
+    config: Config,
+    now: float,
+    state: str | None = None,
+    severity: str | None = None,
+    filters: Mapping[str, str] | None = None,
+) -> list[dict[str, Any]]:
+    """Current (pending and firing) alerts with silencedBy / inhibitedBy, filtered."""
+    prefix = config.settings.redis.key_prefix
+    alerts = [a for a in await AlertStore(redis, prefix).all() if a.state != "resolved"]
+    silences = await SilenceStore(redis, prefix).active(now)
+    rules = [InhibitRule.from_settings(s) for s in config.settings.inhibit]
+    inhibitor = Inhibitor(rules, [a for a in alerts if a.state == "firing"]) if rules else None
+    out = []
+    for a in sorted(alerts, key=lambda a: (a.rule, a.starts_at)):
+        if state and a.state != state:
+            continue
+        if severity and a.severity != severity:
+            continue
+        if filters and any(a.labels.get(k) != v for k, v in filters.items()):
+            continue
+        out.append(alert_view(a, silenced_by(a.labels, silences, now),
+                              inhibitor.inhibited_by(a) if inhibitor else []))
+    return out
+
+
+def test_notification(channel: str, severity: str, now: float) -> Notification:
+    labels = {"alertname": "AlertdTestAlert", "severity": severity, "source": "alertd test-alert"}
+    alert = Alert(
+        fingerprint(labels), "AlertdTestAlert", labels,
+        {"summary": "Test alert from alertd: if you read this, the channel works.",
+         "description": "Sent by `alertd test-alert`; nothing is wrong."},
+        "firing", severity, 1.0, now, updated_at=now,
+    )
+    return Notification(
+        id=new_id(now), receiver=channel, status="firing", alerts=[alert],
+        group_labels={"alertname": "AlertdTestAlert"}, group_key='{}:{alertname="AlertdTestAlert"}',
+        reason=NotifyReason.TEST, created_at=now, changed_at=now,
+    )
+
+
+def build_channels(configs: Mapping[str, ChannelConfig], ctx: ChannelContext) -> dict[str, Channel[Any]]:
+    return {name: CHANNEL_TYPES[cfg.type](name, cfg, ctx) for name, cfg in configs.items()}
+
+
+async def test_alert(
+    config: Config,
+    channels: Mapping[str, Channel[Any]],
+    names: list[str] | None,
+    severity: str = "critical",
+) -> dict[str, DeliveryResult]:
+    """A synthetic alert through the real delivery path, to each named (default: every enabled) channel.
+
+    Retries are capped (3 attempts, 1 s backoff) so the answer comes while someone waits for it.
+    """
+    if severity not in TEST_SEVERITIES:
+        raise ValueError(f"severity must be one of {', '.join(TEST_SEVERITIES)}")
+    if names:
+        unknown = [n for n in names if n not in channels]
+        if unknown:
+            raise NotFoundError(f"unknown channel '{unknown[0]}' (configured: {', '.join(sorted(channels))})")
+        chosen = list(dict.fromkeys(names))
+    else:
+        chosen = [n for n, ch in channels.items() if ch.config.enabled]
+    now = time.time()
+
+    async def one(name: str) -> DeliveryResult:
+        ch = channels[name]
+        r = ch.config.retry
+        capped = r.model_copy(update={
+            "attempts": min(r.attempts, 3),
+            "initial_backoff": min(r.initial_backoff, r.initial_backoff.__class__(seconds=0.5)),
+            "max_backoff": min(r.max_backoff, r.max_backoff.__class__(seconds=1)),
+        })
+        return await deliver(ch, test_notification(name, severity, now), retry=capped)
+
+    results = await asyncio.gather(*(one(n) for n in chosen))
+    return dict(zip(chosen, results, strict=True))
+
+
+async def replay_dead_letters(
+    redis: Redis, config: Config, ids: list[str] | None
+) -> dict[str, Any]:
+    """Re-queue dead notifications (same id) and re-add dead events to the stream."""
+    s = config.settings.redis
+    dead = DeadLetters(redis, s.dead_letter_stream)
+    outbox = Outbox(redis, s.key_prefix)
+    if ids:
+        entries = await dead.get(ids)
+        missing = sorted(set(ids) - {eid for eid, _ in entries})
+    else:
+        entries = [(d["id"], {k: v for k, v in d.items() if k != "id"}) for d in await dead.list(10_000)]
+        missing = []
+    replayed: list[str] = []
+    failed: list[dict[str, str]] = []
+    for eid, fields in entries:
+        try:
+            if fields.get("source") == "notification":
+                n = Notification.from_dict(orjson.loads(fields["payload"]))
+                n.attempts = 0
+                if n.receiver not in config.channels:
+                    raise ValueError(f"channel '{n.receiver}' is not configured")
+                await outbox.enqueue(n)
+            else:
+                payload = orjson.loads(fields.get("payload", "{}"))
+                if not isinstance(payload, dict) or not payload:
+                    raise ValueError("no payload to replay")
+                await redis.xadd(s.stream, {str(k): str(v) for k, v in payload.items()})
+        except (ValueError, KeyError, TypeError) as exc:
+            failed.append({"id": eid, "error": str(exc)[:200]})
+            continue
+        await dead.delete([eid])
+        replayed.append(eid)
+    return {"replayed": replayed, "failed": failed, "not_found": missing}
