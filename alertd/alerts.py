@@ -77,13 +77,23 @@ class AlertStore:
         return [Alert.from_dict(orjson.loads(v)) for v in raw.values()]
 
     def apply_args(
-        self, fp: str, expected: bytes, new: Alert | None, targets: list[GroupTarget], immediate: bool, now: float
+        self,
+        fp: str,
+        expected: bytes,
+        new: Alert | None,
+        targets: list[GroupTarget],
+        immediate: bool,
+        now: float,
     ) -> list[Any]:
         args: list[Any] = [fp, expected, encode(new), repr(now), self.prefix]
         for t in targets:
             args += [
-                t.gid, t.group_key, orjson.dumps(t.labels), t.policy.route_id,
-                repr(t.policy.group_wait.total_seconds()), repr(t.policy.group_interval.total_seconds()),
+                t.gid,
+                t.group_key,
+                orjson.dumps(t.labels),
+                t.policy.route_id,
+                repr(t.policy.group_wait.total_seconds()),
+                repr(t.policy.group_interval.total_seconds()),
                 "1" if immediate else "0",
             ]
         return args

@@ -18,7 +18,10 @@ async def start_http(app: App) -> web.AppRunner:
         return web.json_response({"status": "ok"})
 
     async def metrics(_: web.Request) -> web.Response:
-        return web.Response(body=generate_latest(app.metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+        return web.Response(
+            body=generate_latest(app.metrics.registry),
+            headers={"Content-Type": CONTENT_TYPE_LATEST},
+        )
 
     http.router.add_get("/health/live", live)
     http.router.add_get("/metrics", metrics)

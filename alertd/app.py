@@ -53,8 +53,11 @@ class App:
         self.prefix = s.redis.key_prefix
         self.consumer_name = s.daemon.consumer or default_consumer_name()
         self.redis = Redis.from_url(
-            s.redis.url, socket_timeout=max(5.0, s.daemon.block.total_seconds() + 5),
-            socket_connect_timeout=3, health_check_interval=10, max_connections=None,
+            s.redis.url,
+            socket_timeout=max(5.0, s.daemon.block.total_seconds() + 5),
+            socket_connect_timeout=3,
+            health_check_interval=10,
+            max_connections=None,
         )
         self.metrics = Metrics()
         self.windows = RedisWindows(self.redis, self.prefix)
@@ -64,22 +67,37 @@ class App:
         self.outbox = Outbox(self.redis, self.prefix)
         self.runtime = Runtime.build(config)
         self.evaluator = self._evaluator(config)
-        self.dispatcher = Dispatcher(self.store, self.outbox, self.silences, lambda: self.runtime, clock)
-        self.consumer = Consumer(
-            redis=self.redis, settings=s.redis, consumer=self.consumer_name,
-            batch_size=s.daemon.batch_size, block_ms=int(s.daemon.block.total_seconds() * 1000),
-            claim_idle_ms=int(s.daemon.claim_idle.total_seconds() * 1000), dead=self.dead,
-            metrics=self.metrics, process=self.process, clock=clock,
+        self.dispatcher = Dispatcher(
+            self.store, self.outbox, self.silences, lambda: self.runtime, clock
         )
-        self.channel_ctx = ChannelContext(redis=self.redis, key_prefix=self.prefix,
-                                          external_url=s.external_url, now=clock)
+        self.consumer = Consumer(
+            redis=self.redis,
+            settings=s.redis,
+            consumer=self.consumer_name,
+            batch_size=s.daemon.batch_size,
+            block_ms=int(s.daemon.block.total_seconds() * 1000),
+            claim_idle_ms=int(s.daemon.claim_idle.total_seconds() * 1000),
+            dead=self.dead,
+            metrics=self.metrics,
+            process=self.process,
+            clock=clock,
+        )
+        self.channel_ctx = ChannelContext(
+            redis=self.redis, key_prefix=self.prefix, external_url=s.external_url, now=clock
+        )
         self.channels: dict[str, Channel[Any]] = {}
-        self.workers = ChannelWorkers(self.outbox, self.dead, self.metrics, self.consumer_name,
-                                      s.daemon.claim_idle.total_seconds())
+        self.workers = ChannelWorkers(
+            self.outbox,
+            self.dead,
+            self.metrics,
+            self.consumer_name,
+            s.daemon.claim_idle.total_seconds(),
+        )
         self.stopping = asyncio.Event()
         self.started_at = time.time()
         self.last_reload_error: str | None = None
         self.last_reload_at: float | None = None
+        self._failed_files: dict[str, float] | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._scheduler: AsyncIOScheduler | None = None
         self._http: Any = None
@@ -87,8 +105,12 @@ class App:
         self.metrics.rules_loaded.set(len(config.rules))
 
     def _evaluator(self, config: Config) -> Evaluator:
-        return Evaluator(config.rules, self.windows, RedisAlertWriter(self.store, lambda: self.runtime.router),
-                         on_change=self._on_change)
+        return Evaluator(
+            config.rules,
+            self.windows,
+            RedisAlertWriter(self.store, lambda: self.runtime.router),
+            on_change=self._on_change,
+        )
 
     async def _on_change(self, writes: list[PendingWrite]) -> None:
         if any(w.change in NOTIFY_CHANGES for w in writes):
@@ -103,7 +125,8 @@ class App:
 
     async def start(self, http: bool = True) -> None:
         self.channel_ctx.http = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=256, limit_per_host=64))
+            connector=aiohttp.TCPConnector(limit=256, limit_per_host=64)
+        )
         self.channels = build_channels(self.config.channels, self.channel_ctx)
         self.workers.set_channels(self.channels)
         with contextlib.suppress(RedisError, OSError):
@@ -114,19 +137,34 @@ class App:
         ]
         sched = AsyncIOScheduler()
         d = self.config.settings.daemon
-        sched.add_job(self.tick, "interval", seconds=d.eval_interval.total_seconds(),
-                      max_instances=1, coalesce=True, id="tick")
-        sched.add_job(self.housekeeping, "interval", seconds=5, max_instances=1, coalesce=True, id="house")
-        sched.add_job(self.watch_files, "interval", seconds=2, max_instances=1, coalesce=True, id="watch")
+        sched.add_job(
+            self.tick,
+            "interval",
+            seconds=d.eval_interval.total_seconds(),
+            max_instances=1,
+            coalesce=True,
+            id="tick",
+        )
+        sched.add_job(
+            self.housekeeping, "interval", seconds=5, max_instances=1, coalesce=True, id="house"
+        )
+        sched.add_job(
+            self.watch_files, "interval", seconds=2, max_instances=1, coalesce=True, id="watch"
+        )
         sched.start()
         self._scheduler = sched
         if http:
             from alertd.api import start_http
 
             self._http = await start_http(self)
-        log.info("alertd started", version=__version__, consumer=self.consumer_name,
-                 rules=len(self.config.rules), channels=sorted(self.channels),
-                 stream=self.config.settings.redis.stream)
+        log.info(
+            "alertd started",
+            version=__version__,
+            consumer=self.consumer_name,
+            rules=len(self.config.rules),
+            channels=sorted(self.channels),
+            stream=self.config.settings.redis.stream,
+        )
 
     async def stop(self) -> None:
         """Stop reading, finish the batch in hand, flush deliveries within shutdown_timeout."""
@@ -136,7 +174,7 @@ class App:
         self.dispatcher.wake.set()
         if self._scheduler is not None:
             self._scheduler.shutdown(wait=False)
-        done, pending = await asyncio.wait(self._tasks, timeout=max(0.1, deadline - time.monotonic()))
+        _, pending = await asyncio.wait(self._tasks, timeout=max(0.1, deadline - time.monotonic()))
         for t in pending:
             t.cancel()
         for t in self._tasks:
@@ -157,7 +195,9 @@ class App:
         d = self.config.settings.daemon
         lease_ms = max(100, int(d.eval_interval.total_seconds() * 900))
         try:
-            if await self.redis.set(f"{self.prefix}lease:tick", self.consumer_name, nx=True, px=lease_ms):
+            if await self.redis.set(
+                f"{self.prefix}lease:tick", self.consumer_name, nx=True, px=lease_ms
+            ):
                 await self.evaluator.tick(self.clock())
         except (RedisError, OSError) as exc:
             log.warning("clock evaluation skipped", error=type(exc).__name__)
@@ -194,7 +234,7 @@ class App:
         for p in probe:
             with contextlib.suppress(OSError):
                 current[p] = Path(p).stat().st_mtime
-        if current != cfg.files and current != getattr(self, "_failed_files", None):
+        if current != cfg.files and current != self._failed_files:
             result = await self.reload()
             if result is not None:
                 self._failed_files = current
@@ -217,7 +257,9 @@ class App:
             self.evaluator = self._evaluator(new)
             self.consumer.process = self.process
             changed = {n for n, c in new.channels.items() if old.channels.get(n) != c}
-            channels = {n: ch for n, ch in self.channels.items() if n in new.channels and n not in changed}
+            channels = {
+                n: ch for n, ch in self.channels.items() if n in new.channels and n not in changed
+            }
             channels.update(build_channels({n: new.channels[n] for n in changed}, self.channel_ctx))
             self.channels = channels
             self.workers.set_channels(channels)

@@ -70,7 +70,10 @@ def cmd_check(args: argparse.Namespace) -> int:
     print(f"config {config.path}: ok")
     print(f"  rules: {len(config.rules)} in {len({r.file for r in config.rules})} file(s)")
     print(f"  channels: {len(config.channels)} ({channel_text})")
-    print(f"  routes: {len(s.routes)}, inhibit rules: {len(s.inhibit)}, time intervals: {len(s.time_intervals)}")
+    print(
+        f"  routes: {len(s.routes)}, inhibit rules: {len(s.inhibit)}, "
+        f"time intervals: {len(s.time_intervals)}"
+    )
     return 0
 
 
@@ -86,7 +89,9 @@ def cmd_publish(args: argparse.Namespace) -> int:
             try:
                 value = float(item)
             except ValueError:
-                raise CliError(f"value {item!r} is not a number (labels are written name=value)") from None
+                raise CliError(
+                    f"value {item!r} is not a number (labels are written name=value)"
+                ) from None
         else:
             raise CliError(f"unexpected argument {item!r} (labels are written name=value)")
     obj: dict[str, Any] = {"name": args.name, "labels": labels}
@@ -123,8 +128,11 @@ def cmd_test_alert(args: argparse.Namespace) -> int:
         from alertd.ops import build_channels, test_alert
 
         redis = _redis(config)
-        ctx = ChannelContext(redis=redis, key_prefix=config.settings.redis.key_prefix,
-                             external_url=config.settings.external_url)
+        ctx = ChannelContext(
+            redis=redis,
+            key_prefix=config.settings.redis.key_prefix,
+            external_url=config.settings.external_url,
+        )
         async with aiohttp.ClientSession() as session:
             ctx.http = session
             channels = build_channels(config.channels, ctx)
@@ -167,11 +175,22 @@ def cmd_alerts(args: argparse.Namespace) -> int:
         return 0
     rows = []
     for a in alerts:
-        extra = ",".join(f"{k}={v}" for k, v in sorted(a["labels"].items()) if k not in ("alertname", "severity"))
+        extra = ",".join(
+            f"{k}={v}" for k, v in sorted(a["labels"].items()) if k not in ("alertname", "severity")
+        )
         muted = "silenced" if a["silencedBy"] else ("inhibited" if a["inhibitedBy"] else "")
         value = "" if a["value"] is None else f"{a['value']:g}"
-        rows.append([a["labels"].get("alertname", ""), a["state"], a["severity"], value, extra,
-                     a["startsAt"], muted])
+        rows.append(
+            [
+                a["labels"].get("alertname", ""),
+                a["state"],
+                a["severity"],
+                value,
+                extra,
+                a["startsAt"],
+                muted,
+            ]
+        )
     print(_table(rows, ["alertname", "state", "severity", "value", "labels", "since", "muted"]))
     return 0
 
@@ -189,10 +208,16 @@ def cmd_silence(args: argparse.Namespace) -> int:
                 matchers = {}
                 for m in args.matchers:
                     if "=" not in m:
-                        raise CliError(f"matcher {m!r} must be label=value (value may start with ~ or !)")
+                        raise CliError(
+                            f"matcher {m!r} must be label=value (value may start with ~ or !)"
+                        )
                     k, _, v = m.partition("=")
                     matchers[k] = v
-                body: dict[str, Any] = {"matchers": matchers, "createdBy": args.author, "comment": args.comment}
+                body: dict[str, Any] = {
+                    "matchers": matchers,
+                    "createdBy": args.author,
+                    "comment": args.comment,
+                }
                 if args.end:
                     body["endsAt"] = args.end
                     if args.start:
@@ -212,9 +237,23 @@ def cmd_silence(args: argparse.Namespace) -> int:
                 rows = []
                 for s in silences:
                     v = s.to_api(now)
-                    rows.append([v["id"], v["status"], ",".join(f"{k}={x}" for k, x in v["matchers"].items()),
-                                 v["startsAt"], v["endsAt"], v["createdBy"], v["comment"]])
-                print(_table(rows, ["id", "status", "matchers", "starts", "ends", "created_by", "comment"]))
+                    rows.append(
+                        [
+                            v["id"],
+                            v["status"],
+                            ",".join(f"{k}={x}" for k, x in v["matchers"].items()),
+                            v["startsAt"],
+                            v["endsAt"],
+                            v["createdBy"],
+                            v["comment"],
+                        ]
+                    )
+                print(
+                    _table(
+                        rows,
+                        ["id", "status", "matchers", "starts", "ends", "created_by", "comment"],
+                    )
+                )
             else:
                 await store.expire(args.id, now)
                 print(f"expired {args.id}")
@@ -234,17 +273,29 @@ def cmd_dlq(args: argparse.Namespace) -> int:
         redis = _redis(config)
         try:
             if args.dlq_cmd == "list":
-                items = await DeadLetters(redis, config.settings.redis.dead_letter_stream).list(args.limit)
+                items = await DeadLetters(redis, config.settings.redis.dead_letter_stream).list(
+                    args.limit
+                )
                 if args.json:
                     print(orjson.dumps({"dead_letters": items}).decode())
                     return 0
-                rows = [[d["id"], d.get("source", ""), d.get("channel", d.get("stream_id", "")),
-                         d.get("at", ""), d.get("reason", "")[:80]] for d in items]
+                rows = [
+                    [
+                        d["id"],
+                        d.get("source", ""),
+                        d.get("channel", d.get("stream_id", "")),
+                        d.get("at", ""),
+                        d.get("reason", "")[:80],
+                    ]
+                    for d in items
+                ]
                 print(_table(rows, ["id", "source", "channel/stream_id", "at", "reason"]))
                 return 0
             result = await replay_dead_letters(redis, config, args.ids or None)
-            print(f"replayed {len(result['replayed'])}, failed {len(result['failed'])}, "
-                  f"not found {len(result['not_found'])}")
+            print(
+                f"replayed {len(result['replayed'])}, failed {len(result['failed'])}, "
+                f"not found {len(result['not_found'])}"
+            )
             for f in result["failed"]:
                 print(f"  {f['id']}: {f['error']}")
             return 0 if not result["failed"] and not result["not_found"] else 1
@@ -274,16 +325,20 @@ def cmd_rules_test(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
-        "--config", default=os.environ.get("ALERTD_CONFIG", DEFAULT_CONFIG_PATH),
+        "--config",
+        default=os.environ.get("ALERTD_CONFIG", DEFAULT_CONFIG_PATH),
         help="configuration file (default ./alertd.toml, env ALERTD_CONFIG)",
     )
-    p = argparse.ArgumentParser(prog="alertd", description="Alerting and notification dispatch daemon.",
-                                parents=[common])
+    p = argparse.ArgumentParser(
+        prog="alertd", description="Alerting and notification dispatch daemon.", parents=[common]
+    )
     p.add_argument("--version", action="version", version=f"alertd {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
     sub.add_parser("run", parents=[common], help="run the daemon").set_defaults(func=cmd_run)
-    sub.add_parser("check", parents=[common], help="validate config, rules, channels").set_defaults(func=cmd_check)
+    sub.add_parser("check", parents=[common], help="validate config, rules, channels").set_defaults(
+        func=cmd_check
+    )
 
     sp = sub.add_parser("publish", parents=[common], help="add one event to the stream")
     sp.add_argument("name")
@@ -292,7 +347,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.set_defaults(func=cmd_publish)
 
     sp = sub.add_parser("test-alert", parents=[common], help="send a synthetic alert to channels")
-    sp.add_argument("--channel", action="append", help="channel name (repeatable; default every enabled)")
+    sp.add_argument(
+        "--channel", action="append", help="channel name (repeatable; default every enabled)"
+    )
     sp.add_argument("--severity", default="critical", choices=["info", "warning", "critical"])
     sp.set_defaults(func=cmd_test_alert)
 
@@ -310,7 +367,9 @@ def build_parser() -> argparse.ArgumentParser:
     sa.add_argument("--duration", default="2h")
     sa.add_argument("--start", help="RFC 3339 start (default now)")
     sa.add_argument("--end", help="RFC 3339 end (instead of --duration)")
-    sa.add_argument("--author", "--created-by", dest="author", default=os.environ.get("USER", "alertd-cli"))
+    sa.add_argument(
+        "--author", "--created-by", dest="author", default=os.environ.get("USER", "alertd-cli")
+    )
     sa.add_argument("--comment", default="")
     sl = ssub.add_parser("list", parents=[common])
     sl.add_argument("--all", action="store_true", help="include expired silences")

@@ -10,6 +10,7 @@ daemon never exits because Redis blinked.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -32,9 +33,15 @@ Entry = tuple[str, dict[bytes, bytes]]
 def reason_label(reason: str) -> str:
     """A bounded metric label for an invalid-event reason."""
     for key, label in (
-        ("JSON", "invalid_json"), ("name", "invalid_name"), ("value", "invalid_value"),
-        ("label", "invalid_labels"), ("ts", "invalid_ts"), ("larger", "too_large"),
-        ("array", "too_many"), ("UTF-8", "invalid_utf8"), ("field", "invalid_field"),
+        ("JSON", "invalid_json"),
+        ("name", "invalid_name"),
+        ("value", "invalid_value"),
+        ("label", "invalid_labels"),
+        ("ts", "invalid_ts"),
+        ("larger", "too_large"),
+        ("array", "too_many"),
+        ("UTF-8", "invalid_utf8"),
+        ("field", "invalid_field"),
     ):
         if key in reason:
             return label
@@ -62,9 +69,14 @@ class Consumer:
         """Create the consumer group if it is missing (MKSTREAM); an existing one is used as is."""
         try:
             await self.redis.xgroup_create(
-                self.settings.stream, self.settings.group, id=self.settings.group_start, mkstream=True
+                self.settings.stream,
+                self.settings.group,
+                id=self.settings.group_start,
+                mkstream=True,
             )
-            log.info("consumer group created", stream=self.settings.stream, group=self.settings.group)
+            log.info(
+                "consumer group created", stream=self.settings.stream, group=self.settings.group
+            )
         except ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise
@@ -86,17 +98,19 @@ class Consumer:
             except (RedisError, OSError) as exc:
                 self.joined = not isinstance(exc, ResponseError) or "NOGROUP" not in str(exc)
                 self._read_own_pending = True
-                log.warning("redis unavailable; retrying", error=type(exc).__name__, retry_in_s=backoff_s)
-                try:
+                log.warning(
+                    "redis unavailable; retrying", error=type(exc).__name__, retry_in_s=backoff_s
+                )
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stopping.wait(), timeout=backoff_s)
-                except TimeoutError:
-                    pass
                 backoff_s = min(backoff_s * 2, 5.0)
 
     async def next_batch(self) -> list[Entry]:
         s = self.settings
         if self._read_own_pending:
-            rows = await self.redis.xreadgroup(s.group, self.consumer, {s.stream: "0"}, count=self.batch_size)
+            rows = await self.redis.xreadgroup(
+                s.group, self.consumer, {s.stream: "0"}, count=self.batch_size
+            )
             entries = self._entries(rows)
             if entries:
                 return entries
@@ -105,7 +119,11 @@ class Consumer:
         if now - self._last_claim > self.claim_idle_ms / 2000:
             self._last_claim = now
             _, claimed, *_ = await self.redis.xautoclaim(
-                s.stream, s.group, self.consumer, min_idle_time=self.claim_idle_ms, start_id="0-0",
+                s.stream,
+                s.group,
+                self.consumer,
+                min_idle_time=self.claim_idle_ms,
+                start_id="0-0",
                 count=self.batch_size,
             )
             entries = [(eid.decode(), f) for eid, f in claimed if f is not None]
@@ -118,7 +136,9 @@ class Consumer:
         return self._entries(rows)
 
     @staticmethod
-    def _entries(rows: list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes] | None]]]] | None) -> list[Entry]:
+    def _entries(
+        rows: list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes] | None]]]] | None,
+    ) -> list[Entry]:
         out: list[Entry] = []
         for _, entries in rows or []:
             out.extend((eid.decode(), f) for eid, f in entries if f is not None)
@@ -141,16 +161,20 @@ class Consumer:
                     self.metrics.events_invalid.labels(reason_label(e.reason)).inc()
         await self.process(events, self.clock())
         async with self.redis.pipeline(transaction=True) as pipe:
-            for fields in dead:
-                pipe.xadd(self.dead.stream, fields, maxlen=100_000, approximate=True)
+            for letter in dead:
+                pipe.xadd(self.dead.stream, letter, maxlen=100_000, approximate=True)
             pipe.xack(self.settings.stream, self.settings.group, *[eid for eid, _ in entries])
             await pipe.execute()
         self.batches += 1
         self.metrics.events_consumed.inc(len(events))
         if dead:
             self.metrics.dead_letters.labels("event").inc(len(dead))
-            log.warning("invalid entries dead-lettered", count=len(dead), stream_id=dead[0]["stream_id"],
-                        reason=dead[0]["reason"][:200])
+            log.warning(
+                "invalid entries dead-lettered",
+                count=len(dead),
+                stream_id=dead[0]["stream_id"],
+                reason=dead[0]["reason"][:200],
+            )
         self.metrics.batch_duration.observe(time.perf_counter() - started)
 
     async def lag_and_pending(self) -> tuple[int | None, int]:

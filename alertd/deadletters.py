@@ -6,6 +6,7 @@ before they get here, and payloads are the notification as receivers see it.
 
 from __future__ import annotations
 
+import builtins
 import time
 from typing import Any
 
@@ -41,7 +42,9 @@ class DeadLetters:
         }
 
     @staticmethod
-    def notification_fields(n: Notification, channel: str, reason: str, last_error: str) -> dict[str, str]:
+    def notification_fields(
+        n: Notification, channel: str, reason: str, last_error: str
+    ) -> dict[str, str]:
         return {
             "source": "notification",
             "reason": reason[:1000],
@@ -67,14 +70,19 @@ class DeadLetters:
                 out.append(item)
         return out
 
-    async def get(self, ids: list[str]) -> list[tuple[str, dict[str, str]]]:
+    async def get(self, ids: builtins.list[str]) -> builtins.list[tuple[str, dict[str, str]]]:
         out = []
         for entry_id in ids:
             rows = await self.redis.xrange(self.stream, entry_id, entry_id)
             for eid, fields in rows:
-                out.append((eid.decode(), {k.decode(): v.decode("utf-8", "replace") for k, v in fields.items()}))
+                out.append(
+                    (
+                        eid.decode(),
+                        {k.decode(): v.decode("utf-8", "replace") for k, v in fields.items()},
+                    )
+                )
         return out
 
-    async def delete(self, ids: list[str]) -> None:
+    async def delete(self, ids: builtins.list[str]) -> None:
         if ids:
             await self.redis.xdel(self.stream, *ids)

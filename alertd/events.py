@@ -53,7 +53,9 @@ def _check_labels(labels: object) -> dict[str, str]:
         raise EventError(f"at most {MAX_LABELS} labels (got {len(labels)})")
     for k, v in labels.items():
         if not LABEL_NAME_RE.fullmatch(k) or k.startswith("__"):
-            raise EventError(f"label name {k[:60]!r} must match [A-Za-z_][A-Za-z0-9_]* and not start with __")
+            raise EventError(
+                f"label name {k[:60]!r} must match [A-Za-z_][A-Za-z0-9_]* and not start with __"
+            )
         if not isinstance(v, str):
             raise EventError(f"label {k} must be a string")
         if len(v) > MAX_LABEL_VALUE:
@@ -80,7 +82,9 @@ def event_from_object(obj: object, default_ts: float) -> Event:
         raise EventError("an event must be a JSON object")
     unknown = obj.keys() - _EVENT_KEYS
     if unknown:
-        raise EventError(f"unknown field {sorted(unknown)[0][:60]!r} (allowed: name, value, labels, ts)")
+        raise EventError(
+            f"unknown field {sorted(unknown)[0][:60]!r} (allowed: name, value, labels, ts)"
+        )
     name = _check_name(obj.get("name"))
     value = _check_value(obj["value"]) if "value" in obj else 1.0
     labels = _check_labels(obj["labels"]) if "labels" in obj else {}
@@ -149,7 +153,9 @@ def stream_id_seconds(stream_id: str) -> float:
     return int(stream_id.split("-", 1)[0]) / 1000.0
 
 
-def parse_entry(stream_id: str, raw_fields: Mapping[bytes, bytes]) -> tuple[list[Event], list[EventError]]:
+def parse_entry(
+    stream_id: str, raw_fields: Mapping[bytes, bytes]
+) -> tuple[list[Event], list[EventError]]:
     """One stream entry to its events and the errors of what was not valid."""
     default_ts = stream_id_seconds(stream_id)
     size = sum(len(k) + len(v) for k, v in raw_fields.items())
@@ -167,7 +173,9 @@ def parse_entry(stream_id: str, raw_fields: Mapping[bytes, bytes]) -> tuple[list
     if "data" in fields:
         if len(fields) > 1:
             other = sorted(k for k in fields if k != "data")[0]
-            return [], [EventError(f"a JSON entry has only the field 'data' (found {other[:60]!r})")]
+            return [], [
+                EventError(f"a JSON entry has only the field 'data' (found {other[:60]!r})")
+            ]
         return events_from_json(fields["data"], default_ts)
     return [], [EventError("entry has neither 'name' (flat form) nor 'data' (JSON form)")]
 
@@ -175,7 +183,8 @@ def parse_entry(stream_id: str, raw_fields: Mapping[bytes, bytes]) -> tuple[list
 def dead_letter_payload(raw_fields: Mapping[bytes, bytes], limit: int = 64 * 1024) -> str:
     """The raw entry as JSON text for a dead letter, at most `limit` bytes."""
     shown: dict[str, Any] = {
-        k.decode("utf-8", "replace")[:200]: v.decode("utf-8", "replace") for k, v in raw_fields.items()
+        k.decode("utf-8", "replace")[:200]: v.decode("utf-8", "replace")
+        for k, v in raw_fields.items()
     }
     text = orjson.dumps(shown).decode()
     if len(text.encode()) > limit:

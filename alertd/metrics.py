@@ -13,28 +13,53 @@ class Metrics:
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry()
         p = "alertd_"
-        self.events_consumed = Counter(p + "events_consumed_total", "Events consumed and processed", registry=r)
-        self.events_invalid = Counter(p + "events_invalid_total", "Invalid events dead-lettered", ["reason"], registry=r)
-        self.consumer_lag = Gauge(p + "consumer_lag", "Entries in the stream not yet delivered to the group", registry=r)
-        self.consumer_pending = Gauge(p + "consumer_pending", "Entries delivered but not acknowledged", registry=r)
+        self.events_consumed = Counter(
+            p + "events_consumed_total", "Events consumed and processed", registry=r
+        )
+        self.events_invalid = Counter(
+            p + "events_invalid_total", "Invalid events dead-lettered", ["reason"], registry=r
+        )
+        self.consumer_lag = Gauge(
+            p + "consumer_lag", "Entries in the stream not yet delivered to the group", registry=r
+        )
+        self.consumer_pending = Gauge(
+            p + "consumer_pending", "Entries delivered but not acknowledged", registry=r
+        )
         self.batch_duration = Histogram(
-            p + "batch_duration_seconds", "Time to process one consumed batch", registry=r,
+            p + "batch_duration_seconds",
+            "Time to process one consumed batch",
+            registry=r,
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
         )
-        self.rule_evaluations = Counter(p + "rule_evaluations_total", "Series evaluations", ["rule"], registry=r)
+        self.rule_evaluations = Counter(
+            p + "rule_evaluations_total", "Series evaluations", ["rule"], registry=r
+        )
         self.alerts = Gauge(p + "alerts", "Current alerts", ["state", "severity"], registry=r)
         self.notifications = Counter(
-            p + "notifications_total", "Notifications finished per channel", ["channel", "result"], registry=r
+            p + "notifications_total",
+            "Notifications finished per channel",
+            ["channel", "result"],
+            registry=r,
         )
         self.notification_attempts = Counter(
-            p + "notification_attempts_total", "Delivery attempts", ["channel", "outcome"], registry=r
+            p + "notification_attempts_total",
+            "Delivery attempts",
+            ["channel", "outcome"],
+            registry=r,
         )
         self.notification_latency = Histogram(
-            p + "notification_latency_seconds", "Alert change to delivered", ["channel"], registry=r,
+            p + "notification_latency_seconds",
+            "Alert change to delivered",
+            ["channel"],
+            registry=r,
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
         )
-        self.dead_letters = Counter(p + "dead_letters_total", "Dead letters written", ["source"], registry=r)
+        self.dead_letters = Counter(
+            p + "dead_letters_total", "Dead letters written", ["source"], registry=r
+        )
         self.rules_loaded = Gauge(p + "rules_loaded", "Rules loaded", registry=r)
-        self.config_reloads = Counter(p + "config_reloads_total", "Configuration reloads", ["result"], registry=r)
+        self.config_reloads = Counter(
+            p + "config_reloads_total", "Configuration reloads", ["result"], registry=r
+        )
         self.build_info = Info(p + "build", "alertd build", registry=r)
         self.build_info.info({"version": __version__})

@@ -14,7 +14,7 @@ from alertd.alerts import AlertStore
 from alertd.channels import CHANNEL_TYPES, Channel, ChannelConfig, ChannelContext
 from alertd.deadletters import DeadLetters
 from alertd.errors import NotFoundError
-from alertd.inhibit import InhibitRule, Inhibitor
+from alertd.inhibit import Inhibitor, InhibitRule
 from alertd.model import Alert, Event, Notification, NotifyReason, fingerprint, new_id, rfc3339
 from alertd.notify.delivery import DeliveryResult, deliver
 from alertd.notify.outbox import Outbox
@@ -26,7 +26,9 @@ TEST_SEVERITIES = ("info", "warning", "critical")
 
 def event_fields(ev: Event) -> dict[str, bytes]:
     """The JSON stream form of an event."""
-    return {"data": orjson.dumps({"name": ev.name, "value": ev.value, "labels": ev.labels, "ts": ev.ts})}
+    return {
+        "data": orjson.dumps({"name": ev.name, "value": ev.value, "labels": ev.labels, "ts": ev.ts})
+    }
 
 
 async def publish(redis: Redis, stream: str, events: list[Event]) -> list[str]:
@@ -75,27 +77,48 @@ async def list_alerts(
             continue
         if filters and any(a.labels.get(k) != v for k, v in filters.items()):
             continue
-        out.append(alert_view(a, silenced_by(a.labels, silences, now),
-                              inhibitor.inhibited_by(a) if inhibitor else []))
+        out.append(
+            alert_view(
+                a,
+                silenced_by(a.labels, silences, now),
+                inhibitor.inhibited_by(a) if inhibitor else [],
+            )
+        )
     return out
 
 
 def test_notification(channel: str, severity: str, now: float) -> Notification:
     labels = {"alertname": "AlertdTestAlert", "severity": severity, "source": "alertd test-alert"}
     alert = Alert(
-        fingerprint(labels), "AlertdTestAlert", labels,
-        {"summary": "Test alert from alertd: if you read this, the channel works.",
-         "description": "Sent by `alertd test-alert`; nothing is wrong."},
-        "firing", severity, 1.0, now, updated_at=now,
+        fingerprint(labels),
+        "AlertdTestAlert",
+        labels,
+        {
+            "summary": "Test alert from alertd: if you read this, the channel works.",
+            "description": "Sent by `alertd test-alert`; nothing is wrong.",
+        },
+        "firing",
+        severity,
+        1.0,
+        now,
+        updated_at=now,
     )
     return Notification(
-        id=new_id(now), receiver=channel, status="firing", alerts=[alert],
-        group_labels={"alertname": "AlertdTestAlert"}, group_key='{}:{alertname="AlertdTestAlert"}',
-        reason=NotifyReason.TEST, created_at=now, changed_at=now,
+        id=new_id(now),
+        receiver=channel,
+        status="firing",
+        alerts=[alert],
+        group_labels={"alertname": "AlertdTestAlert"},
+        group_key='{}:{alertname="AlertdTestAlert"}',
+        reason=NotifyReason.TEST,
+        created_at=now,
+        changed_at=now,
     )
 
 
-def build_channels(configs: Mapping[str, ChannelConfig], ctx: ChannelContext) -> dict[str, Channel[Any]]:
+def build_channels(
+    configs: Mapping[str, ChannelConfig], ctx: ChannelContext
+) -> dict[str, Channel[Any]]:
     return {name: CHANNEL_TYPES[cfg.type](name, cfg, ctx) for name, cfg in configs.items()}
 
 
@@ -105,7 +128,7 @@ async def test_alert(
     names: list[str] | None,
     severity: str = "critical",
 ) -> dict[str, DeliveryResult]:
-    """A synthetic alert through the real delivery path, to each named (default: every enabled) channel.
+    """A synthetic alert through the real delivery path to the named (default: enabled) channels.
 
     Retries are capped (3 attempts, 1 s backoff) so the answer comes while someone waits for it.
     """
@@ -114,7 +137,9 @@ async def test_alert(
     if names:
         unknown = [n for n in names if n not in channels]
         if unknown:
-            raise NotFoundError(f"unknown channel '{unknown[0]}' (configured: {', '.join(sorted(channels))})")
+            raise NotFoundError(
+                f"unknown channel '{unknown[0]}' (configured: {', '.join(sorted(channels))})"
+            )
         chosen = list(dict.fromkeys(names))
     else:
         chosen = [n for n, ch in channels.items() if ch.config.enabled]
@@ -123,11 +148,13 @@ async def test_alert(
     async def one(name: str) -> DeliveryResult:
         ch = channels[name]
         r = ch.config.retry
-        capped = r.model_copy(update={
-            "attempts": min(r.attempts, 3),
-            "initial_backoff": min(r.initial_backoff, r.initial_backoff.__class__(seconds=0.5)),
-            "max_backoff": min(r.max_backoff, r.max_backoff.__class__(seconds=1)),
-        })
+        capped = r.model_copy(
+            update={
+                "attempts": min(r.attempts, 3),
+                "initial_backoff": min(r.initial_backoff, r.initial_backoff.__class__(seconds=0.5)),
+                "max_backoff": min(r.max_backoff, r.max_backoff.__class__(seconds=1)),
+            }
+        )
         return await deliver(ch, test_notification(name, severity, now), retry=capped)
 
     results = await asyncio.gather(*(one(n) for n in chosen))
@@ -145,7 +172,9 @@ async def replay_dead_letters(
         entries = await dead.get(ids)
         missing = sorted(set(ids) - {eid for eid, _ in entries})
     else:
-        entries = [(d["id"], {k: v for k, v in d.items() if k != "id"}) for d in await dead.list(10_000)]
+        entries = [
+            (d["id"], {k: v for k, v in d.items() if k != "id"}) for d in await dead.list(10_000)
+        ]
         missing = []
     replayed: list[str] = []
     failed: list[dict[str, str]] = []

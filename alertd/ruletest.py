@@ -10,7 +10,7 @@ A test file:
     input = [ { at = "0s", name = "queue_depth", value = 7000, labels = { queue = "emails" } } ]
     [[tests.expect]]
     at = "0s"
-    alerts = [ { labels = { alertname = "QueueBacklog", queue = "emails" }, severity = "critical", state = "firing" } ]
+    alerts = [{ labels = { alertname = "QueueBacklog" }, severity = "critical", state = "firing" }]
 
 The real engine runs (windows, lifecycle) with the windows and alert state in
 memory. Expected alerts are matched on the labels given (a subset), severity
@@ -19,6 +19,7 @@ and state; an alert that is there but not expected is a failure too.
 
 from __future__ import annotations
 
+import os
 import tomllib
 from datetime import timedelta
 from pathlib import Path
@@ -92,12 +93,14 @@ class MemoryAlerts:
         return [Alert.from_dict(orjson.loads(v)) for v in self.raw.values()]
 
 
-def _show(a: dict[str, Any]) -> str:
+def _show(a: dict[str, Any]) -> str:  # an expected or actual alert, one line
     labels = ",".join(f"{k}={v}" for k, v in sorted(a["labels"].items()) if k != "severity")
     return f"{{{labels}}} severity={a.get('severity')} state={a.get('state')}"
 
 
-async def run_case(case: TestCase, evaluator: Evaluator, alerts: MemoryAlerts, step_s: float) -> list[str]:
+async def run_case(
+    case: TestCase, evaluator: Evaluator, alerts: MemoryAlerts, step_s: float
+) -> list[str]:
     samples: list[tuple[float, dict[str, Any]]] = []
     for s in case.input:
         for i in range(s.repeat):
@@ -105,7 +108,9 @@ async def run_case(case: TestCase, evaluator: Evaluator, alerts: MemoryAlerts, s
             samples.append((at, {"name": s.name, "value": s.value, "labels": s.labels}))
     checks = {e.at.total_seconds(): e for e in case.expect}
     end = max([t for t, _ in samples] + list(checks) + [0.0])
-    times = sorted({t for t, _ in samples} | set(checks) | {i * step_s for i in range(int(end // step_s) + 1)})
+    times = sorted(
+        {t for t, _ in samples} | set(checks) | {i * step_s for i in range(int(end // step_s) + 1)}
+    )
     failures = []
     for t in times:
         now = EPOCH + t
@@ -117,12 +122,22 @@ async def run_case(case: TestCase, evaluator: Evaluator, alerts: MemoryAlerts, s
         if exp is None:
             continue
         live = [a for a in await alerts.live_alerts() if a.state in ("pending", "firing")]
-        actual = [{"labels": a.labels, "severity": a.severity, "state": a.state} for a in live]
+        actual: list[dict[str, Any]] = [
+            {"labels": a.labels, "severity": a.severity, "state": a.state} for a in live
+        ]
         unmatched = list(actual)
         missing = []
         for e in exp.alerts:
-            hit = next((a for a in unmatched if all(a["labels"].get(k) == v for k, v in e.labels.items())
-                        and (e.severity is None or a["severity"] == e.severity) and a["state"] == e.state), None)
+            hit = next(
+                (
+                    a
+                    for a in unmatched
+                    if all(a["labels"].get(k) == v for k, v in e.labels.items())
+                    and (e.severity is None or a["severity"] == e.severity)
+                    and a["state"] == e.state
+                ),
+                None,
+            )
             if hit is None:
                 missing.append(e.model_dump())
             else:
@@ -151,7 +166,7 @@ async def run_file(path: Path) -> tuple[int, int, list[str]]:
     missing = [str(p) for p in rule_paths if not p.is_file()]
     if missing:
         raise ConfigErrors([ConfigError(f"rule file {m} not found", file=shown) for m in missing])
-    rules, errors, _ = load_rules(rule_paths, path.parent, {})
+    rules, errors, _ = load_rules(rule_paths, path.parent, os.environ)
     if errors:
         raise ConfigErrors(errors)
     passed, failed, report = 0, 0, []

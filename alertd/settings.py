@@ -89,8 +89,6 @@ def _check_matchers(v: dict[str, str]) -> dict[str, str]:
     return v
 
 
-
-
 # --- rules ----------------------------------------------------------------------
 
 Aggregate = Literal[
@@ -208,7 +206,7 @@ class Rule:
         return out
 
     def identity(self) -> str:
-        """Changes whenever the rule's meaning changes: state of an unchanged rule survives reloads."""
+        """Changes with the rule's meaning: state of an unchanged rule survives reloads."""
         return self.spec.model_dump_json(by_alias=True)
 
 
@@ -245,14 +243,14 @@ class HttpSettings(StrictModel):
     @field_validator("listen")
     @classmethod
     def _host_port(cls, v: str) -> str:
-        host, sep, port = v.rpartition(":")
+        _, sep, port = v.rpartition(":")
         if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
             raise ValueError(f"listen must be HOST:PORT, got {v!r}")
         return v
 
     @property
     def host(self) -> str:
-        return self.listen.rpartition(":")[0].strip("[]") or "0.0.0.0"  # noqa: S104
+        return self.listen.rpartition(":")[0].strip("[]") or "0.0.0.0"
 
     @property
     def port(self) -> int:
@@ -304,7 +302,10 @@ class TimeIntervalSettings(StrictModel):
     @classmethod
     def _weekdays(cls, v: list[str]) -> list[str]:
         for item in v:
-            for part in item.lower().split(":"):
+            parts = item.lower().split(":")
+            if len(parts) > 2:
+                raise ValueError(f"invalid weekday range {item!r} (use 'monday:friday')")
+            for part in parts:
                 if part not in WEEKDAYS:
                     raise ValueError(f"unknown weekday {part!r}")
         return v
@@ -486,9 +487,9 @@ def find_files(base: Path, patterns: list[str]) -> list[Path]:
         full = pattern if os.path.isabs(pattern) else str(base / pattern)
         for p in sorted(glob.glob(full)):
             path = Path(p)
-            if path.is_file() and path.suffix == ".toml" and not path.name.endswith(".test.toml"):
-                if path not in found:
-                    found.append(path)
+            is_rule_file = path.suffix == ".toml" and not path.name.endswith(".test.toml")
+            if is_rule_file and path.is_file() and path not in found:
+                found.append(path)
     return found
 
 
@@ -505,7 +506,9 @@ def _apply_env_overrides(raw: dict[str, Any], env: Mapping[str, str]) -> None:
                 sect[key] = value.lower() if var == "ALERTD_LOG_LEVEL" else value
 
 
-def load_rules(paths: list[Path], base: Path, env: Mapping[str, str]) -> tuple[list[Rule], list[ConfigError], dict[str, float]]:
+def load_rules(
+    paths: list[Path], base: Path, env: Mapping[str, str]
+) -> tuple[list[Rule], list[ConfigError], dict[str, float]]:
     rules: list[Rule] = []
     errors: list[ConfigError] = []
     files: dict[str, float] = {}
@@ -531,7 +534,11 @@ def load_rules(paths: list[Path], base: Path, env: Mapping[str, str]) -> tuple[l
                 continue
             if spec.name in seen:
                 errors.append(
-                    ConfigError(f"duplicate rule name (also in {seen[spec.name]})", file=shown, key=f"{label}.name")
+                    ConfigError(
+                        f"duplicate rule name (also in {seen[spec.name]})",
+                        file=shown,
+                        key=f"{label}.name",
+                    )
                 )
                 continue
             seen[spec.name] = shown
@@ -557,7 +564,11 @@ def _load_channels(
             continue
         unknown = [k for k in raw if k != "channels"]
         for k in unknown:
-            errors.append(ConfigError(f"unknown key '{k}' in {shown}; channel files hold [channels.NAME] tables"))
+            errors.append(
+                ConfigError(
+                    f"unknown key '{k}' in {shown}; channel files hold [channels.NAME] tables"
+                )
+            )
         channels = raw.get("channels", {})
         if not isinstance(channels, dict):
             errors.append(ConfigError("must be a table of channels", file=shown, key="channels"))
@@ -569,7 +580,9 @@ def _load_channels(
     for name, shown, body in raw_channels:
         label = f"channel {name}"
         if name in result:
-            errors.append(ConfigError(f"duplicate channel (also in {origin[name]})", file=shown, key=label))
+            errors.append(
+                ConfigError(f"duplicate channel (also in {origin[name]})", file=shown, key=label)
+            )
             continue
         if not isinstance(body, dict):
             errors.append(ConfigError("must be a table", file=shown, key=label))
@@ -581,7 +594,11 @@ def _load_channels(
             close = difflib.get_close_matches(str(kind), list(CHANNEL_TYPES), n=1)
             hint = f"; did you mean '{close[0]}'?" if close else ""
             errors.append(
-                ConfigError(f"unknown channel type {kind!r} (one of {known}){hint}", file=f"{shown} {label}", key="type")
+                ConfigError(
+                    f"unknown channel type {kind!r} (one of {known}){hint}",
+                    file=f"{shown} {label}",
+                    key="type",
+                )
             )
             continue
         try:
@@ -609,36 +626,65 @@ def _cross_check(
     for i, route in enumerate(settings.routes):
         for ch in route.channels:
             if ch not in channels:
-                errors.append(ConfigError(unknown_channel(ch), file=config_name, key=f"routes.{i}.channels"))
+                errors.append(
+                    ConfigError(unknown_channel(ch), file=config_name, key=f"routes.{i}.channels")
+                )
         for name in route.mute_during:
             if name not in intervals:
                 errors.append(
-                    ConfigError(f"unknown time interval '{name}'", file=config_name, key=f"routes.{i}.mute_during")
+                    ConfigError(
+                        f"unknown time interval '{name}'",
+                        file=config_name,
+                        key=f"routes.{i}.mute_during",
+                    )
                 )
     for rule in rules:
         for ch in rule.spec.channels or []:
             if ch not in channels:
-                errors.append(ConfigError(unknown_channel(ch), file=f"{rule.file} rule {rule.name}", key="channels"))
-        known = {"value", "threshold", "severity", "alertname", "rule", *rule.spec.group_by, *rule.spec.labels}
+                errors.append(
+                    ConfigError(
+                        unknown_channel(ch), file=f"{rule.file} rule {rule.name}", key="channels"
+                    )
+                )
+        known = {
+            "value",
+            "threshold",
+            "severity",
+            "alertname",
+            "rule",
+            *rule.spec.group_by,
+            *rule.spec.labels,
+        }
         for key in ("summary", "description", "runbook_url"):
             for fname in template_fields(getattr(rule.spec, key)):
                 if fname not in known:
                     warnings.append(
-                        f"{rule.file} rule {rule.name}: {key} uses {{{fname}}}, which no alert of this rule has; it renders empty"
+                        f"{rule.file} rule {rule.name}: {key} uses {{{fname}}}, "
+                        "which no alert of this rule has; it renders empty"
                     )
-    for name, ch in channels.items():
-        if ch.fallback is not None:
-            if ch.fallback == name:
-                errors.append(ConfigError("a channel cannot fall back to itself", key=f"channel {name}.fallback"))
-            elif ch.fallback not in channels:
-                errors.append(ConfigError(unknown_channel(ch.fallback), key=f"channel {name}.fallback"))
+    for name, chan in channels.items():
+        if chan.fallback is not None:
+            if chan.fallback == name:
+                errors.append(
+                    ConfigError(
+                        "a channel cannot fall back to itself", key=f"channel {name}.fallback"
+                    )
+                )
+            elif chan.fallback not in channels:
+                errors.append(
+                    ConfigError(unknown_channel(chan.fallback), key=f"channel {name}.fallback")
+                )
     names = [t.name for t in settings.time_intervals]
     for dup in {n for n in names if names.count(n) > 1}:
-        errors.append(ConfigError(f"duplicate time interval '{dup}'", file=config_name, key="time_intervals"))
+        errors.append(
+            ConfigError(f"duplicate time interval '{dup}'", file=config_name, key="time_intervals")
+        )
     return errors, warnings
 
 
-def load_config(path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None) -> Config:
+def load_config(
+    path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None
+) -> Config:
     """Load and validate everything; ConfigErrors with every problem found."""
     env = os.environ if env is None else env
     cfg_path = Path(path or env.get("ALERTD_CONFIG") or DEFAULT_CONFIG_PATH)

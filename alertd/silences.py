@@ -19,7 +19,7 @@ import structlog
 
 from alertd.durations import parse_duration
 from alertd.errors import NotFoundError
-from alertd.matchers import Matcher, matches_all, parse_matchers
+from alertd.matchers import Matcher, matches_all, parse_matcher, parse_matchers
 from alertd.model import new_id, parse_rfc3339, rfc3339
 from alertd.settings import LABEL_RE
 
@@ -108,6 +108,7 @@ def _check_matchers(raw: object, errors: list[str]) -> dict[str, str]:
         errors.append(f"at most {MAX_MATCHERS} matchers, got {len(raw)}")
         return {}
     matchers: dict[str, str] = {}
+    compiled: list[Matcher] = []
     for name, spec in raw.items():
         if not isinstance(name, str) or not LABEL_RE.match(name) or len(name) > MAX_STRING_CHARS:
             errors.append(f"matcher name {name!r} is not a valid label name")
@@ -116,13 +117,12 @@ def _check_matchers(raw: object, errors: list[str]) -> dict[str, str]:
         elif len(spec) > MAX_STRING_CHARS:
             errors.append(f"matcher {name}: the value is longer than {MAX_STRING_CHARS} characters")
         else:
+            try:
+                compiled.append(parse_matcher(name, spec))
+            except ValueError as exc:
+                errors.append(f"matcher {exc}")
             matchers[name] = spec
-    try:
-        compiled = parse_matchers(matchers)
-    except ValueError as exc:
-        errors.append(f"matcher {exc}")
-        return matchers
-    if len(matchers) == len(raw) and matches_all(compiled, {}):
+    if len(compiled) == len(raw) and matches_all(tuple(compiled), {}):
         # As Alertmanager: such a silence would also mute every alert without these labels.
         errors.append("at least one matcher must not match the empty string")
     return matchers
@@ -245,15 +245,13 @@ class SilenceStore:
         self._generation += 1
 
     async def create(self, silence: Silence) -> str:
-        await self._redis.hset(self._key, silence.id, silence.to_json())  # type: ignore[misc]
+        await self._redis.hset(self._key, silence.id, silence.to_json())
         self._invalidate()
         return silence.id
 
     async def _all(self) -> builtins.list[Silence]:
         # Bytes or str, whichever way the client was made (decode_responses).
-        raw: dict[bytes | str, bytes | str] = await self._redis.hgetall(  # type: ignore[misc]
-            self._key
-        )
+        raw: dict[bytes | str, bytes | str] = await self._redis.hgetall(self._key)
         out: builtins.list[Silence] = []
         for sid, data in raw.items():
             try:
@@ -270,7 +268,7 @@ class SilenceStore:
         return sorted(silences, key=lambda s: (s.starts_at, s.id))
 
     async def get(self, silence_id: str) -> Silence:
-        raw = await self._redis.hget(self._key, silence_id)  # type: ignore[misc]
+        raw = await self._redis.hget(self._key, silence_id)
         if raw is None:
             raise NotFoundError(f"no silence with id {silence_id!r}")
         try:
@@ -284,7 +282,7 @@ class SilenceStore:
         if silence.state(now) == "expired":
             return silence
         expired = replace(silence, starts_at=min(silence.starts_at, now), ends_at=now)
-        await self._redis.hset(self._key, silence_id, expired.to_json())  # type: ignore[misc]
+        await self._redis.hset(self._key, silence_id, expired.to_json())
         self._invalidate()
         return expired
 
@@ -305,7 +303,7 @@ class SilenceStore:
         old = [s.id for s in await self._all() if s.ends_at <= now - retention_s]
         if not old:
             return 0
-        return int(await self._redis.hdel(self._key, *old))  # type: ignore[misc]
+        return int(await self._redis.hdel(self._key, *old))
 
 
 def silenced_by(labels: Mapping[str, str], silences: Iterable[Silence], now: float) -> list[str]:

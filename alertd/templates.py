@@ -26,7 +26,8 @@ def template_fields(template: str) -> list[str]:
             continue
         if not name or not name.isidentifier():
             raise ValueError(
-                f"invalid field {{{name}}} in template: only plain names like {{service}} are allowed"
+                f"invalid field {{{name}}} in template: "
+                "only plain names like {service} are allowed"
             )
         if spec and "{" in spec:
             raise ValueError(f"nested fields are not allowed in template field {{{name}}}")

@@ -63,9 +63,22 @@ class RedisServer:
         if binary is None:
             pytest.skip("redis-server is not on PATH")
         self.proc = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(self.dir), *self.extra_args],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.dir),
+                *self.extra_args,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
@@ -156,9 +169,7 @@ async def _receiver_server() -> AsyncIterator[Receiver]:
 
     async def handle(request: web.Request) -> web.Response:
         body = await request.read()
-        receiver.received.append(
-            Received(request.path, dict(request.headers), body, time.time())
-        )
+        receiver.received.append(Received(request.path, dict(request.headers), body, time.time()))
         if receiver.delay_s:
             await asyncio.sleep(receiver.delay_s)
         status, headers, text = receiver.script.pop(0) if receiver.script else receiver.default
@@ -180,3 +191,86 @@ async def receiver(_receiver_server: Receiver) -> AsyncIterator[Receiver]:
     _receiver_server.reset()
     yield _receiver_server
     _receiver_server.reset()
+
+
+# --- daemons ----------------------------------------------------------------------
+
+FAST_DAEMON = """
+[redis]
+url = "{redis_url}"
+[daemon]
+block = "100ms"
+eval_interval = "200ms"
+claim_idle = "1s"
+shutdown_timeout = "3s"
+[http]
+listen = "127.0.0.1:{http_port}"
+[paths]
+rules = ["rules/*.toml"]
+channels = ["channels/*.toml"]
+[notify]
+group_wait = "{group_wait}"
+group_interval = "{group_interval}"
+repeat_interval = "1h"
+"""
+
+
+@dataclass
+class DaemonFactory:
+    """Writes a config dir and starts real Apps (in this event loop) against it."""
+
+    dir: Path
+    redis_url: str
+    apps: list[Any] = field(default_factory=list)
+
+    def write(
+        self,
+        rules: str = "",
+        channels: str = "",
+        extra: str = "",
+        group_wait: str = "0s",
+        group_interval: str = "1s",
+    ) -> Path:
+        (self.dir / "rules").mkdir(exist_ok=True)
+        (self.dir / "channels").mkdir(exist_ok=True)
+        (self.dir / "rules" / "test.toml").write_text(rules)
+        (self.dir / "channels" / "test.toml").write_text(channels)
+        cfg = self.dir / "alertd.toml"
+        cfg.write_text(
+            FAST_DAEMON.format(
+                redis_url=self.redis_url,
+                http_port=free_port(),
+                group_wait=group_wait,
+                group_interval=group_interval,
+            )
+            + extra
+        )
+        return cfg
+
+    async def start(self, consumer: str | None = None, http: bool = False, **overrides: Any) -> Any:
+        from alertd.app import App
+        from alertd.settings import load_config
+
+        config = load_config(self.dir / "alertd.toml")
+        if consumer:
+            daemon = config.settings.daemon.model_copy(update={"consumer": consumer})
+            config.settings = config.settings.model_copy(update={"daemon": daemon})
+        app = App(config, **overrides)
+        await app.start(http=http)
+        self.apps.append(app)
+        return app
+
+    async def stop(self, app: Any) -> None:
+        if app in self.apps:
+            self.apps.remove(app)
+            await app.stop()
+
+
+@pytest.fixture
+async def daemons(
+    tmp_path: Path, redis_server: RedisServer, redis: aioredis.Redis
+) -> AsyncIterator[DaemonFactory]:
+    factory = DaemonFactory(tmp_path, redis_server.url)
+    yield factory
+    for app in list(factory.apps):
+        await factory.stop(app)

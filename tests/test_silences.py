@@ -151,6 +151,15 @@ class TestRequestValidation:
         ]
         assert expected == message.split("; ")
 
+    def test_every_bad_regex_is_reported(self) -> None:
+        """Each invalid regular expression is named, not only the first."""
+        message = refused(request(matchers={"service": "~(api", "env": "!~[prod"}))
+        expected = [
+            "matcher invalid regular expression '(api' for service",
+            "matcher invalid regular expression '[prod' for env",
+        ]
+        assert expected == [part.split(":")[0] for part in message.split("; ")]
+
     def test_body_must_be_an_object(self) -> None:
         """A JSON array or string is refused outright."""
         assert "the body must be a JSON object" == refused(["matchers"])
@@ -239,7 +248,7 @@ class TestStore:
         assert "late" == await store.create(late)
         await store.create(early)
         assert [early, late] == await store.list(NOW_S)
-        assert 2 == await redis.hlen(f"{PREFIX}silences")  # type: ignore[misc]
+        assert 2 == await redis.hlen(f"{PREFIX}silences")
 
     async def test_another_replica_sees_it(
         self, store: SilenceStore, redis: aioredis.Redis
@@ -307,7 +316,7 @@ class TestStore:
     ) -> None:
         """A corrupt entry in Redis does not hide the other silences."""
         await store.create(make())
-        await redis.hset(f"{PREFIX}silences", "junk", "{not json")  # type: ignore[misc]
+        await redis.hset(f"{PREFIX}silences", "junk", "{not json")
         assert ["S1"] == [s.id for s in await store.list(NOW_S)]
         assert ["S1"] == [s.id for s in await store.active(NOW_S)]
         with pytest.raises(NotFoundError):

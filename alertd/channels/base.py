@@ -9,7 +9,6 @@ delivery worker, so every channel behaves the same.
 from __future__ import annotations
 
 import abc
-import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -117,7 +116,9 @@ class Channel(abc.ABC, Generic[C]):
             ) as resp:
                 text = await resp.text(errors="replace")
                 if not 200 <= resp.status < 300:
-                    raise http_failure(self.name, resp.status, text, resp.headers.get("Retry-After"))
+                    raise http_failure(
+                        self.name, resp.status, text, resp.headers.get("Retry-After")
+                    )
                 return resp.status, text
         except TimeoutError:
             raise DeliveryError("timed out", channel=self.name, retryable=True) from None

@@ -30,7 +30,9 @@ NOTIFY_CHANGES = frozenset((Change.FIRED, Change.SEVERITY, Change.RESOLVED))
 
 
 class Windows(Protocol):
-    async def merge(self, updates: list[tuple[Rule, str, SeriesWindow]], now: float) -> list[SeriesWindow]: ...
+    async def merge(
+        self, updates: list[tuple[Rule, str, SeriesWindow]], now: float
+    ) -> list[SeriesWindow]: ...
     async def read(self, fingerprints: list[str]) -> list[SeriesWindow | None]: ...
     async def age_series(self, rule: Rule, now: float) -> list[str]: ...
 
@@ -67,9 +69,14 @@ class RedisAlertWriter:
         router = self.router()
         args = []
         for w in changes:
-            targets = router.groups(w.alert) if w.alert is not None and w.change in NOTIFY_CHANGES else []
-            args.append(self.store.apply_args(
-                w.fingerprint, w.expected, w.alert, targets, w.change is Change.SEVERITY, now))
+            targets = (
+                router.groups(w.alert) if w.alert is not None and w.change in NOTIFY_CHANGES else []
+            )
+            args.append(
+                self.store.apply_args(
+                    w.fingerprint, w.expected, w.alert, targets, w.change is Change.SEVERITY, now
+                )
+            )
         return await self.store.apply_many(args)
 
     async def live_alerts(self) -> list[Alert]:
@@ -164,9 +171,13 @@ class Evaluator:
             batch = [item for item in batch if item[1] in retry]
         for w in done:
             if w.change is not Change.UPDATED:
-                log.info("alert " + w.change.value, rule=w.rule.name, fingerprint=w.fingerprint,
-                         severity=w.alert.severity if w.alert else None,
-                         value=w.alert.value if w.alert else None)
+                log.info(
+                    "alert " + w.change.value,
+                    rule=w.rule.name,
+                    fingerprint=w.fingerprint,
+                    severity=w.alert.severity if w.alert else None,
+                    value=w.alert.value if w.alert else None,
+                )
         if self.on_change is not None and done:
             await self.on_change(done)
         return done

@@ -10,7 +10,7 @@ from __future__ import annotations
 import enum
 from dataclasses import replace
 
-from alertd.model import SEVERITIES, Alert, fingerprint
+from alertd.model import SEVERITIES, Alert, AlertState, fingerprint
 from alertd.settings import Rule
 from alertd.templates import render_template
 
@@ -31,7 +31,9 @@ def _rank(severity: str) -> int:
     return SEVERITIES.index(severity) if severity in SEVERITIES else -1
 
 
-def held_severity(rule: Rule, value: float | None, current: str | None) -> tuple[str | None, float | None]:
+def held_severity(
+    rule: Rule, value: float | None, current: str | None
+) -> tuple[str | None, float | None]:
     """The highest level that holds for `value` given the level held now, and its threshold."""
     if value is None:
         return None, None
@@ -58,7 +60,9 @@ def series_fingerprint(rule: Rule, series_labels: dict[str, str]) -> str:
     return fingerprint(alert_labels(rule, series_labels, ""))
 
 
-def annotations(rule: Rule, labels: dict[str, str], value: float | None, threshold: float | None) -> dict[str, str]:
+def render_annotations(
+    rule: Rule, labels: dict[str, str], value: float | None, threshold: float | None
+) -> dict[str, str]:
     fields: dict[str, object] = dict(labels)
     fields.update(value=value, threshold=threshold, rule=rule.name)
     out = {}
@@ -93,17 +97,27 @@ def step(
         keep_s = spec.keep_firing_for.total_seconds()
         if keep_s > 0 and now - live.meta.get("last_true_at", now) < keep_s:
             return replace(live, value=value), Change.NONE
-        return replace(live, state="resolved", ends_at=now, updated_at=now, value=value), Change.RESOLVED
+        return replace(
+            live, state="resolved", ends_at=now, updated_at=now, value=value
+        ), Change.RESOLVED
 
     labels = alert_labels(rule, series_labels, severity)
-    notes = annotations(rule, labels, value, threshold)
+    notes = render_annotations(rule, labels, value, threshold)
     for_s = spec.for_.total_seconds()
 
     if live is None:
-        state = "pending" if for_s > 0 else "firing"
+        state: AlertState = "pending" if for_s > 0 else "firing"
         alert = Alert(
-            fingerprint(labels), rule.name, labels, notes, state, severity, value,
-            starts_at=now, updated_at=now, channels=spec.channels,
+            fingerprint(labels),
+            rule.name,
+            labels,
+            notes,
+            state,
+            severity,
+            value,
+            starts_at=now,
+            updated_at=now,
+            channels=spec.channels,
             meta={"pending_since": now, "last_true_at": now},
         )
         return alert, Change.PENDING if state == "pending" else Change.FIRED
@@ -111,13 +125,31 @@ def step(
     meta = {**live.meta, "last_true_at": now}
     if live.state == "pending":
         if now - meta.get("pending_since", live.starts_at) >= for_s:
-            fired = replace(live, state="firing", severity=severity, labels=labels, annotations=notes,
-                            value=value, starts_at=now, updated_at=now, meta=meta)
+            fired = replace(
+                live,
+                state="firing",
+                severity=severity,
+                labels=labels,
+                annotations=notes,
+                value=value,
+                starts_at=now,
+                updated_at=now,
+                meta=meta,
+            )
             return fired, Change.FIRED
-        return replace(live, severity=severity, labels=labels, annotations=notes, value=value, meta=meta), Change.NONE
+        return replace(
+            live, severity=severity, labels=labels, annotations=notes, value=value, meta=meta
+        ), Change.NONE
 
     if severity != live.severity:
-        changed = replace(live, severity=severity, labels=labels, annotations=notes, value=value,
-                          updated_at=now, meta=meta)
+        changed = replace(
+            live,
+            severity=severity,
+            labels=labels,
+            annotations=notes,
+            value=value,
+            updated_at=now,
+            meta=meta,
+        )
         return changed, Change.SEVERITY
     return replace(live, value=value, annotations=notes, meta=meta), Change.UPDATED

@@ -103,7 +103,9 @@ class SeriesWindow:
                 if index in mine:
                     mine[index].merge(b)
                 else:
-                    mine[index] = Bucket(b.count, b.sum, b.min, b.max, b.last_ts, b.last_value, dict(b.sketch))
+                    mine[index] = Bucket(
+                        b.count, b.sum, b.min, b.max, b.last_ts, b.last_value, dict(b.sketch)
+                    )
         self.newest_ts = max(self.newest_ts, other.newest_ts)
         self.labels = other.labels or self.labels
 
@@ -230,7 +232,12 @@ class RedisWindows:
             current = int(now * 1000) // width
             cutoff = (int(now * 1000) - window_ms) // width - 1
             args: list[Any] = [
-                ttl_ms, cutoff, str(current), orjson.dumps(win.labels).decode(), repr(win.newest_ts), *_ops(rule, win)
+                ttl_ms,
+                cutoff,
+                str(current),
+                orjson.dumps(win.labels).decode(),
+                repr(win.newest_ts),
+                *_ops(rule, win),
             ]
             await self._merge(keys=[self.key(fp)], args=args, client=pipe)
         results = await pipe.execute()

@@ -34,7 +34,11 @@ class DeliveryResult:
     permanent: bool = False
 
     def to_api(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"ok": self.ok, "attempts": self.attempts, "latency_ms": round(self.latency_ms, 1)}
+        out: dict[str, Any] = {
+            "ok": self.ok,
+            "attempts": self.attempts,
+            "latency_ms": round(self.latency_ms, 1),
+        }
         if not self.ok:
             out["error"] = self.error
         return out
@@ -98,10 +102,20 @@ async def deliver(
     try:
         await retrying(attempt)
     except DeliveryError as exc:
-        return DeliveryResult(False, attempts, (time.perf_counter() - started) * 1000,
-                              redact(str(exc), channel.secrets()), permanent=not exc.retryable)
+        return DeliveryResult(
+            False,
+            attempts,
+            (time.perf_counter() - started) * 1000,
+            redact(str(exc), channel.secrets()),
+            permanent=not exc.retryable,
+        )
     except Exception as exc:  # a channel bug must not take the worker down
         log.exception("channel failed unexpectedly", channel=channel.name)
-        return DeliveryResult(False, attempts, (time.perf_counter() - started) * 1000,
-                              redact(f"internal error: {type(exc).__name__}", channel.secrets()), permanent=True)
+        return DeliveryResult(
+            False,
+            attempts,
+            (time.perf_counter() - started) * 1000,
+            redact(f"internal error: {type(exc).__name__}", channel.secrets()),
+            permanent=True,
+        )
     return DeliveryResult(True, attempts, (time.perf_counter() - started) * 1000)

@@ -14,6 +14,7 @@ so a crash can neither send without remembering nor remember without sending.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ from redis.exceptions import RedisError
 
 from alertd.alerts import AlertStore
 from alertd.channels.base import ChannelConfig
-from alertd.inhibit import InhibitRule, Inhibitor
+from alertd.inhibit import Inhibitor, InhibitRule
 from alertd.model import Alert, Notification, NotifyReason, new_id
 from alertd.notify.outbox import Outbox
 from alertd.notify.routing import RoutePolicy, Router
@@ -145,10 +146,8 @@ class Dispatcher:
                 wait_s = backoff_s
                 backoff_s = min(backoff_s * 2, 5.0)
             self.wake.clear()
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.wake.wait(), timeout=max(0.005, wait_s))
-            except TimeoutError:
-                pass
 
     async def flush_due(self) -> float:
         """Flush every due group; seconds until the next one is due (at most 1 s)."""
@@ -175,7 +174,9 @@ class Dispatcher:
         rt = self.runtime()
         ctx: dict[str, Any] = {"rt": rt, "silences": await self.silences.active(now)}
         if rt.inhibit_rules:
-            ctx["inhibitor"] = Inhibitor(rt.inhibit_rules, [a for a in await self.store.all() if a.state == "firing"])
+            ctx["inhibitor"] = Inhibitor(
+                rt.inhibit_rules, [a for a in await self.store.all() if a.state == "firing"]
+            )
         return ctx
 
     async def flush_group(self, gid: str, now: float, ctx: dict[str, Any]) -> None:
@@ -204,18 +205,33 @@ class Dispatcher:
                 cfg = rt.config.channels.get(channel)
                 if cfg is not None and cfg.enabled:
                     await self._notify_channel(
-                        channel, cfg, policy, gid, group_key, group_labels, [a for a, _ in alerts], now, ctx)
+                        channel,
+                        cfg,
+                        policy,
+                        gid,
+                        group_key,
+                        group_labels,
+                        [a for a, _ in alerts],
+                        now,
+                        ctx,
+                    )
 
         # Resolved alerts have now been told (or were never to be): forget them here.
         for alert, raw in alerts:
             if alert.state == "resolved":
-                others = [self.store.members_key(t.gid) for t in rt.router.groups(alert) if t.gid != gid]
-                await self._forget(keys=[self.store.alerts_key, mkey], args=[alert.fingerprint, raw, *others])
+                others = [
+                    self.store.members_key(t.gid) for t in rt.router.groups(alert) if t.gid != gid
+                ]
+                await self._forget(
+                    keys=[self.store.alerts_key, mkey], args=[alert.fingerprint, raw, *others]
+                )
         remaining = await self.redis.scard(mkey)
         if remaining:
             async with self.redis.pipeline(transaction=True) as pipe:
                 pipe.hset(gkey, "last_flush", repr(now))
-                pipe.zadd(self.store.due_key, {gid: now + policy.group_interval.total_seconds()}, xx=True)
+                pipe.zadd(
+                    self.store.due_key, {gid: now + policy.group_interval.total_seconds()}, xx=True
+                )
                 await pipe.execute()
         else:
             await self._drop_group(gid)
@@ -252,21 +268,28 @@ class Dispatcher:
             if a.state == "pending":
                 continue
             muted_now = bool(silenced_by(a.labels, ctx["silences"], now)) or bool(
-                inhibitor and inhibitor.inhibited_by(a))
+                inhibitor and inhibitor.inhibited_by(a)
+            )
             if a.state == "firing" and not muted_now:
                 firing.append(a)
-            elif a.state == "resolved" and (not muted_now or (resolve_silenced and a.fingerprint in told)):
+            elif a.state == "resolved" and (
+                not muted_now or (resolve_silenced and a.fingerprint in told)
+            ):
                 resolved.append(a)
         send_resolved = cfg.send_resolved if cfg.send_resolved is not None else policy.send_resolved
-        reason = decide(entry, firing, resolved, send_resolved, policy.repeat_interval.total_seconds(), now)
+        reason = decide(
+            entry, firing, resolved, send_resolved, policy.repeat_interval.total_seconds(), now
+        )
         if reason is None:
             return
         payload = firing + (resolved if send_resolved else [])
-        new_entry = orjson.dumps({
-            "firing": sorted(_firing_key(a) for a in firing),
-            "resolved": sorted(a.fingerprint for a in resolved),
-            "ts": now,
-        })
+        new_entry = orjson.dumps(
+            {
+                "firing": sorted(_firing_key(a) for a in firing),
+                "resolved": sorted(a.fingerprint for a in resolved),
+                "ts": now,
+            }
+        )
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.set(nkey, new_entry, ex=NFLOG_TTL_S)
             if payload:
@@ -286,5 +309,12 @@ class Dispatcher:
             await pipe.execute()
         if payload:
             self.notifications_created += 1
-            log.info("notification queued", channel=channel, notification_id=n.id, reason=reason.value,
-                     group=group_key, alerts=len(payload), status=n.status)
+            log.info(
+                "notification queued",
+                channel=channel,
+                notification_id=n.id,
+                reason=reason.value,
+                group=group_key,
+                alerts=len(payload),
+                status=n.status,
+            )

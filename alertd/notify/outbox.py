@@ -51,15 +51,25 @@ class Outbox:
     ) -> list[tuple[str, Notification | None]]:
         """New entries (or, with pending=True, this consumer's own unacknowledged ones)."""
         rows = await self.redis.xreadgroup(
-            GROUP, consumer, {self.stream(channel): "0" if pending else ">"}, count=count,
+            GROUP,
+            consumer,
+            {self.stream(channel): "0" if pending else ">"},
+            count=count,
             block=None if pending else block_ms,
         )
         return [(eid, n) for _, entries in rows or [] for eid, n in map(self._decode, entries)]
 
-    async def claim(self, channel: str, consumer: str, min_idle_ms: int, count: int = 100) -> list[tuple[str, Notification | None]]:
+    async def claim(
+        self, channel: str, consumer: str, min_idle_ms: int, count: int = 100
+    ) -> list[tuple[str, Notification | None]]:
         """Entries a dead worker left pending longer than min_idle_ms."""
         res = await self.redis.xautoclaim(
-            self.stream(channel), GROUP, consumer, min_idle_time=min_idle_ms, start_id="0-0", count=count
+            self.stream(channel),
+            GROUP,
+            consumer,
+            min_idle_time=min_idle_ms,
+            start_id="0-0",
+            count=count,
         )
         return [self._decode(e) for e in res[1] if e[1] is not None]
 

@@ -68,7 +68,9 @@ def http_failure(
     )
 
 
-def backoff_s(attempt: int, initial_s: float, max_s: float, rng: random.Random | None = None) -> float:
+def backoff_s(
+    attempt: int, initial_s: float, max_s: float, rng: random.Random | None = None
+) -> float:
     """Exponential backoff with full jitter before retry number `attempt` (1-based)."""
     cap = min(max_s, initial_s * (2 ** (attempt - 1)))
     return (rng or random).uniform(0, cap)

@@ -11,7 +11,7 @@ import hashlib
 from dataclasses import dataclass
 from datetime import timedelta
 
-from alertd.matchers import matches_all, parse_matchers
+from alertd.matchers import Matcher, matches_all, parse_matchers
 from alertd.model import Alert
 from alertd.settings import Config, NotifySettings, RouteSettings
 
@@ -41,7 +41,13 @@ class GroupTarget:
     policy: RoutePolicy
 
 
-def policy_for(route: RouteSettings | None, notify: NotifySettings, route_id: str, channels: list[str], path: str) -> RoutePolicy:
+def policy_for(
+    route: RouteSettings | None,
+    notify: NotifySettings,
+    route_id: str,
+    channels: list[str],
+    path: str,
+) -> RoutePolicy:
     def pick(name: str) -> object:
         value = getattr(route, name, None) if route is not None else None
         return getattr(notify, name) if value is None else value
@@ -49,7 +55,7 @@ def policy_for(route: RouteSettings | None, notify: NotifySettings, route_id: st
     return RoutePolicy(
         route_id=route_id,
         channels=tuple(channels),
-        group_by=tuple(pick("group_by")),  # type: ignore[call-overload]
+        group_by=tuple(pick("group_by")),  # type: ignore[arg-type]
         group_wait=pick("group_wait"),  # type: ignore[arg-type]
         group_interval=pick("group_interval"),  # type: ignore[arg-type]
         repeat_interval=pick("repeat_interval"),  # type: ignore[arg-type]
@@ -65,7 +71,7 @@ class Router:
     def __init__(self, config: Config) -> None:
         notify = config.settings.notify
         self.notify = notify
-        self.routes: list[tuple[tuple, RoutePolicy, bool]] = []
+        self.routes: list[tuple[tuple[Matcher, ...], RoutePolicy, bool]] = []
         for i, route in enumerate(config.settings.routes):
             matchers = parse_matchers(route.match)
             inner = ",".join(str(m).replace("=", '="', 1) + '"' for m in matchers)
@@ -78,12 +84,22 @@ class Router:
         for rule in config.rules:
             if rule.spec.channels:
                 rid = f"rule:{rule.name}"
-                self.by_id[rid] = policy_for(None, notify, rid, rule.spec.channels, f"{{}}/rule={rule.name}")
+                self.by_id[rid] = policy_for(
+                    None, notify, rid, rule.spec.channels, f"{{}}/rule={rule.name}"
+                )
 
     def policies(self, alert: Alert) -> list[RoutePolicy]:
         if alert.channels:
-            return [self.by_id.get(f"rule:{alert.rule}") or policy_for(
-                None, self.notify, f"rule:{alert.rule}", alert.channels, f"{{}}/rule={alert.rule}")]
+            return [
+                self.by_id.get(f"rule:{alert.rule}")
+                or policy_for(
+                    None,
+                    self.notify,
+                    f"rule:{alert.rule}",
+                    alert.channels,
+                    f"{{}}/rule={alert.rule}",
+                )
+            ]
         out = []
         for matchers, policy, cont in self.routes:
             if matches_all(matchers, alert.labels):

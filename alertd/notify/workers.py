@@ -39,8 +39,11 @@ class ChannelHealth:
 
     @property
     def status(self) -> str:
-        return "failing" if self.consecutive_failures >= FAILING_AFTER else (
-            "degraded" if self.consecutive_failures else "ok")
+        return (
+            "failing"
+            if self.consecutive_failures >= FAILING_AFTER
+            else ("degraded" if self.consecutive_failures else "ok")
+        )
 
 
 @dataclass
@@ -91,7 +94,11 @@ class ChannelWorkers:
                 if first:  # our own pending entries, left by a previous run of this process
                     batch = await self.outbox.read(name, consumer, 10, 0, pending=True)
                     first = bool(batch)
-                if not batch and index == 0 and time.monotonic() - last_claim > self.claim_idle_s / 2:
+                if (
+                    not batch
+                    and index == 0
+                    and time.monotonic() - last_claim > self.claim_idle_s / 2
+                ):
                     last_claim = time.monotonic()
                     batch = await self.outbox.claim(name, consumer, int(self._claim_idle_ms(name)))
                 if not batch:
@@ -117,7 +124,7 @@ class ChannelWorkers:
         r = ch.config.retry
         # An entry is someone else's while they may still be retrying it.
         span = r.max_backoff.total_seconds() + r.timeout.total_seconds() + 5
-        return max(self.claim_idle_s, span) * 1000
+        return float(max(self.claim_idle_s, span)) * 1000
 
     async def _handle(self, name: str, entry_id: str, n: Notification | None) -> None:
         channel = self.channels.get(name)
@@ -129,8 +136,11 @@ class ChannelWorkers:
         health.in_flight += 1
         try:
             result = await deliver(
-                channel, n,
-                on_attempt=lambda outcome: self.metrics.notification_attempts.labels(name, outcome).inc(),
+                channel,
+                n,
+                on_attempt=lambda outcome: self.metrics.notification_attempts.labels(
+                    name, outcome
+                ).inc(),
             )
         finally:
             health.in_flight -= 1
@@ -140,9 +150,16 @@ class ChannelWorkers:
             health.last_success = time.time()
             self.metrics.notifications.labels(name, "delivered").inc()
             if n.changed_at:
-                self.metrics.notification_latency.labels(name).observe(max(0.0, time.time() - n.changed_at))
-            bound.info("notified", status=n.status, alerts=len(n.alerts), attempts=result.attempts,
-                       latency_ms=round(result.latency_ms, 1))
+                self.metrics.notification_latency.labels(name).observe(
+                    max(0.0, time.time() - n.changed_at)
+                )
+            bound.info(
+                "notified",
+                status=n.status,
+                alerts=len(n.alerts),
+                attempts=result.attempts,
+                latency_ms=round(result.latency_ms, 1),
+            )
             await self._finish(name, entry_id, None)
             return
         health.consecutive_failures += 1
@@ -156,12 +173,22 @@ class ChannelWorkers:
         fallback = channel.config.fallback
         follow = None
         if fallback and fallback in self.channels and not n.extra.get("fallback_from"):
-            follow = Notification.from_dict({**n.to_dict(), "receiver": fallback, "attempts": 0,
-                                             "extra": {**n.extra, "fallback_from": name}})
+            follow = Notification.from_dict(
+                {
+                    **n.to_dict(),
+                    "receiver": fallback,
+                    "attempts": 0,
+                    "extra": {**n.extra, "fallback_from": name},
+                }
+            )
         await self._finish(name, entry_id, fields, follow)
 
     async def _finish(
-        self, name: str, entry_id: str, dead: dict[str, str] | None, follow: Notification | None = None
+        self,
+        name: str,
+        entry_id: str,
+        dead: dict[str, str] | None,
+        follow: Notification | None = None,
     ) -> None:
         """Remove the entry (and dead-letter / hand to the fallback) in one atomic write."""
         for attempt in range(20):
@@ -178,7 +205,9 @@ class ChannelWorkers:
                 return
             except (RedisConnectionError, OSError, RedisError):
                 await asyncio.sleep(min(0.1 * 2**attempt, 2.0))
-        log.error("could not record delivery outcome; it will be retried", channel=name, entry=entry_id)
+        log.error(
+            "could not record delivery outcome; it will be retried", channel=name, entry=entry_id
+        )
 
     async def stop(self, timeout_s: float) -> None:
         """Stop reading; give deliveries in hand until the deadline, then cancel them."""
