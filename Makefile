@@ -13,8 +13,8 @@ $(BIN)/alertd: pyproject.toml
 	@touch $@
 
 run: $(BIN)/alertd ## the daemon on the shipped config, with a local Redis if none answers
-	@eval "$$($(BIN)/python scripts/ensure_redis.py --config $(CONFIG))" && \
-	  exec $(BIN)/alertd run --config $(CONFIG)
+	@line="$$($(BIN)/python scripts/ensure_redis.py --config $(CONFIG))" || exit 1; \
+	  eval "$$line"; exec $(BIN)/alertd run --config $(CONFIG)
 
 test: $(BIN)/alertd ## the whole suite, and the shipped rules' unit tests
 	$(BIN)/alertd rules test rules/default.test.toml

@@ -1,0 +1,85 @@
+"""What every HTTP handler shares: the App key, JSON answers, the error type, body reading."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from aiohttp import web
+
+from alertd.errors import AlertdError
+
+if TYPE_CHECKING:
+    from alertd.app import App
+
+APP_KEY: web.AppKey[App] = web.AppKey("alertd_app")
+MAX_BODY_BYTES = 1024 * 1024  # SPEC 6: bodies over 1 MiB get 413
+
+
+class ApiError(AlertdError):
+    """An answer other than success, worded for the client: status, error, details."""
+
+    def __init__(
+        self,
+        status: int,
+        error: str,
+        details: list[str] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        self.status = status
+        self.error = error
+        self.details = details or []
+        self.headers = dict(headers or {})
+        super().__init__(error)
+
+
+def _dumps(obj: Any) -> str:
+    return orjson.dumps(obj).decode()
+
+
+def reply(data: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> web.Response:
+    return web.json_response(data, status=status, headers=headers, dumps=_dumps)
+
+
+def error_reply(
+    status: int,
+    error: str,
+    details: list[str] | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> web.Response:
+    return reply({"error": error, "details": details or []}, status=status, headers=headers)
+
+
+def app_of(request: web.Request) -> App:
+    return request.app[APP_KEY]
+
+
+async def read_json(request: web.Request, *, required: bool) -> Any:
+    """The parsed body; an empty body is `{}` where every field is optional."""
+    if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
+        raise ApiError(413, "request body too large", [f"the limit is {MAX_BODY_BYTES} bytes"])
+    raw = await request.read()  # over client_max_size: aiohttp raises its 413, made JSON upstream
+    if not raw.strip():
+        if required:
+            raise ApiError(400, "a JSON body is required")
+        return {}
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise ApiError(400, "malformed JSON", [str(exc).splitlines()[0][:200]]) from None
+
+
+async def read_object(request: web.Request, allowed: frozenset[str]) -> dict[str, Any]:
+    """An optional JSON object body whose keys are all in `allowed`."""
+    body = await read_json(request, required=False)
+    if not isinstance(body, dict):
+        raise ApiError(400, "invalid body", ["the body must be a JSON object"])
+    unknown = sorted(str(k) for k in body if k not in allowed)
+    if unknown:
+        raise ApiError(
+            400,
+            "invalid body",
+            [f"unknown field {k!r} (allowed: {', '.join(sorted(allowed))})" for k in unknown],
+        )
+    return body

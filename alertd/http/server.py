@@ -1,0 +1,173 @@
+"""The aiohttp application: routes, and the middlewares every answer passes through.
+
+Middlewares, outermost first:
+    errors  every failure becomes JSON {"error", "details"}; nothing unexpected leaks
+    auth    /api/v1 only: bearer token, or with no token reads open and writes loopback-only
+    size    bodies over 1 MiB are refused from their Content-Length before any is read
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import structlog
+from aiohttp import web
+from aiohttp.typedefs import Handler
+from redis.exceptions import RedisError
+
+from alertd.errors import EventError, NotFoundError
+from alertd.http import health, v1
+from alertd.http.common import APP_KEY, MAX_BODY_BYTES, ApiError, app_of, error_reply, reply
+from alertd.http.openapi import openapi_document
+
+if TYPE_CHECKING:
+    from alertd.app import App
+
+log = structlog.get_logger("alertd.http")
+
+API_PREFIX = "/api/v1/"
+SAFE_METHODS = frozenset({"GET", "HEAD"})
+SHUTDOWN_TIMEOUT_S = 5.0
+
+
+@dataclass(frozen=True)
+class Denial:
+    """Why a request is refused before its handler runs."""
+
+    status: int
+    error: str
+    details: tuple[str, ...] = ()
+
+
+def is_loopback(remote: str | None) -> bool:
+    if not remote:
+        return False
+    try:
+        return ipaddress.ip_address(remote.split("%", 1)[0]).is_loopback
+    except ValueError:
+        return False
+
+
+def bearer_matches(authorization: str | None, token: str) -> bool:
+    scheme, _, given = (authorization or "").strip().partition(" ")
+    if scheme.lower() != "bearer":
+        return False
+    return hmac.compare_digest(given.strip().encode(), token.encode())
+
+
+def auth_decision(
+    method: str, path: str, remote: str | None, authorization: str | None, token: str
+) -> Denial | None:
+    """None when the request may go on (SPEC 6); else why not. Pure, so tested directly."""
+    if not (path.startswith(API_PREFIX) or path == API_PREFIX.rstrip("/")):
+        return None
+    if token:
+        if bearer_matches(authorization, token):
+            return None
+        return Denial(401, "unauthorized", ("send Authorization: Bearer <http.token>",))
+    if method.upper() in SAFE_METHODS or is_loopback(remote):
+        return None
+    return Denial(
+        403,
+        "forbidden",
+        ("with no http.token set, only GET requests are accepted from non-loopback addresses",),
+    )
+
+
+# --- middlewares -----------------------------------------------------------------
+
+_REASONS = {
+    404: "not found",
+    405: "method not allowed",
+    413: "request body too large",
+}
+
+
+def _from_http_exception(request: web.Request, exc: web.HTTPException) -> web.Response:
+    headers: dict[str, str] = {}
+    details: list[str] = []
+    if exc.status == 404:
+        details = [f"no route {request.path}"]
+    elif isinstance(exc, web.HTTPMethodNotAllowed):
+        allowed = ", ".join(sorted(exc.allowed_methods))
+        headers["Allow"] = allowed
+        details = [f"{request.method} is not allowed on {request.path}; allowed: {allowed}"]
+    elif exc.status == 413:
+        details = [f"the limit is {MAX_BODY_BYTES} bytes"]
+    error = _REASONS.get(exc.status, (exc.reason or "error").lower())
+    return error_reply(exc.status, error, details, headers)
+
+
+@web.middleware
+async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        return error_reply(exc.status, exc.error, exc.details, exc.headers)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return _from_http_exception(request, exc)
+    except NotFoundError as exc:
+        return error_reply(404, "not found", [str(exc)])
+    except EventError as exc:
+        return error_reply(400, "invalid events", [str(exc)])
+    except RedisError as exc:
+        log.warning("redis unavailable", path=request.path, error=type(exc).__name__)
+        return error_reply(503, "redis unavailable", [type(exc).__name__])
+    except Exception:
+        log.exception("http handler failed", method=request.method, path=request.path)
+        return error_reply(500, "internal error")
+
+
+@web.middleware
+async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    # Read at request time: a reload may set, change or clear the token.
+    token = app_of(request).config.settings.http.token.get_secret_value()
+    denial = auth_decision(
+        request.method, request.path, request.remote, request.headers.get("Authorization"), token
+    )
+    if denial is not None:
+        headers = {"WWW-Authenticate": 'Bearer realm="alertd"'} if denial.status == 401 else {}
+        raise ApiError(denial.status, denial.error, list(denial.details), headers)
+    return await handler(request)
+
+
+@web.middleware
+async def size_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
+        raise ApiError(413, "request body too large", [f"the limit is {MAX_BODY_BYTES} bytes"])
+    return await handler(request)
+
+
+# --- the application -------------------------------------------------------------
+
+
+async def openapi(request: web.Request) -> web.Response:
+    return reply(openapi_document())
+
+
+def build_http(app: App) -> web.Application:
+    """The aiohttp application serving `app` (not yet listening)."""
+    http = web.Application(
+        client_max_size=MAX_BODY_BYTES,
+        middlewares=[errors_middleware, auth_middleware, size_middleware],
+    )
+    http[APP_KEY] = app
+    health.add_routes(http.router)
+    v1.add_routes(http.router)
+    http.router.add_get("/api/v1/openapi.json", openapi)
+    return http
+
+
+async def start_http(app: App) -> web.AppRunner:
+    """Listen on `http.listen`; App.stop calls `runner.cleanup()`."""
+    runner = web.AppRunner(build_http(app), access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT_S)
+    await runner.setup()
+    s = app.config.settings.http
+    await web.TCPSite(runner, s.host, s.port).start()
+    log.info("http listening", listen=s.listen)
+    return runner
