@@ -323,15 +323,15 @@ def cmd_rules_test(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    help_text = "configuration file (default ./alertd.toml, env ALERTD_CONFIG)"
+    # Subcommands take --config too; SUPPRESS keeps their default from undoing a top-level one.
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
-        "--config",
-        default=os.environ.get("ALERTD_CONFIG", DEFAULT_CONFIG_PATH),
-        help="configuration file (default ./alertd.toml, env ALERTD_CONFIG)",
-    )
+    common.add_argument("--config", default=argparse.SUPPRESS, help=help_text)
     p = argparse.ArgumentParser(
-        prog="alertd", description="Alerting and notification dispatch daemon.", parents=[common]
+        prog="alertd", description="Alerting and notification dispatch daemon."
     )
+    default_config = os.environ.get("ALERTD_CONFIG", DEFAULT_CONFIG_PATH)
+    p.add_argument("--config", default=default_config, help=help_text)
     p.add_argument("--version", action="version", version=f"alertd {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 

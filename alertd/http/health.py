@@ -1,4 +1,4 @@
-"""Probes and metrics: `/health`, `/health/live`, `/health/ready`, `/metrics` (never authenticated)."""
+"""Probes and metrics: /health, /health/live, /health/ready, /metrics; never authenticated."""
 
 from __future__ import annotations
 
