@@ -64,15 +64,16 @@ class Consumer:
     batches: int = 0
     _read_own_pending: bool = True
     _last_claim: float = field(default=0.0)
+    _joined_before: bool = False
 
     async def join(self) -> None:
         """Create the consumer group if it is missing (MKSTREAM); an existing one is used as is."""
+        # After Redis lost the group (a restart without persistence) everything in the
+        # stream arrived since: take it all rather than skip it.
+        start = "0" if self._joined_before else self.settings.group_start
         try:
             await self.redis.xgroup_create(
-                self.settings.stream,
-                self.settings.group,
-                id=self.settings.group_start,
-                mkstream=True,
+                self.settings.stream, self.settings.group, id=start, mkstream=True
             )
             log.info(
                 "consumer group created", stream=self.settings.stream, group=self.settings.group
@@ -81,6 +82,7 @@ class Consumer:
             if "BUSYGROUP" not in str(exc):
                 raise
         self.joined = True
+        self._joined_before = True
 
     async def run(self, stopping: asyncio.Event) -> None:
         """Consume until `stopping` is set; the batch in hand is always finished."""

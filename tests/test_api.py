@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -158,9 +159,9 @@ async def start_api(
         return Api(app, f"http://127.0.0.1:{port}", path, session, token)
 
     yield start
+    await session.close()  # first: the server's shutdown would wait on idle keep-alives
     for app in started:
         await app.stop()
-    await session.close()
 
 
 @pytest.fixture
@@ -568,7 +569,7 @@ class TestErrors:
         assert error_shape(reply.body)
 
     async def test_large_body_is_413(self, api: Api, redis: aioredis.Redis) -> None:
-        reply = await api.call("POST", "/api/v1/events", data=b" " * (MAX_BODY_BYTES + 1))
+        reply = await api.call("POST", "/api/v1/events", data=io.BytesIO(b" " * (MAX_BODY_BYTES + 1)))
         assert (413, True) == (reply.status, error_shape(reply.body))
 
     async def test_large_chunked_body_is_413(self, api: Api) -> None:

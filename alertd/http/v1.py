@@ -39,14 +39,16 @@ def _choice(request: web.Request, name: str, allowed: tuple[str, ...]) -> str | 
 # --- alerts and rules ------------------------------------------------------------
 
 
-def _label_filters(request: web.Request) -> dict[str, str]:
+def _label_filters(request: web.Request) -> dict[str, str] | None:
+    """label -> value, every one must hold; None when two ask one label for different values."""
     filters: dict[str, str] = {}
+    conflict = False
     for item in request.query.getall("filter", []):
         name, sep, value = item.partition("=")
         if not sep or not name:
             raise ApiError(400, "invalid filter", [f"filter {item!r} must be label=value"])
-        filters[name] = value
-    return filters
+        conflict = conflict or filters.setdefault(name, value) != value
+    return None if conflict else filters
 
 
 async def list_alerts(request: web.Request) -> web.Response:
@@ -54,6 +56,8 @@ async def list_alerts(request: web.Request) -> web.Response:
     state = _choice(request, "state", ALERT_STATES)
     severity = _choice(request, "severity", SEVERITIES)
     filters = _label_filters(request)
+    if filters is None:
+        return reply({"alerts": []})
     alerts = await ops.list_alerts(app.redis, app.config, app.clock(), state, severity, filters)
     return reply({"alerts": alerts})
 

@@ -50,13 +50,18 @@ class Outbox:
         self, channel: str, consumer: str, count: int, block_ms: int, pending: bool = False
     ) -> list[tuple[str, Notification | None]]:
         """New entries (or, with pending=True, this consumer's own unacknowledged ones)."""
-        rows = await self.redis.xreadgroup(
-            GROUP,
-            consumer,
-            {self.stream(channel): "0" if pending else ">"},
-            count=count,
-            block=None if pending else block_ms,
-        )
+        try:
+            rows = await self.redis.xreadgroup(
+                GROUP,
+                consumer,
+                {self.stream(channel): "0" if pending else ">"},
+                count=count,
+                block=None if pending else block_ms,
+            )
+        except ResponseError as exc:
+            if "NOGROUP" in str(exc):  # Redis lost its data (restart without persistence)
+                self._groups.discard(self.stream(channel))
+            raise
         return [(eid, n) for _, entries in rows or [] for eid, n in map(self._decode, entries)]
 
     async def claim(
