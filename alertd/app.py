@@ -29,6 +29,7 @@ from alertd.deadletters import DeadLetters
 from alertd.engine.evaluator import NOTIFY_CHANGES, Evaluator, PendingWrite, RedisAlertWriter
 from alertd.engine.windows import RedisWindows
 from alertd.errors import ConfigErrors
+from alertd.logs import SCRUBBER
 from alertd.metrics import Metrics
 from alertd.model import Event
 from alertd.notify.dispatcher import Dispatcher, Runtime
@@ -266,12 +267,21 @@ class App:
             self.last_reload_error = None
             self.last_reload_at = time.time()
             self._failed_files = None
+            SCRUBBER.secrets = config_secrets(new)
             self.metrics.config_reloads.labels("success").inc()
             self.metrics.rules_loaded.set(len(new.rules))
             for w in new.warnings:
                 log.warning("config warning", warning=w)
             log.info("configuration reloaded", rules=len(new.rules), channels=sorted(new.channels))
             return None
+
+
+def config_secrets(config: Config) -> list[str]:
+    """Every secret value in the configuration, for the log scrubber."""
+    secrets = [c.secret_values() for c in config.channels.values()]
+    out = [s for group in secrets for s in group]
+    token = config.settings.http.token.get_secret_value()
+    return [*out, token] if token else out
 
 
 def load_paths(cfg: Config) -> list[str]:
@@ -288,7 +298,7 @@ async def run_daemon(config_path: str | None) -> int:
     config = load_config(config_path)
     from alertd.logs import configure
 
-    configure(config.settings.logging.level, config.settings.logging.format)
+    configure(config.settings.logging.level, config.settings.logging.format, config_secrets(config))
     for w in config.warnings:
         log.warning("config warning", warning=w)
     app = App(config)

@@ -1,11 +1,19 @@
-"""structlog setup: one JSON object per line on stdout (or console for humans)."""
+"""structlog setup: one JSON object per line on stdout (or console for humans).
+
+A last processor scrubs secrets: URL passwords anywhere, and every secret value
+the loaded configuration holds (SMTP passwords, signing secrets, Slack URLs).
+"""
 
 from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Iterable, MutableMapping
+from typing import Any
 
 import structlog
+
+from alertd.redact import redact
 
 _LEVELS = {
     "debug": logging.DEBUG,
@@ -15,7 +23,37 @@ _LEVELS = {
 }
 
 
-def configure(level: str = "info", fmt: str = "json") -> None:
+class SecretScrubber:
+    """A structlog processor replacing known secrets in string values with ***."""
+
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        self.secrets = [s for s in secrets if s]
+
+    def __call__(
+        self, _: Any, __: str, event: MutableMapping[str, Any]
+    ) -> MutableMapping[str, Any]:
+        for key, value in event.items():
+            if isinstance(value, str):
+                event[key] = redact(value, self.secrets)
+            elif isinstance(value, (dict, list)):
+                event[key] = self._deep(value)
+        return event
+
+    def _deep(self, value: Any) -> Any:
+        if isinstance(value, str):
+            return redact(value, self.secrets)
+        if isinstance(value, dict):
+            return {k: self._deep(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self._deep(v) for v in value]
+        return value
+
+
+SCRUBBER = SecretScrubber()
+
+
+def configure(level: str = "info", fmt: str = "json", secrets: Iterable[str] = ()) -> None:
+    SCRUBBER.secrets = [s for s in secrets if s]
     renderer: structlog.types.Processor = (
         structlog.dev.ConsoleRenderer() if fmt == "console" else structlog.processors.JSONRenderer()
     )
@@ -25,6 +63,7 @@ def configure(level: str = "info", fmt: str = "json") -> None:
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,
+            SCRUBBER,
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS.get(level, logging.INFO)),

@@ -49,9 +49,7 @@ critical = ">= 0.95"
 """
 
 
-def write_config(
-    base: Path, redis_url: str, port: int, receiver_url: str, token: str = ""
-) -> Path:
+def write_config(base: Path, redis_url: str, port: int, receiver_url: str, token: str = "") -> Path:
     (base / "rules").mkdir(exist_ok=True)
     (base / "channels").mkdir(exist_ok=True)
     (base / "rules" / "queue.toml").write_text(QUEUE_RULES)
@@ -169,6 +167,23 @@ async def api(start_api: StartApi) -> Api:
     return await start_api()
 
 
+@pytest.fixture(scope="module")
+async def shared_api(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Api]:
+    """One App on a redis-server of its own, for tests that leave no state another would see."""
+    base = tmp_path_factory.mktemp("shared-api")
+    server = RedisServer(port=free_port(), dir=base)
+    server.start()
+    port = free_port()
+    path = write_config(base, server.url, port, "http://127.0.0.1:9")
+    app = App(load_config(path, env={}))
+    await app.start()
+    session = aiohttp.ClientSession()
+    yield Api(app, f"http://127.0.0.1:{port}", path, session)
+    await session.close()
+    await app.stop()
+    server.stop()
+
+
 def error_shape(body: Any) -> bool:
     return (
         isinstance(body, dict)
@@ -188,12 +203,12 @@ async def send_queue_depth(api: Api, value: float, queue: str = "emails") -> Non
 class TestProbes:
     """Load balancers see liveness, readiness and a health summary."""
 
-    async def test_live_answers_ok(self, api: Api) -> None:
-        reply = await api.get("/health/live")
+    async def test_live_answers_ok(self, shared_api: Api) -> None:
+        reply = await shared_api.get("/health/live")
         assert (200, {"status": "ok"}) == (reply.status, reply.body)
 
-    async def test_ready_when_redis_answers_and_group_joined(self, api: Api) -> None:
-        reply = await api.get("/health/ready")
+    async def test_ready_when_redis_answers_and_group_joined(self, shared_api: Api) -> None:
+        reply = await shared_api.get("/health/ready")
         assert (200, "ready") == (reply.status, reply.body["status"])
 
     async def test_health_reports_every_check(self, api: Api) -> None:
@@ -297,7 +312,9 @@ class TestAlerts:
         await send_queue_depth(api, 500, "sms")
         await wait_for(lambda: _count(api.alerts(), 2))
         assert ["sms"] == [a["labels"]["queue"] for a in await api.alerts("?severity=warning")]
-        assert ["emails"] == [a["labels"]["queue"] for a in await api.alerts("?filter=queue=emails")]
+        assert ["emails"] == [
+            a["labels"]["queue"] for a in await api.alerts("?filter=queue=emails")
+        ]
         assert 2 == len(await api.alerts("?state=firing"))
         assert [] == await api.alerts("?state=pending")
         assert [] == await api.alerts("?filter=queue=emails&filter=queue=sms")
@@ -305,8 +322,8 @@ class TestAlerts:
     @pytest.mark.parametrize(
         "query", ["?state=resolved", "?severity=fatal", "?filter=queue", "?filter==x"]
     )
-    async def test_bad_filter_is_400(self, api: Api, query: str) -> None:
-        reply = await api.get(f"/api/v1/alerts{query}")
+    async def test_bad_filter_is_400(self, shared_api: Api, query: str) -> None:
+        reply = await shared_api.get(f"/api/v1/alerts{query}")
         assert (400, True) == (reply.status, error_shape(reply.body))
 
     async def test_silenced_alert_names_its_silence(self, api: Api) -> None:
@@ -355,9 +372,7 @@ class TestRules:
 class TestEvents:
     """POST /api/v1/events validates everything, then adds all or nothing."""
 
-    async def test_one_event_and_an_array(
-        self, api: Api, redis: aioredis.Redis
-    ) -> None:
+    async def test_one_event_and_an_array(self, api: Api, redis: aioredis.Redis) -> None:
         one = await api.post("/api/v1/events", {"name": "heartbeat"})
         many = await api.post(
             "/api/v1/events",
@@ -388,17 +403,17 @@ class TestEvents:
         ["just a string", 42, None, [{"name": "a"}] * 1001, {"name": "a", "extra": 1}],
         ids=["string", "number", "null", "too-many", "unknown-field"],
     )
-    async def test_wrong_body_is_400(self, api: Api, body: Any) -> None:
-        reply = await api.call("POST", "/api/v1/events", data=orjson.dumps(body))
+    async def test_wrong_body_is_400(self, shared_api: Api, body: Any) -> None:
+        reply = await shared_api.call("POST", "/api/v1/events", data=orjson.dumps(body))
         assert (400, True) == (reply.status, error_shape(reply.body))
 
-    async def test_malformed_json_is_400(self, api: Api) -> None:
-        reply = await api.call("POST", "/api/v1/events", data=b'{"name": ')
+    async def test_malformed_json_is_400(self, shared_api: Api) -> None:
+        reply = await shared_api.call("POST", "/api/v1/events", data=b'{"name": ')
         assert (400, "malformed JSON") == (reply.status, reply.body["error"])
         assert error_shape(reply.body)
 
-    async def test_empty_body_is_400(self, api: Api) -> None:
-        reply = await api.call("POST", "/api/v1/events", data=b"")
+    async def test_empty_body_is_400(self, shared_api: Api) -> None:
+        reply = await shared_api.call("POST", "/api/v1/events", data=b"")
         assert (400, "a JSON body is required") == (reply.status, reply.body["error"])
 
 
@@ -428,18 +443,18 @@ class TestSilences:
         assert [sid] == [s["id"] for s in after]
         assert [] == (await api.get("/api/v1/silences?status=active")).body["silences"]
 
-    async def test_expire_unknown_is_404(self, api: Api) -> None:
-        reply = await api.call("DELETE", "/api/v1/silences/nope")
+    async def test_expire_unknown_is_404(self, shared_api: Api) -> None:
+        reply = await shared_api.call("DELETE", "/api/v1/silences/nope")
         assert (404, True) == (reply.status, error_shape(reply.body))
 
-    async def test_invalid_silence_lists_every_problem(self, api: Api) -> None:
-        reply = await api.post("/api/v1/silences", {"matchers": {}, "duration": "soon"})
+    async def test_invalid_silence_lists_every_problem(self, shared_api: Api) -> None:
+        reply = await shared_api.post("/api/v1/silences", {"matchers": {}, "duration": "soon"})
         assert (400, "invalid silence") == (reply.status, reply.body["error"])
         assert 3 <= len(reply.body["details"])
 
     @pytest.mark.parametrize("body", [b'"a string"', b"[1, 2]", b"{"])
-    async def test_wrong_body_type_is_400(self, api: Api, body: bytes) -> None:
-        reply = await api.call("POST", "/api/v1/silences", data=body)
+    async def test_wrong_body_type_is_400(self, shared_api: Api, body: bytes) -> None:
+        reply = await shared_api.call("POST", "/api/v1/silences", data=body)
         assert (400, True) == (reply.status, error_shape(reply.body))
 
 
@@ -469,8 +484,8 @@ class TestTestAlert:
         assert (False, True) == (results["hook"]["ok"], results["log"]["ok"])
         assert "400" in results["hook"]["error"]
 
-    async def test_unknown_channel_is_404(self, api: Api) -> None:
-        reply = await api.post("/api/v1/test-alert", {"channel": "pager"})
+    async def test_unknown_channel_is_404(self, shared_api: Api) -> None:
+        reply = await shared_api.post("/api/v1/test-alert", {"channel": "pager"})
         assert (404, True) == (reply.status, error_shape(reply.body))
         assert "pager" in reply.body["details"][0]
 
@@ -478,8 +493,8 @@ class TestTestAlert:
         "body",
         [{"severity": "fatal"}, {"channel": 3}, {"channel": []}, {"chanel": "hook"}, ["hook"]],
     )
-    async def test_bad_request_is_400(self, api: Api, body: Any) -> None:
-        reply = await api.post("/api/v1/test-alert", body)
+    async def test_bad_request_is_400(self, shared_api: Api, body: Any) -> None:
+        reply = await shared_api.post("/api/v1/test-alert", body)
         assert (400, True) == (reply.status, error_shape(reply.body))
 
 
@@ -503,8 +518,8 @@ class TestReload:
         names = [r["name"] for r in (await api.get("/api/v1/rules")).body["rules"]]
         assert ["QueueBacklog"] == names
 
-    async def test_reload_rejects_a_body_with_fields(self, api: Api) -> None:
-        reply = await api.post("/api/v1/reload", {"force": True})
+    async def test_reload_rejects_a_body_with_fields(self, shared_api: Api) -> None:
+        reply = await shared_api.post("/api/v1/reload", {"force": True})
         assert (400, True) == (reply.status, error_shape(reply.body))
 
 
@@ -523,9 +538,9 @@ class TestDeadLetters:
         (letter,) = await wait_for(dead)
         assert "event" == letter["source"]
         assert "name" in letter["reason"]
-        assert [] == (await api.get("/api/v1/dead-letters?source=notification")).body[
-            "dead_letters"
-        ]
+        assert (
+            [] == (await api.get("/api/v1/dead-letters?source=notification")).body["dead_letters"]
+        )
         reply = await api.post("/api/v1/dead-letters/replay", {"ids": [letter["id"], "1-0"]})
         assert (200, {"replayed": [letter["id"]], "failed": [], "not_found": ["1-0"]}) == (
             reply.status,
@@ -549,39 +564,45 @@ class TestDeadLetters:
         ],
     )
     async def test_bad_request_is_400(
-        self, api: Api, method: str, path: str, body: Any
+        self, shared_api: Api, method: str, path: str, body: Any
     ) -> None:
-        reply = await api.call(method, path, json=body)
+        reply = await shared_api.call(method, path, json=body)
         assert (400, True) == (reply.status, error_shape(reply.body))
 
 
 class TestErrors:
     """Every error is JSON, with no stack trace and no secret."""
 
-    async def test_unknown_route_is_404(self, api: Api) -> None:
-        reply = await api.get("/api/v1/nothing-here")
-        assert (404, "not found", True) == (reply.status, reply.body["error"], error_shape(reply.body))
+    async def test_unknown_route_is_404(self, shared_api: Api) -> None:
+        reply = await shared_api.get("/api/v1/nothing-here")
+        assert (404, "not found", True) == (
+            reply.status,
+            reply.body["error"],
+            error_shape(reply.body),
+        )
 
-    async def test_wrong_method_is_405(self, api: Api) -> None:
-        reply = await api.call("DELETE", "/api/v1/alerts")
+    async def test_wrong_method_is_405(self, shared_api: Api) -> None:
+        reply = await shared_api.call("DELETE", "/api/v1/alerts")
         assert (405, "method not allowed") == (reply.status, reply.body["error"])
         assert "GET" in reply.headers["Allow"]
         assert error_shape(reply.body)
 
-    async def test_large_body_is_413(self, api: Api, redis: aioredis.Redis) -> None:
-        reply = await api.call("POST", "/api/v1/events", data=io.BytesIO(b" " * (MAX_BODY_BYTES + 1)))
+    async def test_large_body_is_413(self, shared_api: Api) -> None:
+        reply = await shared_api.call(
+            "POST", "/api/v1/events", data=io.BytesIO(b" " * (MAX_BODY_BYTES + 1))
+        )
         assert (413, True) == (reply.status, error_shape(reply.body))
 
-    async def test_large_chunked_body_is_413(self, api: Api) -> None:
+    async def test_large_chunked_body_is_413(self, shared_api: Api) -> None:
         async def chunks() -> AsyncIterator[bytes]:
             for _ in range(20):
                 yield b" " * 65536
 
-        reply = await api.call("POST", "/api/v1/events", data=chunks())
+        reply = await shared_api.call("POST", "/api/v1/events", data=chunks())
         assert (413, True) == (reply.status, error_shape(reply.body))
 
-    async def test_unexpected_exception_is_500_without_details(self, api: Api) -> None:
-        http = build_http(api.app)
+    async def test_unexpected_exception_is_500_without_details(self, shared_api: Api) -> None:
+        http = build_http(shared_api.app)
 
         async def boom(_: Any) -> Any:
             raise RuntimeError(f"password={TOKEN}")
@@ -590,7 +611,10 @@ class TestErrors:
         async with TestClient(TestServer(http)) as client:
             resp = await client.get("/boom")
             text = await resp.text()
-        assert (500, {"error": "internal error", "details": []}) == (resp.status, orjson.loads(text))
+        assert (500, {"error": "internal error", "details": []}) == (
+            resp.status,
+            orjson.loads(text),
+        )
         assert TOKEN not in text
 
 
@@ -614,9 +638,9 @@ class TestAuth:
             reply = await api.get(path, headers={"Authorization": ""})
             assert (path, 200) == (path, reply.status)
 
-    async def test_no_token_loopback_may_write(self, api: Api) -> None:
-        assert 200 == (await api.get("/api/v1/silences")).status
-        assert 202 == (await api.post("/api/v1/events", {"name": "x"})).status
+    async def test_no_token_loopback_may_write(self, shared_api: Api) -> None:
+        assert 200 == (await shared_api.get("/api/v1/silences")).status
+        assert 202 == (await shared_api.post("/api/v1/events", {"name": "x"})).status
 
     async def test_token_is_read_at_request_time(self, api: Api) -> None:
         text = api.config_path.read_text().replace('token = ""', f'token = "{TOKEN}"')

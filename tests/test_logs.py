@@ -1,0 +1,36 @@
+"""Logs: one JSON object per line with timestamp, level, event; secrets never appear."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+import structlog
+
+from alertd.logs import configure
+
+
+class TestJsonLogs:
+    """Operators' log pipelines get parseable lines without secrets."""
+
+    def test_line_shape_and_scrubbing(self, capsys: pytest.CaptureFixture[str]) -> None:
+        configure("info", "json", secrets=["s3cr3t-value"])
+        structlog.get_logger().error(
+            "delivery failed", channel="ops", error="login with s3cr3t-value refused",
+            url="redis://user:pa55word@redis:6379/0", nested={"k": ["s3cr3t-value"]},
+        )
+        line = capsys.readouterr().out.strip().splitlines()[-1]
+        record = orjson.loads(line)
+        assert "delivery failed" == record["event"]
+        assert "error" == record["level"]
+        assert record["timestamp"].endswith("Z")
+        assert "ops" == record["channel"]
+        assert "s3cr3t-value" not in line
+        assert "pa55word" not in line
+
+    def test_level_filter(self, capsys: pytest.CaptureFixture[str]) -> None:
+        configure("warning", "json")
+        structlog.get_logger().info("quiet")
+        structlog.get_logger().warning("loud")
+        out = capsys.readouterr().out
+        assert "quiet" not in out
+        assert "loud" in out
