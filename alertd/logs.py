@@ -7,7 +7,6 @@ the loaded configuration holds (SMTP passwords, signing secrets, Slack URLs).
 from __future__ import annotations
 
 import logging
-import sys
 from collections.abc import Iterable, MutableMapping
 from typing import Any
 
@@ -67,6 +66,6 @@ def configure(level: str = "info", fmt: str = "json", secrets: Iterable[str] = (
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS.get(level, logging.INFO)),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stdout),
+        logger_factory=structlog.PrintLoggerFactory(),  # sys.stdout as it is at each call
         cache_logger_on_first_use=False,
     )

@@ -25,7 +25,7 @@ def routes(tmp_path: Path) -> set[tuple[str, str]]:
     http = build_http(App(load_config(path, env={})))
     out = set()
     for route in http.router.routes():
-        info: dict[str, Any] = route.resource.get_info() if route.resource else {}
+        info = route.resource.get_info() if route.resource else {}
         template = info.get("path") or info.get("formatter")
         if route.method in HTTP_METHODS and template:
             out.add((route.method, template))
