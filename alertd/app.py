@@ -307,7 +307,12 @@ async def run_daemon(config_path: str | None) -> int:
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
     loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(app.reload()))
-    await app.start()
+    try:
+        await app.start()
+    except OSError as exc:
+        await app.stop()
+        s = config.settings.http
+        raise OSError(f"cannot listen on {s.listen}: {exc.strerror or exc}") from None
     await stop.wait()
     log.info("shutting down")
     await app.stop()

@@ -407,8 +407,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (CliError, AlertdError, EventError, NotFoundError) as exc:
         print(f"alertd: {exc}", file=sys.stderr)
         return 1
-    except (RedisError, OSError) as exc:
+    except RedisError as exc:
         print(f"alertd: cannot reach Redis: {redact(str(exc))}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"alertd: {redact(str(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
