@@ -612,74 +612,73 @@ def _load_channels(
     return result, origin, errors, files
 
 
-def _cross_check(
-    settings: Settings, rules: list[Rule], channels: dict[str, ChannelConfig], config_name: str
-) -> tuple[list[ConfigError], list[str]]:
-    errors: list[ConfigError] = []
-    warnings: list[str] = []
-    intervals = {t.name for t in settings.time_intervals}
+def _unknown_channel(name: str, channels: Mapping[str, ChannelConfig]) -> str:
+    close = difflib.get_close_matches(name, list(channels), n=1)
+    return f"unknown channel '{name}'" + (f"; did you mean '{close[0]}'?" if close else "")
 
-    def unknown_channel(name: str) -> str:
-        close = difflib.get_close_matches(name, list(channels), n=1)
-        return f"unknown channel '{name}'" + (f"; did you mean '{close[0]}'?" if close else "")
 
+def _check_routes(
+    settings: Settings, channels: Mapping[str, ChannelConfig], config_name: str
+) -> list[ConfigError]:
+    errors = []
+    intervals = [t.name for t in settings.time_intervals]
     for i, route in enumerate(settings.routes):
-        for ch in route.channels:
-            if ch not in channels:
-                errors.append(
-                    ConfigError(unknown_channel(ch), file=config_name, key=f"routes.{i}.channels")
-                )
-        for name in route.mute_during:
-            if name not in intervals:
-                errors.append(
-                    ConfigError(
-                        f"unknown time interval '{name}'",
-                        file=config_name,
-                        key=f"routes.{i}.mute_during",
-                    )
-                )
+        key = f"routes.{i}"
+        errors += [
+            ConfigError(_unknown_channel(ch, channels), file=config_name, key=f"{key}.channels")
+            for ch in route.channels
+            if ch not in channels
+        ]
+        errors += [
+            ConfigError(f"unknown time interval '{n}'", file=config_name, key=f"{key}.mute_during")
+            for n in route.mute_during
+            if n not in intervals
+        ]
+    errors += [
+        ConfigError(f"duplicate time interval '{dup}'", file=config_name, key="time_intervals")
+        for dup in sorted({n for n in intervals if intervals.count(n) > 1})
+    ]
+    return errors
+
+
+def _check_rules(
+    rules: list[Rule], channels: Mapping[str, ChannelConfig]
+) -> tuple[list[ConfigError], list[str]]:
+    errors = []
+    warnings = []
     for rule in rules:
-        for ch in rule.spec.channels or []:
-            if ch not in channels:
-                errors.append(
-                    ConfigError(
-                        unknown_channel(ch), file=f"{rule.file} rule {rule.name}", key="channels"
-                    )
-                )
-        known = {
-            "value",
-            "threshold",
-            "severity",
-            "alertname",
-            "rule",
-            *rule.spec.group_by,
-            *rule.spec.labels,
-        }
+        where = f"{rule.file} rule {rule.name}"
+        errors += [
+            ConfigError(_unknown_channel(ch, channels), file=where, key="channels")
+            for ch in rule.spec.channels or []
+            if ch not in channels
+        ]
+        known = {"value", "threshold", "severity", "alertname", "rule"}
+        known |= {*rule.spec.group_by, *rule.spec.labels}
         for key in ("summary", "description", "runbook_url"):
-            for fname in template_fields(getattr(rule.spec, key)):
-                if fname not in known:
-                    warnings.append(
-                        f"{rule.file} rule {rule.name}: {key} uses {{{fname}}}, "
-                        "which no alert of this rule has; it renders empty"
-                    )
-    for name, chan in channels.items():
-        if chan.fallback is not None:
-            if chan.fallback == name:
-                errors.append(
-                    ConfigError(
-                        "a channel cannot fall back to itself", key=f"channel {name}.fallback"
-                    )
-                )
-            elif chan.fallback not in channels:
-                errors.append(
-                    ConfigError(unknown_channel(chan.fallback), key=f"channel {name}.fallback")
-                )
-    names = [t.name for t in settings.time_intervals]
-    for dup in {n for n in names if names.count(n) > 1}:
-        errors.append(
-            ConfigError(f"duplicate time interval '{dup}'", file=config_name, key="time_intervals")
-        )
+            warnings += [
+                f"{where}: {key} uses {{{fname}}}, no alert of this rule has; it renders empty"
+                for fname in template_fields(getattr(rule.spec, key))
+                if fname not in known
+            ]
     return errors, warnings
+
+
+def _check_fallbacks(
+    channels: Mapping[str, ChannelConfig], origin: Mapping[str, str]
+) -> list[ConfigError]:
+    errors = []
+    for name, chan in channels.items():
+        where = f"{origin.get(name, '')} channel {name}".strip()
+        if chan.fallback == name:
+            errors.append(
+                ConfigError("a channel cannot fall back to itself", file=where, key="fallback")
+            )
+        elif chan.fallback is not None and chan.fallback not in channels:
+            errors.append(
+                ConfigError(_unknown_channel(chan.fallback, channels), file=where, key="fallback")
+            )
+    return errors
 
 
 def load_config(
@@ -708,8 +707,9 @@ def load_config(
     errors.extend(ch_errors)
     files.update(rule_files)
     files.update(ch_files)
-    cross, warnings = _cross_check(settings, rules, channels, config_name)
-    errors.extend(cross)
+    rule_errors, warnings = _check_rules(rules, channels)
+    errors += _check_routes(settings, channels, config_name) + rule_errors
+    errors += _check_fallbacks(channels, origin)
     if errors:
         raise ConfigErrors(errors)
     return Config(

@@ -21,6 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from alertd.app import App
 from alertd.http import build_http
 from alertd.http.common import MAX_BODY_BYTES
+from alertd.http.openapi import openapi_document
 from alertd.http.server import auth_decision
 from alertd.settings import load_config
 
@@ -129,6 +130,12 @@ class Api:
 
     async def post(self, path: str, json: Any = None, **kw: Any) -> Reply:
         return await self.call("POST", path, json=json, **kw)
+
+    async def status(self, path: str) -> int:
+        return (await self.get(path)).status
+
+    async def status_is(self, path: str, expected: int) -> bool:
+        return expected == await self.status(path)
 
     async def alerts(self, query: str = "") -> list[dict[str, Any]]:
         reply = await self.get(f"/api/v1/alerts{query}")
@@ -240,16 +247,12 @@ class TestProbes:
         self, start_api: StartApi, private_redis: RedisServer
     ) -> None:
         api = await start_api(redis_url=private_redis.url)
-        assert 200 == (await api.get("/health/ready")).status
+        assert 200 == await api.status("/health/ready")
         private_redis.stop()
-
-        async def ready_status() -> int:
-            return (await api.get("/health/ready")).status
-
-        await wait_for(lambda: _is(ready_status(), 503), timeout_s=10)
-        reply = await api.get("/health/ready")
-        assert ("not ready", True) == (reply.body["status"], "redis" in reply.body["reason"])
-        assert (200, {"status": "ok"}) == ((r := await api.get("/health/live")).status, r.body)
+        await wait_for(lambda: api.status_is("/health/ready", 503))
+        ready = await api.get("/health/ready")
+        assert ("not ready", True) == (ready.body["status"], "redis" in ready.body["reason"])
+        assert 200 == await api.status("/health/live")
         health = await api.get("/health")
         assert (503, "unhealthy", "down") == (
             health.status,
@@ -257,12 +260,9 @@ class TestProbes:
             health.body["checks"]["redis"]["status"],
         )
         private_redis.start()
-        await wait_for(lambda: _is(ready_status(), 200), timeout_s=10)
-        assert 200 == (await api.get("/health/live")).status
-
-
-async def _is(status: Awaitable[int], expected: int) -> bool:
-    return expected == await status
+        await wait_for(lambda: api.status_is("/health/ready", 200))
+        assert 200 == await api.status("/health/live")
+        assert "healthy" == (await api.get("/health")).body["status"]
 
 
 class TestMetrics:
@@ -310,7 +310,11 @@ class TestAlerts:
     async def test_filters(self, api: Api) -> None:
         await send_queue_depth(api, 5000, "emails")
         await send_queue_depth(api, 500, "sms")
-        await wait_for(lambda: _count(api.alerts(), 2))
+
+        async def both() -> bool:
+            return 2 == len(await api.alerts())
+
+        await wait_for(both)
         assert ["sms"] == [a["labels"]["queue"] for a in await api.alerts("?severity=warning")]
         assert ["emails"] == [
             a["labels"]["queue"] for a in await api.alerts("?filter=queue=emails")
@@ -334,10 +338,6 @@ class TestAlerts:
         await send_queue_depth(api, 5000)
         alerts = await wait_for(api.alerts)
         assert [created.body["id"]] == alerts[0]["silencedBy"]
-
-
-async def _count(items: Awaitable[list[Any]], n: int) -> bool:
-    return n == len(await items)
 
 
 class TestRules:
@@ -616,6 +616,14 @@ class TestErrors:
             orjson.loads(text),
         )
         assert TOKEN not in text
+
+
+class TestOpenApiServed:
+    """The OpenAPI document is served by the API it describes."""
+
+    async def test_served(self, shared_api: Api) -> None:
+        reply = await shared_api.get("/api/v1/openapi.json")
+        assert (200, openapi_document()) == (reply.status, reply.body)
 
 
 class TestAuth:
