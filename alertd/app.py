@@ -97,6 +97,7 @@ class App:
         self.stopping = asyncio.Event()
         self.started_at = time.time()
         self.last_reload_error: str | None = None
+        self.last_reload_errors: list[str] = []
         self.last_reload_at: float | None = None
         self._failed_files: dict[str, float] | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -249,6 +250,7 @@ class App:
                 new = load_config(self.config.path)
             except ConfigErrors as exc:
                 self.last_reload_error = str(exc)
+                self.last_reload_errors = [str(e) for e in exc.errors]
                 self.metrics.config_reloads.labels("error").inc()
                 log.error("reload failed; keeping the running configuration", error=str(exc))
                 return str(exc)
@@ -265,6 +267,7 @@ class App:
             self.channels = channels
             self.workers.set_channels(channels)
             self.last_reload_error = None
+            self.last_reload_errors = []
             self.last_reload_at = time.time()
             self._failed_files = None
             SCRUBBER.secrets = config_secrets(new)

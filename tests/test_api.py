@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import re
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +20,7 @@ from multidict import CIMultiDictProxy
 from prometheus_client.parser import text_string_to_metric_families
 
 from alertd.app import App
-from alertd.http import build_http
+from alertd.http import build_http, start_http
 from alertd.http.common import MAX_BODY_BYTES
 from alertd.http.openapi import openapi_document
 from alertd.http.server import auth_decision
@@ -618,6 +619,26 @@ class TestErrors:
         assert TOKEN not in text
 
 
+class TestListen:
+    """The API listens on http.listen, and a busy port is an error, not a half-started server."""
+
+    async def test_busy_port_raises(self, tmp_path: Path, redis_server: RedisServer) -> None:
+        with socket.socket() as busy:
+            busy.bind(("127.0.0.1", 0))
+            busy.listen()
+            port = busy.getsockname()[1]
+            app = App(
+                load_config(
+                    write_config(tmp_path, redis_server.url, port, "http://127.0.0.1:9"), env={}
+                )
+            )
+            try:
+                with pytest.raises(OSError):
+                    await start_http(app)
+            finally:
+                await app.redis.aclose()
+
+
 class TestOpenApiServed:
     """The OpenAPI document is served by the API it describes."""
 
@@ -668,6 +689,8 @@ class TestAuth:
             ("POST", "/api/v1/events", "127.0.0.1", None, "", None),
             ("POST", "/api/v1/events", "127.0.0.2", None, "", None),
             ("POST", "/api/v1/events", "::1", None, "", None),
+            ("POST", "/api/v1/events", "::ffff:127.0.0.1", None, "", None),
+            ("POST", "/api/v1/events", "::ffff:10.0.0.1", None, "", 403),
             ("GET", "/api/v1/alerts", "10.1.2.3", None, "", None),
             ("POST", "/health", "10.1.2.3", None, "", None),
             ("GET", "/api/v1/alerts", "127.0.0.1", None, "t0k", 401),

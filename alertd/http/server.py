@@ -46,9 +46,13 @@ def is_loopback(remote: str | None) -> bool:
     if not remote:
         return False
     try:
-        return ipaddress.ip_address(remote.split("%", 1)[0]).is_loopback
+        addr = ipaddress.ip_address(remote.split("%", 1)[0])
     except ValueError:
         return False
+    # A dual-stack listener sees local IPv4 clients as ::ffff:127.0.0.1.
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        return addr.ipv4_mapped.is_loopback
+    return addr.is_loopback
 
 
 def bearer_matches(authorization: str | None, token: str) -> bool:
@@ -168,6 +172,10 @@ async def start_http(app: App) -> web.AppRunner:
     runner = web.AppRunner(build_http(app), access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT_S)
     await runner.setup()
     s = app.config.settings.http
-    await web.TCPSite(runner, s.host, s.port).start()
+    try:
+        await web.TCPSite(runner, s.host, s.port).start()
+    except OSError:
+        await runner.cleanup()  # the caller never gets this runner to clean up
+        raise
     log.info("http listening", listen=s.listen)
     return runner

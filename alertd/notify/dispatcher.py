@@ -138,6 +138,7 @@ class Dispatcher:
         """Flush due groups until `stopping` is set; wake early when poked."""
         backoff_s = 0.1
         while not stopping.is_set():
+            self.wake.clear()  # before the flush: a poke during it must not be lost
             try:
                 wait_s = await self.flush_due()
                 backoff_s = 0.1
@@ -145,7 +146,6 @@ class Dispatcher:
                 log.warning("dispatcher cannot reach redis", error=type(exc).__name__)
                 wait_s = backoff_s
                 backoff_s = min(backoff_s * 2, 5.0)
-            self.wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.wake.wait(), timeout=max(0.005, wait_s))
 
