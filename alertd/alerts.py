@@ -2,13 +2,20 @@
 
 Keys (prefix `p`):
     {p}alerts            hash  fingerprint -> Alert JSON (pending, firing, resolved-not-yet-told)
-    {p}groups:due        zset  group id -> when the group must next be flushed
-    {p}group:{gid}       hash  key, labels, route, created, last_flush
+    {p}alerts:gone       hash  fingerprint -> the resolved Alert JSON a pending one replaced
+                               while groups still owed receivers its resolution
+    {p}alerts:ver        int   bumped on every change filed into groups (firing set changed)
+    {p}ag:{fp}           set   group ids still holding the alert
+    {p}groups:due        zset  group id -> when the group must next be flushed (or its lease ends)
+    {p}group:{gid}       hash  key, labels, route, created, last_flush; while a flush holds
+                               it: lease, lease_until, and rush (flush again at once after)
     {p}gm:{gid}          set   fingerprints in the group
 
 A change is written with compare-and-set (Lua): the alert moves only if
 nobody else moved it since we read it, and its groups are scheduled in the
-same atomic step, so replicas never lose or double a transition.
+same atomic step, so replicas never lose or double a transition. An alert
+leaves a group only when that group's flush has told its resolution
+(dispatcher.py), and leaves Redis only when no group holds it any more.
 """
 
 from __future__ import annotations
@@ -24,10 +31,23 @@ from alertd.notify.routing import GroupTarget
 APPLY_LUA = """
 local alerts, due = KEYS[1], KEYS[2]
 local fp, expected, new, now, prefix = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5]
+local new_state = ARGV[6]
 local cur = redis.call('HGET', alerts, fp) or ''
 if cur ~= expected then return 0 end
+local gone, ag = prefix .. 'alerts:gone', prefix .. 'ag:' .. fp
 if new == '' then redis.call('HDEL', alerts, fp) else redis.call('HSET', alerts, fp, new) end
-local i = 6
+if new_state == 'firing' then
+  redis.call('HDEL', gone, fp)
+elseif new_state ~= 'resolved' and cur ~= '' and redis.call('EXISTS', ag) == 1 then
+  -- A resolved alert going pending (or away) before its groups told receivers:
+  -- keep the resolved version for them.
+  local ok, old = pcall(cjson.decode, cur)
+  if ok and type(old) == 'table' and old['state'] == 'resolved' then
+    redis.call('HSET', gone, fp, cur)
+  end
+end
+if #ARGV >= 7 then redis.call('INCR', prefix .. 'alerts:ver') end
+local i = 7
 while i <= #ARGV do
   local gid, gkey, glabels, route = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
   local wait, interval, immediate = tonumber(ARGV[i + 4]), tonumber(ARGV[i + 5]), ARGV[i + 6]
@@ -36,12 +56,19 @@ while i <= #ARGV do
     redis.call('HSET', g, 'labels', glabels, 'route', route, 'created', ARGV[4])
   end
   redis.call('SADD', prefix .. 'gm:' .. gid, fp)
-  local lf = redis.call('HGET', g, 'last_flush')
-  local at
-  if immediate == '1' and lf then at = now
-  elseif not lf then at = now + wait
-  else at = math.max(tonumber(lf) + interval, now) end
-  redis.call('ZADD', due, 'LT', at, gid)
+  redis.call('SADD', ag, gid)
+  local lease_until = tonumber(redis.call('HGET', g, 'lease_until') or '0')
+  if lease_until > now then
+    -- A flush holds the group: it reschedules when done; a change due at once says so.
+    if immediate == '1' then redis.call('HSET', g, 'rush', '1') end
+  else
+    local lf = redis.call('HGET', g, 'last_flush')
+    local at
+    if immediate == '1' and lf then at = now
+    elseif not lf then at = now + wait
+    else at = math.max(tonumber(lf) + interval, now) end
+    redis.call('ZADD', due, 'LT', at, gid)
+  end
   i = i + 7
 end
 return 1
@@ -57,6 +84,8 @@ class AlertStore:
         self.redis = redis
         self.prefix = key_prefix
         self.alerts_key = f"{key_prefix}alerts"
+        self.gone_key = f"{key_prefix}alerts:gone"
+        self.version_key = f"{key_prefix}alerts:ver"
         self.due_key = f"{key_prefix}groups:due"
         self._apply = redis.register_script(APPLY_LUA)
 
@@ -66,10 +95,19 @@ class AlertStore:
     def members_key(self, gid: str) -> str:
         return f"{self.prefix}gm:{gid}"
 
+    def alert_groups_key(self, fp: str) -> str:
+        return f"{self.prefix}ag:{fp}"
+
     async def get_raw(self, fingerprints: list[str]) -> list[bytes | None]:
         if not fingerprints:
             return []
         values: list[bytes | None] = await self.redis.hmget(self.alerts_key, fingerprints)
+        return values
+
+    async def get_gone(self, fingerprints: list[str]) -> list[bytes | None]:
+        if not fingerprints:
+            return []
+        values: list[bytes | None] = await self.redis.hmget(self.gone_key, fingerprints)
         return values
 
     async def all(self) -> list[Alert]:
@@ -85,7 +123,8 @@ class AlertStore:
         immediate: bool,
         now: float,
     ) -> list[Any]:
-        args: list[Any] = [fp, expected, encode(new), repr(now), self.prefix]
+        new_state = "" if new is None else new.state
+        args: list[Any] = [fp, expected, encode(new), repr(now), self.prefix, new_state]
         for t in targets:
             args += [
                 t.gid,

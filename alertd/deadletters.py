@@ -1,7 +1,9 @@
 """The dead-letter stream (SPEC section 8): what could not be processed or delivered.
 
-Entries never hold a secret: notification errors are redacted by the channel
-before they get here, and payloads are the notification as receivers see it.
+Entries never hold a secret: notification errors are redacted (alertd.redact)
+before they get here, and a notification's payload is the notification as
+alertd stores it (its alerts and group, no channel settings), whole, so a
+replay re-queues it with the same id. Event payloads are clipped to 64 KiB.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from typing import Any
 
 import orjson
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 
 from alertd.model import Notification, rfc3339
 
@@ -53,8 +56,12 @@ class DeadLetters:
             "notification_id": n.id,
             "attempts": str(n.attempts),
             "last_error": last_error[:1000],
-            "payload": _clip(orjson.dumps(n.to_dict()).decode()),
+            "payload": orjson.dumps(n.to_dict()).decode(),
         }
+
+    def add_to(self, pipe: Pipeline, fields: dict[str, str]) -> None:
+        """Queue the XADD of a dead letter on a pipeline (so it commits with other writes)."""
+        pipe.xadd(self.stream, fields, maxlen=MAX_LEN, approximate=True)
 
     async def add(self, fields: dict[str, str]) -> str:
         entry_id = await self.redis.xadd(self.stream, fields, maxlen=MAX_LEN, approximate=True)

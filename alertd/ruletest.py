@@ -19,17 +19,18 @@ and state; an alert that is there but not expected is a failure too.
 
 from __future__ import annotations
 
+import math
 import os
 import tomllib
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import orjson
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, field_validator
 
 from alertd.channels.base import StrictModel
-from alertd.durations import Duration
+from alertd.durations import Duration, format_duration
 from alertd.engine.evaluator import Evaluator, PendingWrite
 from alertd.engine.windows import MemoryWindows
 from alertd.errors import ConfigError, ConfigErrors
@@ -38,6 +39,7 @@ from alertd.model import Alert
 from alertd.settings import load_rules, validation_errors
 
 EPOCH = 1_700_000_000.0  # offsets count from here
+VALUE_TOLERANCE = 1e-6  # relative, for an expected `value`
 
 
 class SampleSpec(StrictModel):
@@ -50,9 +52,11 @@ class SampleSpec(StrictModel):
 
 
 class ExpectedAlert(StrictModel):
-    labels: dict[str, str] = Field(default_factory=dict)
-    severity: str | None = None
-    state: str = "firing"
+    labels: dict[str, str] = Field(default_factory=dict)  # a subset of the alert's labels
+    severity: Literal["info", "warning", "critical"] | None = None
+    state: Literal["pending", "firing"] = "firing"
+    annotations: dict[str, str] = Field(default_factory=dict)  # a subset, rendered text
+    value: float | None = None  # within VALUE_TOLERANCE
 
 
 class ExpectSpec(StrictModel):
@@ -64,6 +68,15 @@ class TestCase(StrictModel):
     name: str
     input: list[SampleSpec] = Field(default_factory=list)
     expect: list[ExpectSpec] = Field(default_factory=list)
+
+    @field_validator("expect")
+    @classmethod
+    def _one_expect_per_time(cls, v: list[ExpectSpec]) -> list[ExpectSpec]:
+        times = [e.at for e in v]
+        for t in times:
+            if times.count(t) > 1:
+                raise ValueError(f"two [[tests.expect]] at {format_duration(t)}: merge them")
+        return v
 
 
 class TestFile(StrictModel):
@@ -93,28 +106,89 @@ class MemoryAlerts:
         return [Alert.from_dict(orjson.loads(v)) for v in self.raw.values()]
 
 
-def _show(a: dict[str, Any]) -> str:  # an expected or actual alert, one line
-    labels = ",".join(f"{k}={v}" for k, v in sorted(a["labels"].items()) if k != "severity")
-    return f"{{{labels}}} severity={a.get('severity')} state={a.get('state')}"
+def _show_expected(e: ExpectedAlert) -> str:
+    labels = ",".join(f"{k}={v}" for k, v in sorted(e.labels.items()))
+    out = f"{{{labels}}} severity={e.severity or '*'} state={e.state}"
+    if e.value is not None:
+        out += f" value={e.value:g}"
+    if e.annotations:
+        out += f" annotations={e.annotations}"
+    return out
+
+
+def _show_actual(a: Alert) -> str:
+    labels = ",".join(f"{k}={v}" for k, v in sorted(a.labels.items()) if k != "severity")
+    value = "none" if a.value is None else f"{a.value:g}"
+    return f"{{{labels}}} severity={a.severity} state={a.state} value={value}"
+
+
+def _mismatches(e: ExpectedAlert, a: Alert) -> list[str]:
+    """How an alert differs from what was expected; empty when it matches."""
+    out = []
+    for k, v in e.labels.items():
+        if a.labels.get(k) != v:
+            out.append(f"label {k}: expected {v!r}, got {a.labels.get(k)!r}")
+    if e.severity is not None and a.severity != e.severity:
+        out.append(f"severity: expected {e.severity}, got {a.severity}")
+    if a.state != e.state:
+        out.append(f"state: expected {e.state}, got {a.state}")
+    if e.value is not None and (
+        a.value is None or not math.isclose(a.value, e.value, rel_tol=VALUE_TOLERANCE)
+    ):
+        out.append(f"value: expected {e.value:g}, got {a.value}")
+    for k, v in e.annotations.items():
+        if a.annotations.get(k) != v:
+            out.append(f"annotation {k}: expected {v!r}, got {a.annotations.get(k)!r}")
+    return out
+
+
+def compare(expected: list[ExpectedAlert], actual: list[Alert]) -> list[str]:
+    """Report lines for one check time: `-` an expected alert missing, `+` one not expected.
+
+    A missing alert whose labels match an unexpected one is shown beside it with what
+    differs (severity, state, value, annotations).
+    """
+    unmatched = sorted(actual, key=lambda a: sorted(a.labels.items()))
+    missing = []
+    for e in expected:
+        hit = next((a for a in unmatched if not _mismatches(e, a)), None)
+        if hit is None:
+            missing.append(e)
+        else:
+            unmatched.remove(hit)
+    lines = []
+    for e in missing:
+        lines.append(f"    - expected {_show_expected(e)}")
+        near = next(
+            (a for a in unmatched if all(a.labels.get(k) == v for k, v in e.labels.items())),
+            None,
+        )
+        if near is not None:
+            unmatched.remove(near)
+            lines.append(f"    + got      {_show_actual(near)}")
+            lines += [f"        {m}" for m in _mismatches(e, near)]
+    lines += [f"    + unexpected {_show_actual(a)}" for a in unmatched]
+    return lines
 
 
 async def run_case(
     case: TestCase, evaluator: Evaluator, alerts: MemoryAlerts, step_s: float
 ) -> list[str]:
-    samples: list[tuple[float, dict[str, Any]]] = []
+    """Feed the case's samples on a fake clock; report lines for each check that failed."""
+    samples: dict[float, list[dict[str, Any]]] = {}
     for s in case.input:
         for i in range(s.repeat):
             at = s.at.total_seconds() + i * s.every.total_seconds()
-            samples.append((at, {"name": s.name, "value": s.value, "labels": s.labels}))
+            samples.setdefault(at, []).append(
+                {"name": s.name, "value": s.value, "labels": s.labels}
+            )
     checks = {e.at.total_seconds(): e for e in case.expect}
-    end = max([t for t, _ in samples] + list(checks) + [0.0])
-    times = sorted(
-        {t for t, _ in samples} | set(checks) | {i * step_s for i in range(int(end // step_s) + 1)}
-    )
+    end = max([*samples, *checks, 0.0])
+    grid = {i * step_s for i in range(int(end // step_s) + 1)} if step_s > 0 else set()
     failures = []
-    for t in times:
+    for t in sorted(set(samples) | set(checks) | grid):
         now = EPOCH + t
-        events = [event_from_object({**obj, "ts": now}, now) for at, obj in samples if at == t]
+        events = [event_from_object({**obj, "ts": now}, now) for obj in samples.get(t, ())]
         if events:
             await evaluator.ingest(events, now)
         await evaluator.tick(now)
@@ -122,31 +196,9 @@ async def run_case(
         if exp is None:
             continue
         live = [a for a in await alerts.live_alerts() if a.state in ("pending", "firing")]
-        actual: list[dict[str, Any]] = [
-            {"labels": a.labels, "severity": a.severity, "state": a.state} for a in live
-        ]
-        unmatched = list(actual)
-        missing = []
-        for e in exp.alerts:
-            hit = next(
-                (
-                    a
-                    for a in unmatched
-                    if all(a["labels"].get(k) == v for k, v in e.labels.items())
-                    and (e.severity is None or a["severity"] == e.severity)
-                    and a["state"] == e.state
-                ),
-                None,
-            )
-            if hit is None:
-                missing.append(e.model_dump())
-            else:
-                unmatched.remove(hit)
-        if missing or unmatched:
-            lines = [f"  at {t:g}s:"]
-            lines += [f"    - expected {_show(m)}" for m in missing]
-            lines += [f"    + got      {_show(u)}" for u in unmatched]
-            failures.append("\n".join(lines))
+        lines = compare(exp.alerts, live)
+        if lines:
+            failures.append("\n".join([f"  at {format_duration(exp.at)}:", *lines]))
     return failures
 
 
@@ -172,7 +224,7 @@ async def run_file(path: Path) -> tuple[int, int, list[str]]:
     passed, failed, report = 0, 0, []
     for case in spec.tests:
         alerts = MemoryAlerts()
-        evaluator = Evaluator(rules, MemoryWindows(), alerts)
+        evaluator = Evaluator(rules, MemoryWindows(), alerts, log_changes=False)
         failures = await run_case(case, evaluator, alerts, spec.evaluation_interval.total_seconds())
         if failures:
             failed += 1

@@ -134,8 +134,7 @@ def throughput_commands(
     key = stream.encode()
     for start in range(0, n_events, per_entry):
         evs = [
-            throughput_event(i, series, rng)
-            for i in range(start, min(start + per_entry, n_events))
+            throughput_event(i, series, rng) for i in range(start, min(start + per_entry, n_events))
         ]
         yield xadd_command(key, entry_fields(evs, form))
 

@@ -37,7 +37,11 @@ class WebhookConfig(ChannelConfig):
         return v
 
     def secret_values(self) -> list[str]:
-        return [self.secret.get_secret_value()] if self.secret else []
+        if self.secret is None:
+            return []
+        # A receiver echoing the key may echo it without the `whsec_` prefix.
+        value = self.secret.get_secret_value()
+        return [value, value.removeprefix("whsec_")]
 
 
 def signing_key(secret: str) -> bytes:

@@ -89,6 +89,18 @@ class Bucket:
         sketch = self.sketch
         sketch[key] = sketch.get(key, 0) + 1
 
+    def add_summary(self, value: float, ts: float) -> None:
+        """`add` without the sketch, for rules that never ask for a percentile."""
+        self.count += 1
+        self.sum += value
+        if value < self.min:
+            self.min = value
+        if value > self.max:
+            self.max = value
+        if ts >= self.last_ts:
+            self.last_ts = ts
+            self.last_value = value
+
     def merge(self, other: Bucket) -> None:
         """Fold `other` into this bucket; on equal `last_ts` the other bucket's `last` wins."""
         self._merge_summary(other)

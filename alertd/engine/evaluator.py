@@ -3,7 +3,12 @@
 `ingest` pre-aggregates a batch per series, merges it into the Redis windows
 (one pipeline), evaluates only the series the batch touched, and writes each
 alert change with compare-and-set (one pipeline). `tick` evaluates on the
-clock what arrivals cannot: `for`, `keep_firing_for`, `age`, emptying windows.
+clock what arrivals cannot: `for`, `keep_firing_for`, `age`, emptying windows,
+and alerts whose rule was removed or no longer produces their series.
+
+Timestamps: a sample from the future (a producer's clock ahead of ours)
+counts as arriving now; a sample older than its rule's window changes nothing
+and is skipped, except for `age`, where it can only make a series look older.
 """
 
 from __future__ import annotations
@@ -16,8 +21,8 @@ import orjson
 import structlog
 
 from alertd.alerts import AlertStore
-from alertd.engine.lifecycle import Change, series_fingerprint, step
-from alertd.engine.windows import SeriesWindow, bucket_ms, series_value
+from alertd.engine.lifecycle import Change, held_severity, retire, series_fingerprint, step
+from alertd.engine.windows import SeriesWindow, WindowPlan, plan_of, series_value
 from alertd.matchers import matches_all
 from alertd.model import Alert, Event
 from alertd.notify.routing import Router
@@ -27,14 +32,20 @@ log = structlog.get_logger("alertd.engine")
 
 # Changes a receiver hears about; the others only update stored state.
 NOTIFY_CHANGES = frozenset((Change.FIRED, Change.SEVERITY, Change.RESOLVED))
+# Compare-and-set rounds before a change is given up (logged): each lost round means
+# another replica moved the same alert in between, so this is only reached under a storm.
+MAX_ATTEMPTS = 5
+_FP_CACHE_MAX = 200_000
 
 
 class Windows(Protocol):
     async def merge(
         self, updates: list[tuple[Rule, str, SeriesWindow]], now: float
     ) -> list[SeriesWindow]: ...
-    async def read(self, fingerprints: list[str]) -> list[SeriesWindow | None]: ...
-    async def age_series(self, rule: Rule, now: float) -> list[str]: ...
+    async def read(
+        self, series: list[tuple[Rule, str]], now: float
+    ) -> list[SeriesWindow | None]: ...
+    async def age_series(self, rule: Rule, now: float) -> list[tuple[str, float]]: ...
 
 
 class AlertWriter(Protocol):
@@ -47,11 +58,13 @@ class AlertWriter(Protocol):
 
 @dataclass(slots=True)
 class PendingWrite:
+    """One alert change, applied only if the stored alert is still `expected`."""
+
     fingerprint: str
     expected: bytes
     alert: Alert | None
     change: Change
-    rule: Rule
+    rule: str
     labels: dict[str, str]
 
 
@@ -83,6 +96,10 @@ class RedisAlertWriter:
         return await self.store.all()
 
 
+# One series to judge: its rule, fingerprint and window (None: no data, or not read yet).
+Item = tuple[Rule, str, SeriesWindow | None]
+
+
 class Evaluator:
     """Evaluates one config's rules; rebuilt on reload (state lives in Redis)."""
 
@@ -92,95 +109,179 @@ class Evaluator:
         windows: Windows,
         writer: AlertWriter,
         on_change: Callable[[list[PendingWrite]], Awaitable[None]] | None = None,
+        log_changes: bool = True,
     ) -> None:
         self.rules = {r.name: r for r in rules}
         self.windows = windows
         self.writer = writer
         self.on_change = on_change
-        self.by_metric: dict[str, list[tuple[Rule, bool]]] = {}
+        self.log_changes = log_changes
+        self.by_metric: dict[str, list[tuple[Rule, WindowPlan, bool]]] = {}
         for rule in rules:
-            self.by_metric.setdefault(rule.spec.metric, []).append((rule, False))
+            plan = plan_of(rule)
+            self.by_metric.setdefault(rule.spec.metric, []).append((rule, plan, False))
             if rule.spec.divide_by:
-                self.by_metric.setdefault(rule.spec.divide_by, []).append((rule, True))
+                self.by_metric.setdefault(rule.spec.divide_by, []).append((rule, plan, True))
         self.evaluations: dict[str, int] = {}
+        self.lost_writes = 0
+        # (rule, group_by values) -> series fingerprint: a hash per event is the costliest
+        # step of ingest otherwise.
+        self._fingerprints: dict[tuple[str, tuple[str, ...]], str] = {}
+
+    def fingerprint_of(self, rule: Rule, values: tuple[str, ...]) -> str:
+        key = (rule.name, values)
+        fp = self._fingerprints.get(key)
+        if fp is None:
+            if len(self._fingerprints) >= _FP_CACHE_MAX:
+                self._fingerprints.clear()
+            labels = dict(zip(rule.spec.group_by, values, strict=True))
+            fp = self._fingerprints[key] = series_fingerprint(rule, labels)
+        return fp
 
     async def ingest(self, events: Iterable[Event], now: float) -> list[PendingWrite]:
         """Fold a batch into the windows and evaluate the series it touched."""
         touched: dict[str, tuple[Rule, SeriesWindow]] = {}
+        firsts: dict[str, int] = {}
         for ev in events:
-            for rule, denominator in self.by_metric.get(ev.name, ()):
+            entries = self.by_metric.get(ev.name)
+            if not entries:
+                continue
+            ts = ev.ts if ev.ts <= now else now
+            for rule, plan, denominator in entries:
                 if rule.match and not matches_all(rule.match, ev.labels):
                     continue
-                labels = {k: ev.labels.get(k, "") for k in rule.spec.group_by}
-                fp = series_fingerprint(rule, labels)
+                if not plan.is_age:
+                    first = firsts.get(rule.name)
+                    if first is None:
+                        first = firsts[rule.name] = plan.first_bucket(now)
+                    if plan.bucket_of(ts) < first:
+                        continue  # older than the window: it cannot change the value
+                values = tuple(ev.labels.get(k, "") for k in rule.spec.group_by)
+                fp = self.fingerprint_of(rule, values)
                 entry = touched.get(fp)
                 if entry is None:
+                    labels = dict(zip(rule.spec.group_by, values, strict=True))
                     entry = touched[fp] = (rule, SeriesWindow(labels=labels))
-                entry[1].add(ev.value, ev.ts, bucket_ms(rule), denominator)
+                entry[1].add(ev.value, ts, plan.width_ms, denominator, plan.needs_sketch)
         if not touched:
             return []
         updates = [(rule, fp, win) for fp, (rule, win) in touched.items()]
         merged = await self.windows.merge(updates, now)
-        return await self._evaluate(
-            [(rule, fp, win) for (rule, fp, _), win in zip(updates, merged, strict=True)], now
-        )
+        items: list[Item] = [
+            (rule, fp, win) for (rule, fp, _), win in zip(updates, merged, strict=True)
+        ]
+        return await self._evaluate(items, now)
 
     async def tick(self, now: float) -> list[PendingWrite]:
-        """Clock evaluation: live alerts of any rule, and every series of `age` rules."""
+        """Clock evaluation: live alerts of any rule, and `age` series past a threshold."""
         todo: dict[str, Rule] = {}
+        orphans: list[Alert] = []
         for alert in await self.writer.live_alerts():
+            if alert.state == "resolved":
+                continue
             rule = self.rules.get(alert.rule)
-            if rule is not None and alert.state != "resolved":
+            if rule is None or alert.fingerprint != self._series_of(rule, alert):
+                orphans.append(alert)
+            else:
                 todo[alert.fingerprint] = rule
         for rule in self.rules.values():
-            if rule.spec.aggregate == "age" and not rule.spec.divide_by:
-                for fp in await self.windows.age_series(rule, now):
+            if not plan_of(rule).is_age:
+                continue
+            for fp, newest_ts in await self.windows.age_series(rule, now):
+                # Most heartbeats are healthy and have no alert: judge them from the index.
+                if fp not in todo and held_severity(rule, now - newest_ts, None)[0] is not None:
                     todo[fp] = rule
-        fps = list(todo)
-        windows = await self.windows.read(fps)
-        batch = [(todo[fp], fp, win) for fp, win in zip(fps, windows, strict=True)]
-        return await self._evaluate(batch, now)
+        done = await self._retire(orphans, now) if orphans else []
+        if todo:
+            series = list(todo.items())
+            windows = await self.windows.read([(rule, fp) for fp, rule in series], now)
+            items: list[Item] = [
+                (rule, fp, win) for (fp, rule), win in zip(series, windows, strict=True)
+            ]
+            done += await self._evaluate(items, now)
+        return done
 
-    async def _evaluate(
-        self, batch: list[tuple[Rule, str, SeriesWindow | None]], now: float
-    ) -> list[PendingWrite]:
+    def _series_of(self, rule: Rule, alert: Alert) -> str:
+        """The fingerprint the rule gives the alert's series now (it moves when labels do)."""
+        values = tuple(alert.labels.get(k, "") for k in rule.spec.group_by)
+        return self.fingerprint_of(rule, values)
+
+    async def _retire(self, alerts: list[Alert], now: float) -> list[PendingWrite]:
+        """End alerts whose rule is gone or no longer yields their series."""
+        by_fp = {a.fingerprint: a for a in alerts}
+        raws = await self.writer.get_raw(list(by_fp))
+        writes = []
+        for (fp, alert), raw in zip(by_fp.items(), raws, strict=True):
+            if raw is None:
+                continue
+            new, change = retire(alert, now)
+            writes.append(PendingWrite(fp, raw, new, change, alert.rule, dict(alert.labels)))
+        # A lost compare-and-set means someone else moved the alert: the next tick decides.
+        results = await self.writer.write(writes, now) if writes else []
+        done = [w for w, ok in zip(writes, results, strict=True) if ok]
+        await self._report(done)
+        return done
+
+    async def _evaluate(self, batch: list[Item], now: float) -> list[PendingWrite]:
+        """Step every series and write the changes with compare-and-set.
+
+        A series whose write lost the race is judged again on a fresh read of both its
+        alert and its window: whoever moved the alert may have merged newer samples.
+        """
         done: list[PendingWrite] = []
-        for _attempt in range(5):
-            if not batch:
-                break
+        for rule, _, _ in batch:
+            self.evaluations[rule.name] = self.evaluations.get(rule.name, 0) + 1
+        for attempt in range(MAX_ATTEMPTS):
             raw = await self.writer.get_raw([fp for _, fp, _ in batch])
-            writes: list[PendingWrite] = []
-            for (rule, fp, win), prev_raw in zip(batch, raw, strict=True):
-                self.evaluations[rule.name] = self.evaluations.get(rule.name, 0) + 1
-                prev = Alert.from_dict(orjson.loads(prev_raw)) if prev_raw else None
-                labels = win.labels if win is not None else _labels_of(prev, rule)
-                value = series_value(rule, win, now)
-                new, change = step(rule, labels, prev, value, now)
-                if new is None and prev is not None and prev.state == "resolved":
-                    continue  # resolved and quiet: it stays until its groups have told receivers
-                if (new is None and prev is None) or (
-                    new is not None and prev is not None and new.to_dict() == prev.to_dict()
-                ):
-                    continue
-                writes.append(PendingWrite(fp, prev_raw or b"", new, change, rule, labels))
+            writes = [w for item, r in zip(batch, raw, strict=True) if (w := _judge(item, r, now))]
             if not writes:
                 break
             results = await self.writer.write(writes, now)
-            retry = {w.fingerprint for w, ok in zip(writes, results, strict=True) if not ok}
             done.extend(w for w, ok in zip(writes, results, strict=True) if ok)
-            batch = [item for item in batch if item[1] in retry]
-        for w in done:
-            if w.change is not Change.UPDATED:
-                log.info(
-                    "alert " + w.change.value,
-                    rule=w.rule.name,
-                    fingerprint=w.fingerprint,
-                    severity=w.alert.severity if w.alert else None,
-                    value=w.alert.value if w.alert else None,
+            lost = {w.fingerprint for w, ok in zip(writes, results, strict=True) if not ok}
+            if not lost:
+                break
+            retry = [(rule, fp) for rule, fp, _ in batch if fp in lost]
+            if attempt == MAX_ATTEMPTS - 1:
+                self.lost_writes += len(retry)
+                log.warning(
+                    "alert changes lost to concurrent writers; the next evaluation retries",
+                    fingerprints=sorted(lost)[:10],
+                    count=len(lost),
                 )
+                break
+            windows = await self.windows.read(retry, now)
+            batch = [(rule, fp, win) for (rule, fp), win in zip(retry, windows, strict=True)]
+        await self._report(done)
+        return done
+
+    async def _report(self, done: list[PendingWrite]) -> None:
+        if self.log_changes:
+            for w in done:
+                if w.change is not Change.UPDATED and w.change is not Change.NONE:
+                    log.info(
+                        "alert " + w.change.value,
+                        rule=w.rule,
+                        fingerprint=w.fingerprint,
+                        severity=w.alert.severity if w.alert else None,
+                        value=w.alert.value if w.alert else None,
+                    )
         if self.on_change is not None and done:
             await self.on_change(done)
-        return done
+
+
+def _judge(item: Item, prev_raw: bytes | None, now: float) -> PendingWrite | None:
+    """The write one series needs at `now`, or None when its alert stays as stored."""
+    rule, fp, win = item
+    prev = Alert.from_dict(orjson.loads(prev_raw)) if prev_raw else None
+    labels = win.labels if win is not None else _labels_of(prev, rule)
+    new, change = step(rule, labels, prev, series_value(rule, win, now), now)
+    if new is None and (prev is None or prev.state == "resolved"):
+        # Inactive; a resolved alert stays until its groups have told receivers.
+        return None
+    if new is not None and prev is not None and new.to_dict() == prev.to_dict():
+        return None
+    return PendingWrite(fp, prev_raw or b"", new, change, rule.name, labels)
 
 
 def _labels_of(alert: Alert | None, rule: Rule) -> dict[str, str]:

@@ -89,22 +89,28 @@ def step(
     severity, threshold = held_severity(rule, value, current)
     spec = rule.spec
 
+    keep_s = spec.keep_firing_for.total_seconds()
     if severity is None:
         if live is None:
             return None, Change.NONE
         if live.state == "pending":
             return None, Change.CLEARED
-        keep_s = spec.keep_firing_for.total_seconds()
-        if keep_s > 0 and now - live.meta.get("last_true_at", now) < keep_s:
-            return replace(live, value=value), Change.NONE
-        return replace(
-            live, state="resolved", ends_at=now, updated_at=now, value=value
-        ), Change.RESOLVED
+        if keep_s > 0:
+            last_true_at = live.meta.get("last_true_at")
+            if last_true_at is None:
+                # Fired before keep_firing_for was configured: the grace starts now.
+                meta = {**live.meta, "last_true_at": now}
+                return replace(live, value=value, meta=meta), Change.NONE
+            if now - last_true_at < keep_s:
+                return replace(live, value=value), Change.NONE
+        return resolve(live, value, now), Change.RESOLVED
 
     labels = alert_labels(rule, series_labels, severity)
     notes = render_annotations(rule, labels, value, threshold)
     for_s = spec.for_.total_seconds()
 
+    # Only keep_firing_for reads last_true_at: without it a steady alert needs no write.
+    true_at = {"last_true_at": now} if keep_s > 0 else {}
     if live is None:
         state: AlertState = "pending" if for_s > 0 else "firing"
         alert = Alert(
@@ -118,11 +124,11 @@ def step(
             starts_at=now,
             updated_at=now,
             channels=spec.channels,
-            meta={"pending_since": now, "last_true_at": now},
+            meta={"pending_since": now, **true_at} if state == "pending" else true_at,
         )
         return alert, Change.PENDING if state == "pending" else Change.FIRED
 
-    meta = {**live.meta, "last_true_at": now}
+    meta = {**live.meta, **true_at}
     if live.state == "pending":
         if now - meta.get("pending_since", live.starts_at) >= for_s:
             fired = replace(
@@ -153,3 +159,15 @@ def step(
         )
         return changed, Change.SEVERITY
     return replace(live, value=value, annotations=notes, meta=meta), Change.UPDATED
+
+
+def resolve(alert: Alert, value: float | None, now: float) -> Alert:
+    """The alert as resolved at `now`."""
+    return replace(alert, state="resolved", ends_at=now, updated_at=now, value=value)
+
+
+def retire(alert: Alert, now: float) -> tuple[Alert | None, Change]:
+    """An alert whose rule was removed or no longer produces its series: it ends now."""
+    if alert.state == "pending":
+        return None, Change.CLEARED
+    return resolve(alert, alert.value, now), Change.RESOLVED

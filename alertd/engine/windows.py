@@ -1,21 +1,29 @@
 """Sliding windows of series, as time buckets in Redis.
 
-Each series of each rule is one Redis hash `{prefix}w:{fingerprint}`. Its
-fields are `<bucket index><field>`: `c` count, `s` sum, `n` min, `x` max, `t`/`v`
-last sample's time and value, `q<key>` sketch counts (percentiles); a `D`
-after the index marks the denominator of a `divide_by` rule. `L` holds the
-series' labels and `T` the time of its newest sample (for `age`).
+Each series of each rule is one Redis hash `{prefix}w:{fingerprint}:{version}`,
+where `version` changes with what the rule measures (metric, divide_by, match,
+group_by, bucket width, what a bucket keeps): an edited rule starts afresh
+instead of misreading buckets written under another layout. Fields are
+`<bucket index><field>`: `c` count, `s` sum, `n` min, `x` max, `t`/`v` the
+newest sample's time and value, `q<key>` sketch counts (percentiles); a `D`
+after the index marks the denominator of a `divide_by` rule. A bucket keeps
+only what the rule's aggregate needs. `L` holds the series' labels and `T` the
+time of its newest sample (for `age`, which keeps no buckets at all).
 
 A consumed batch is pre-aggregated in process, then merged with one Lua call
 per touched series, all in one pipeline: atomic per series, so replicas can
-share a series, and the call returns the whole window for evaluation. Hashes
-expire when a series goes idle; old buckets are pruned when a new one starts.
+share a series. The call also drops buckets that left the window and returns
+the window already folded into one bucket (plus the denominator's), so a
+batch costs one round trip and little decoding. Hashes expire when a series
+goes idle; series of `age` rules are indexed in `{prefix}series:{rule}:{version}`
+(a sorted set by newest sample) for clock evaluation.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
-from collections.abc import Iterable
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,56 +34,201 @@ from alertd.engine.aggregates import Bucket, aggregate
 from alertd.settings import Rule
 
 AGE_TTL_S = 7 * 86400  # a silent heartbeat is remembered this long
-_NEEDS_SKETCH = frozenset(("p50", "p90", "p95", "p99"))
+# What a bucket keeps in Redis, by aggregate: its count plus one of these.
+_STORAGE = {
+    "sum": "s",
+    "avg": "s",
+    "rate": "s",
+    "min": "n",
+    "max": "x",
+    "last": "t",
+    "count": "c",
+    "p50": "q",
+    "p90": "q",
+    "p95": "q",
+    "p99": "q",
+    "age": "a",  # no buckets: `T` is all an age needs
+}
 
-MERGE_LUA = """
-local key = KEYS[1]
-local prefix = ARGV[3]
-local fresh = redis.call('HEXISTS', key, prefix .. 'c') == 0
-local i = 6
-while i <= #ARGV do
-  local op, f, v = ARGV[i], ARGV[i + 1], ARGV[i + 2]
-  if op == '+' then
-    redis.call('HINCRBYFLOAT', key, f, v)
-  elseif op == 'i' then
-    redis.call('HINCRBY', key, f, v)
-  elseif op == '<' then
-    local cur = redis.call('HGET', key, f)
-    if (not cur) or tonumber(v) < tonumber(cur) then redis.call('HSET', key, f, v) end
-  elseif op == '>' then
-    local cur = redis.call('HGET', key, f)
-    if (not cur) or tonumber(v) > tonumber(cur) then redis.call('HSET', key, f, v) end
-  elseif op == 't' then
-    local cur = redis.call('HGET', key, f)
-    if (not cur) or tonumber(v) >= tonumber(cur) then
-      redis.call('HSET', key, f, v, ARGV[i + 4], ARGV[i + 5])
+# Merge (ARGV[1] ttl > 0) or just read (ttl 0) several series of one rule, and answer each
+# with its window folded into one bucket. KEYS: [age index,] one hash per series.
+# ARGV: ttl_ms, first bucket in the window, storage, has index (1/0), then per series
+# "newest_ts<TAB>fingerprint<TAB>labels JSON<TAB>ops" (merge) or "" (read).
+WINDOW_LUA = """
+local ttl, first, storage = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
+local off = (ARGV[4] == '1') and 1 or 0
+local index = (off == 1) and KEYS[1] or nil
+local function num(v) return string.format('%.17g', v) end
+local function int(v) return string.format('%d', v) end
+
+local function merge(key, packed)
+  local newest, fp, labels, ops = string.match(packed, '^([^\t]*)\t([^\t]*)\t([^\t]*)\t(.*)$')
+  for b in string.gmatch(ops, '[^;]+') do
+    local p, c, x, y = string.match(b, '^([^|]*)|([^|]*)|([^|]*)|(.*)$')
+    redis.call('HINCRBY', key, p .. 'c', c)
+    if storage == 's' then
+      local cur = tonumber(redis.call('HGET', key, p .. 's')) or 0
+      redis.call('HSET', key, p .. 's', num(cur + tonumber(x)))
+    elseif storage == 'n' then
+      local cur = redis.call('HGET', key, p .. 'n')
+      if (not cur) or tonumber(x) < tonumber(cur) then redis.call('HSET', key, p .. 'n', x) end
+    elseif storage == 'x' then
+      local cur = redis.call('HGET', key, p .. 'x')
+      if (not cur) or tonumber(x) > tonumber(cur) then redis.call('HSET', key, p .. 'x', x) end
+    elseif storage == 't' then
+      local cur = redis.call('HGET', key, p .. 't')
+      if (not cur) or tonumber(x) >= tonumber(cur) then
+        redis.call('HSET', key, p .. 't', x, p .. 'v', y)
+      end
+    elseif storage == 'q' then
+      for k, n in string.gmatch(x, '([^:,]+):(%d+)') do
+        redis.call('HINCRBY', key, p .. 'q' .. k, n)
+      end
     end
-    i = i + 3
   end
-  i = i + 3
+  local t = redis.call('HGET', key, 'T')
+  if (not t) or tonumber(newest) > tonumber(t) then redis.call('HSET', key, 'T', newest) end
+  redis.call('HSETNX', key, 'L', labels)
+  redis.call('PEXPIRE', key, ttl)
+  if index then redis.call('ZADD', index, 'GT', newest, fp) end
 end
-if fresh then
-  local cutoff = tonumber(ARGV[2])
-  local drop = {}
-  for _, f in ipairs(redis.call('HKEYS', key)) do
-    local b = tonumber(string.match(f, '^(%d+)'))
-    if b and b < cutoff then drop[#drop + 1] = f end
+
+local function fold(key)
+  local all = redis.call('HGETALL', key)
+  if #all == 0 then return {} end
+  local labels, newest = '', ''
+  local c, s, dc, ds = 0, 0, 0, 0
+  local mn, mns, mx, mxs, lt, lts, lvs
+  local last, sketch, drop = {}, {}, {}
+  for i = 1, #all, 2 do
+    local f, v = all[i], all[i + 1]
+    local idx, den, letter, rest = string.match(f, '^(%d+)(D?)(%a)(.*)$')
+    if not idx then
+      if f == 'L' then labels = v elseif f == 'T' then newest = v end
+    elseif tonumber(idx) < first then
+      drop[#drop + 1] = f
+    elseif den == 'D' then
+      if letter == 'c' then dc = dc + tonumber(v)
+      elseif letter == 's' then ds = ds + tonumber(v) end
+    elseif letter == 'c' then c = c + tonumber(v)
+    elseif letter == 's' then s = s + tonumber(v)
+    elseif letter == 'n' then
+      local n = tonumber(v)
+      if (not mn) or n < mn then mn, mns = n, v end
+    elseif letter == 'x' then
+      local n = tonumber(v)
+      if (not mx) or n > mx then mx, mxs = n, v end
+    elseif letter == 't' or letter == 'v' then
+      local e = last[idx] or {}
+      e[letter] = v
+      last[idx] = e
+    elseif letter == 'q' then
+      sketch[rest] = (sketch[rest] or 0) + tonumber(v)
+    end
+  end
+  for _, e in pairs(last) do
+    local n = tonumber(e.t)
+    if n and ((not lt) or n > lt) then lt, lts, lvs = n, e.t, e.v end
   end
   for j = 1, #drop, 500 do
     redis.call('HDEL', key, unpack(drop, j, math.min(j + 499, #drop)))
   end
+  -- Only what the storage kind keeps, after labels (read only), newest, count.
+  local out = {ttl > 0 and '' or labels, newest, int(c)}
+  if storage == 's' then
+    out[4], out[5], out[6] = num(s), int(dc), num(ds)
+  elseif storage == 'n' then out[4] = mns or ''
+  elseif storage == 'x' then out[4] = mxs or ''
+  elseif storage == 't' then out[4], out[5] = lts or '', lvs or ''
+  elseif storage == 'q' then
+    for k, n in pairs(sketch) do
+      out[#out + 1] = k
+      out[#out + 1] = int(n)
+    end
+  end
+  return out
 end
-redis.call('HSET', key, 'L', ARGV[4])
-local t = redis.call('HGET', key, 'T')
-if (not t) or tonumber(ARGV[5]) > tonumber(t) then redis.call('HSET', key, 'T', ARGV[5]) end
-redis.call('PEXPIRE', key, ARGV[1])
-return redis.call('HGETALL', key)
+
+local answers = {}
+for j = 1 + off, #KEYS do
+  if ttl > 0 then merge(KEYS[j], ARGV[4 + j - off]) end
+  answers[#answers + 1] = fold(KEYS[j])
+end
+if index and ttl > 0 then redis.call('PEXPIRE', index, ttl) end
+return answers
 """
+# Series per script call: bounds how long one call holds Redis (a few ms).
+CHUNK = 100
+
+
+@dataclass(frozen=True, slots=True)
+class WindowPlan:
+    """How one rule's series are bucketed and stored; computed once per rule."""
+
+    kind: str  # the aggregate (sum with divide_by)
+    storage: str  # what a bucket keeps in Redis (see _STORAGE)
+    width_ms: int
+    window_ms: int
+    window_s: float
+    divide_by: bool
+    version: str  # part of every Redis key of the rule's series
+
+    @property
+    def is_age(self) -> bool:
+        return self.kind == "age"
+
+    @property
+    def needs_sketch(self) -> bool:
+        return self.storage == "q"
+
+    def first_bucket(self, now: float) -> int:
+        """The oldest bucket index still inside the window at `now`."""
+        return (int(now * 1000) - self.window_ms) // self.width_ms
+
+    def bucket_of(self, ts: float) -> int:
+        return int(ts * 1000) // self.width_ms
 
 
 def bucket_ms(rule: Rule) -> int:
     """Bucket width: a thirtieth of the window, at least 100 ms."""
     return max(100, int(rule.spec.window.total_seconds() * 1000) // 30)
+
+
+def _make_plan(rule: Rule) -> WindowPlan:
+    spec = rule.spec
+    kind = spec.aggregate_kind
+    storage = _STORAGE[kind]
+    window_ms = int(spec.window.total_seconds() * 1000)
+    width = bucket_ms(rule)
+    measured = {
+        "metric": spec.metric,
+        "divide_by": spec.divide_by,
+        "match": sorted(spec.match.items()),
+        "group_by": spec.group_by,
+        "storage": storage,
+        # an age keeps no buckets: its window changes nothing stored
+        "width_ms": 0 if storage == "a" else width,
+    }
+    version = hashlib.blake2b(orjson.dumps(measured), digest_size=4).hexdigest()
+    return WindowPlan(
+        kind, storage, width, window_ms, window_ms / 1000, spec.divide_by is not None, version
+    )
+
+
+# id(rule) -> (rule, plan): the rule is kept so an id is never reused while cached.
+_PLANS: dict[int, tuple[Rule, WindowPlan]] = {}
+
+
+def plan_of(rule: Rule) -> WindowPlan:
+    """The rule's WindowPlan (cached: this runs once per event)."""
+    hit = _PLANS.get(id(rule))
+    if hit is not None and hit[0] is rule:
+        return hit[1]
+    if len(_PLANS) > 10_000:  # many reloads: drop the rules of old configs
+        _PLANS.clear()
+    plan = _make_plan(rule)
+    _PLANS[id(rule)] = (rule, plan)
+    return plan
 
 
 @dataclass(slots=True)
@@ -87,13 +240,24 @@ class SeriesWindow:
     den: dict[int, Bucket] = field(default_factory=dict)
     newest_ts: float = -math.inf
 
-    def add(self, value: float, ts: float, width_ms: int, denominator: bool = False) -> None:
+    def add(
+        self,
+        value: float,
+        ts: float,
+        width_ms: int,
+        denominator: bool = False,
+        sketch: bool = True,
+    ) -> None:
+        """Count one sample; `sketch=False` skips the percentile sketch when no rule reads it."""
         index = int(ts * 1000) // width_ms
         buckets = self.den if denominator else self.num
         b = buckets.get(index)
         if b is None:
             b = buckets[index] = Bucket()
-        b.add(value, ts)
+        if sketch:
+            b.add(value, ts)
+        else:
+            b.add_summary(value, ts)
         if ts > self.newest_ts:
             self.newest_ts = ts
 
@@ -109,95 +273,88 @@ class SeriesWindow:
         self.newest_ts = max(self.newest_ts, other.newest_ts)
         self.labels = other.labels or self.labels
 
+    def prune(self, first: int) -> None:
+        """Forget buckets older than `first`."""
+        for buckets in (self.num, self.den):
+            for index in [i for i in buckets if i < first]:
+                del buckets[index]
+
 
 def series_value(rule: Rule, window: SeriesWindow | None, now: float) -> float | None:
     """The rule's value for this series at `now`; None when there is nothing to judge."""
     if window is None:
         return None
-    spec = rule.spec
-    if spec.aggregate == "age" and not spec.divide_by:
+    plan = plan_of(rule)
+    if plan.is_age:
         return now - window.newest_ts if window.newest_ts > -math.inf else None
-    window_s = spec.window.total_seconds()
-    first = int((now - window_s) * 1000) // bucket_ms(rule)
+    first = plan.first_bucket(now)
     num = [b for i, b in window.num.items() if i >= first]
-    if spec.divide_by:
-        den = [b for i, b in window.den.items() if i >= first]
-        denominator = sum(b.sum for b in den)
-        if not den or denominator == 0:
+    if plan.divide_by:
+        denominator = sum(b.sum for i, b in window.den.items() if i >= first and b.count)
+        if denominator == 0:
             return None
-        if spec.min_denominator is not None and denominator < spec.min_denominator:
+        min_denominator = rule.spec.min_denominator
+        if min_denominator is not None and denominator < min_denominator:
             return None
         return sum(b.sum for b in num) / denominator
-    return aggregate(spec.aggregate_kind, num, window_s, now)
+    return aggregate(plan.kind, num, plan.window_s, now)
 
 
-def _ops(rule: Rule, window: SeriesWindow) -> list[str]:
-    kind = rule.spec.aggregate_kind
-    ops: list[str] = []
+def encode_ops(plan: WindowPlan, window: SeriesWindow) -> str:
+    """A batch's buckets as the merge script reads them: `index|count|x|y` joined by `;`."""
+    storage = plan.storage
+    if storage == "a":
+        return ""
+    parts: list[str] = []
+    add = parts.append
     for tag, buckets in (("", window.num), ("D", window.den)):
         for index, b in buckets.items():
-            p = f"{index}{tag}"
-            ops += ["i", p + "c", str(b.count)]
-            if kind in ("sum", "avg", "rate") or rule.spec.divide_by:
-                ops += ["+", p + "s", repr(b.sum)]
-            elif kind == "min":
-                ops += ["<", p + "n", repr(b.min)]
-            elif kind == "max":
-                ops += [">", p + "x", repr(b.max)]
-            elif kind == "last":
-                ops += ["t", p + "t", repr(b.last_ts), "v", p + "v", repr(b.last_value)]
-            elif kind in _NEEDS_SKETCH:
-                for key, n in b.sketch.items():
-                    ops += ["i", f"{p}q{key}", str(n)]
-    return ops
+            if storage == "s":
+                add(f"{index}{tag}|{b.count}|{b.sum!r}|")
+            elif storage == "t":
+                add(f"{index}|{b.count}|{b.last_ts!r}|{b.last_value!r}")
+            elif storage == "n":
+                add(f"{index}|{b.count}|{b.min!r}|")
+            elif storage == "x":
+                add(f"{index}|{b.count}|{b.max!r}|")
+            elif storage == "q":
+                sketch = ",".join(f"{k}:{n}" for k, n in b.sketch.items())
+                add(f"{index}|{b.count}|{sketch}|")
+            else:
+                add(f"{index}|{b.count}||")
+    return ";".join(parts)
 
 
-def decode_window(raw: dict[bytes, bytes] | list[bytes]) -> SeriesWindow:
-    """A window hash (HGETALL, as a dict or a flat list) back to buckets."""
-    items: Iterable[tuple[bytes, bytes]]
-    if isinstance(raw, dict):
-        items = raw.items()
-    else:
-        items = zip(raw[::2], raw[1::2], strict=True)
-    window = SeriesWindow(labels={})
-    for fb, vb in items:
-        f = fb.decode()
-        if f == "L":
-            window.labels = orjson.loads(vb)
-            continue
-        if f == "T":
-            window.newest_ts = float(vb)
-            continue
-        j = 0
-        while j < len(f) and f[j].isdigit():
-            j += 1
-        index = int(f[:j])
-        buckets = window.num
-        if f[j] == "D":
-            buckets = window.den
-            j += 1
-        b = buckets.get(index)
-        if b is None:
-            b = buckets[index] = Bucket()
-        _set_field(b, f[j], f[j + 1 :], vb)
+def decode_window(
+    raw: Sequence[bytes], first: int, storage: str, labels: dict[str, str] | None = None
+) -> SeriesWindow | None:
+    """The script's answer for one series: its window folded into one bucket at `first`.
+
+    `labels`, when the caller knows them, saves decoding the stored ones.
+    """
+    if not raw:
+        return None
+    if labels is None:
+        labels = orjson.loads(raw[0]) if raw[0] else {}
+    window = SeriesWindow(labels=labels, newest_ts=float(raw[1]) if raw[1] else -math.inf)
+    count = int(raw[2])
+    if count:
+        b = window.num[first] = Bucket(count=count)
+        if storage == "s":
+            b.sum = float(raw[3])
+        elif storage == "t":
+            b.last_ts, b.last_value = float(raw[3]), float(raw[4])
+        elif storage == "n":
+            b.min = float(raw[3])
+        elif storage == "x":
+            b.max = float(raw[3])
+        elif storage == "q":
+            b.sketch = {raw[j].decode(): int(raw[j + 1]) for j in range(3, len(raw), 2)}
+    if storage == "s":
+        den_count = int(raw[4])
+        if den_count:
+            window.den[first] = Bucket(count=den_count, sum=float(raw[5]))
     return window
-
-
-def _set_field(b: Bucket, letter: str, rest: str, raw: bytes) -> None:
-    if letter == "c":
-        b.count = int(raw)
-    elif letter == "s":
-        b.sum = float(raw)
-    elif letter == "n":
-        b.min = float(raw)
-    elif letter == "x":
-        b.max = float(raw)
-    elif letter == "t":
-        b.last_ts = float(raw)
-    elif letter == "v":
-        b.last_value = float(raw)
-    elif letter == "q":
-        b.sketch[rest] = int(raw)
 
 
 class RedisWindows:
@@ -206,81 +363,122 @@ class RedisWindows:
     def __init__(self, redis: Redis, key_prefix: str) -> None:
         self.redis = redis
         self.prefix = key_prefix
-        self._merge = redis.register_script(MERGE_LUA)
+        self._script = redis.register_script(WINDOW_LUA)
 
-    def key(self, fingerprint: str) -> str:
-        return f"{self.prefix}w:{fingerprint}"
+    def key(self, rule: Rule, fingerprint: str) -> str:
+        return f"{self.prefix}w:{fingerprint}:{plan_of(rule).version}"
 
     def series_key(self, rule: Rule) -> str:
-        return f"{self.prefix}series:{rule.name}"
+        return f"{self.prefix}series:{rule.name}:{plan_of(rule).version}"
+
+    def ttl_ms(self, plan: WindowPlan) -> int:
+        if plan.is_age:
+            return AGE_TTL_S * 1000
+        return plan.window_ms + 2 * plan.width_ms + 60_000
 
     async def merge(
         self, updates: list[tuple[Rule, str, SeriesWindow]], now: float
     ) -> list[SeriesWindow]:
         """Merge each (rule, fingerprint, batch window) and return the whole windows, in order."""
-        if not updates:
-            return []
-        pipe = self.redis.pipeline(transaction=False)
-        for rule, fp, win in updates:
-            width = bucket_ms(rule)
-            window_ms = int(rule.spec.window.total_seconds() * 1000)
-            if rule.spec.aggregate == "age":
-                ttl_ms = AGE_TTL_S * 1000
-                pipe.zadd(self.series_key(rule), {fp: win.newest_ts})
-            else:
-                ttl_ms = window_ms + 2 * width + 60_000
-            current = int(now * 1000) // width
-            cutoff = (int(now * 1000) - window_ms) // width - 1
-            args: list[Any] = [
-                ttl_ms,
-                cutoff,
-                str(current),
-                orjson.dumps(win.labels).decode(),
-                repr(win.newest_ts),
-                *_ops(rule, win),
-            ]
-            await self._merge(keys=[self.key(fp)], args=args, client=pipe)
-        results = await pipe.execute()
-        return [decode_window(r) for r in results if isinstance(r, list)]
+        packed = [
+            f"{win.newest_ts!r}\t{fp}\t{orjson.dumps(win.labels).decode()}\t"
+            + encode_ops(plan_of(rule), win)
+            for rule, fp, win in updates
+        ]
+        windows = await self._run(
+            [(rule, fp) for rule, fp, _ in updates], packed, now, [w.labels for _, _, w in updates]
+        )
+        # A merge always leaves a hash behind, so every answer holds a window.
+        return [
+            w or SeriesWindow(labels=win.labels)
+            for w, (_, _, win) in zip(windows, updates, strict=True)
+        ]
 
-    async def read(self, fingerprints: list[str]) -> list[SeriesWindow | None]:
-        if not fingerprints:
-            return []
-        pipe = self.redis.pipeline(transaction=False)
-        for fp in fingerprints:
-            pipe.hgetall(self.key(fp))
-        results = await pipe.execute()
-        return [decode_window(r) if r else None for r in results]
+    async def read(self, series: list[tuple[Rule, str]], now: float) -> list[SeriesWindow | None]:
+        """The windows of (rule, fingerprint) pairs at `now`; None where a series has none."""
+        return await self._run(series, None, now)
 
-    async def age_series(self, rule: Rule, now: float) -> list[str]:
-        """Fingerprints of the rule's `age` series, forgetting those silent for AGE_TTL_S."""
+    async def _run(
+        self,
+        series: list[tuple[Rule, str]],
+        packed: list[str] | None,
+        now: float,
+        known: list[dict[str, str]] | None = None,
+    ) -> list[SeriesWindow | None]:
+        """One pipeline: one script call per rule and CHUNK series."""
+        if not series:
+            return []
+        by_rule: dict[str, list[int]] = {}
+        for i, (rule, _) in enumerate(series):
+            by_rule.setdefault(rule.name, []).append(i)
+        pipe = self.redis.pipeline(transaction=False)
+        calls: list[tuple[list[int], int, str]] = []
+        for positions in by_rule.values():
+            rule = series[positions[0]][0]
+            plan = plan_of(rule)
+            first = plan.first_bucket(now)
+            prefix = self.prefix
+            suffix = plan.version
+            indexed = plan.is_age and packed is not None
+            for start in range(0, len(positions), CHUNK):
+                chunk = positions[start : start + CHUNK]
+                keys = [self.series_key(rule)] if indexed else []
+                keys += [f"{prefix}w:{series[i][1]}:{suffix}" for i in chunk]
+                args: list[Any] = [
+                    self.ttl_ms(plan) if packed is not None else 0,
+                    first,
+                    plan.storage,
+                    "1" if indexed else "0",
+                ]
+                if packed is not None:
+                    args += [packed[i] for i in chunk]
+                await self._script(keys=keys, args=args, client=pipe)
+                calls.append((chunk, first, plan.storage))
+        results = await pipe.execute()
+        out: list[SeriesWindow | None] = [None] * len(series)
+        for (chunk, first, storage), answers in zip(calls, results, strict=True):
+            for i, raw in zip(chunk, answers, strict=True):
+                out[i] = decode_window(raw, first, storage, known[i] if known else None)
+        return out
+
+    async def age_series(self, rule: Rule, now: float) -> list[tuple[str, float]]:
+        """(fingerprint, newest sample time) of the rule's series, forgetting long-silent ones."""
         key = self.series_key(rule)
-        await self.redis.zremrangebyscore(key, "-inf", now - AGE_TTL_S)
-        return [m.decode() for m in await self.redis.zrange(key, 0, -1)]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.zremrangebyscore(key, "-inf", now - AGE_TTL_S)
+            pipe.zrange(key, 0, -1, withscores=True)
+            _, members = await pipe.execute()
+        return [(m.decode(), float(score)) for m, score in members]
 
 
 class MemoryWindows:
-    """The same windows in process, for `alertd rules test` (no Redis needed)."""
+    """The same windows in process, for `alertd rules test` and tests (no Redis needed)."""
 
     def __init__(self) -> None:
-        self.windows: dict[str, SeriesWindow] = {}
-        self.by_rule: dict[str, set[str]] = {}
+        self.windows: dict[tuple[str, str], SeriesWindow] = {}
+        self.by_rule: dict[tuple[str, str], set[str]] = {}
 
     async def merge(
         self, updates: list[tuple[Rule, str, SeriesWindow]], now: float
     ) -> list[SeriesWindow]:
         out = []
         for rule, fp, win in updates:
-            current = self.windows.get(fp)
+            plan = plan_of(rule)
+            key = (fp, plan.version)
+            current = self.windows.get(key)
             if current is None:
-                current = self.windows[fp] = SeriesWindow(labels=win.labels)
+                current = self.windows[key] = SeriesWindow(labels=win.labels)
             current.merge(win)
-            self.by_rule.setdefault(rule.name, set()).add(fp)
+            if not plan.is_age:
+                current.prune(plan.first_bucket(now))
+            self.by_rule.setdefault((rule.name, plan.version), set()).add(fp)
             out.append(current)
         return out
 
-    async def read(self, fingerprints: list[str]) -> list[SeriesWindow | None]:
-        return [self.windows.get(fp) for fp in fingerprints]
+    async def read(self, series: list[tuple[Rule, str]], now: float) -> list[SeriesWindow | None]:
+        return [self.windows.get((fp, plan_of(rule).version)) for rule, fp in series]
 
-    async def age_series(self, rule: Rule, now: float) -> list[str]:
-        return sorted(self.by_rule.get(rule.name, ()))
+    async def age_series(self, rule: Rule, now: float) -> list[tuple[str, float]]:
+        version = plan_of(rule).version
+        fps = sorted(self.by_rule.get((rule.name, version), ()))
+        return [(fp, self.windows[(fp, version)].newest_ts) for fp in fps]

@@ -1,9 +1,10 @@
 """The durable outbox: one Redis stream per channel, read by a consumer group.
 
 A notification is added here before its first attempt and removed (XACK +
-XDEL) only after it was delivered or moved to the dead-letter stream. A
-crashed worker's entries stay pending and are claimed by a live one, with
-the same notification id.
+XDEL) only after it was delivered or moved to the dead-letter stream. While a
+worker holds an entry it keeps resetting the entry's idle time (`touch`); an
+entry left idle longer than `claim_idle` belonged to a worker that died and
+is claimed by a live one, which delivers it with the same notification id.
 """
 
 from __future__ import annotations
@@ -17,12 +18,40 @@ from alertd.model import Notification
 
 GROUP = "alertd"
 
+# Reset the idle time of an entry, only while `consumer` still holds it.
+TOUCH_LUA = """
+local held = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[3], ARGV[3], 1, ARGV[2])
+if #held == 0 then return 0 end
+redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[3], 'JUSTID')
+return 1
+"""
+
+# Set KEYS[1] unless it exists (ex ARGV[2] s) and, only then, queue ARGV[3..] on KEYS[2..].
+ENQUEUE_ONCE_LUA = """
+if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then return 0 end
+for i = 2, #KEYS do redis.call('XADD', KEYS[i], '*', 'n', ARGV[i + 1]) end
+return 1
+"""
+
+# Delete KEYS[1] if it holds ARGV[1] and, only then, queue ARGV[2..] on KEYS[2..].
+ENQUEUE_IF_LUA = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('DEL', KEYS[1])
+for i = 2, #KEYS do redis.call('XADD', KEYS[i], '*', 'n', ARGV[i]) end
+return 1
+"""
+
+Entry = tuple[str, Notification | None]
+
 
 class Outbox:
     def __init__(self, redis: Redis, key_prefix: str) -> None:
         self.redis = redis
         self.prefix = key_prefix
         self._groups: set[str] = set()
+        self._touch = redis.register_script(TOUCH_LUA)
+        self._enqueue_once = redis.register_script(ENQUEUE_ONCE_LUA)
+        self._enqueue_if = redis.register_script(ENQUEUE_IF_LUA)
 
     def stream(self, channel: str) -> str:
         return f"{self.prefix}outbox:{channel}"
@@ -46,9 +75,27 @@ class Outbox:
         await self.ensure_group(n.receiver)
         await self.redis.xadd(self.stream(n.receiver), {"n": orjson.dumps(n.to_dict())})
 
+    async def enqueue_once(
+        self, key: str, value: bytes, ttl_s: int, ns: list[Notification]
+    ) -> bool:
+        """Set `key` (if absent) and queue `ns` in one atomic step; False when `key` existed."""
+        for n in ns:
+            await self.ensure_group(n.receiver)
+        keys = [key, *(self.stream(n.receiver) for n in ns)]
+        args = [value, ttl_s, *(orjson.dumps(n.to_dict()) for n in ns)]
+        return bool(await self._enqueue_once(keys=keys, args=args))
+
+    async def enqueue_if(self, key: str, expected: bytes, ns: list[Notification]) -> bool:
+        """Delete `key` if it holds `expected` and queue `ns`, atomically; False otherwise."""
+        for n in ns:
+            await self.ensure_group(n.receiver)
+        keys = [key, *(self.stream(n.receiver) for n in ns)]
+        args = [expected, *(orjson.dumps(n.to_dict()) for n in ns)]
+        return bool(await self._enqueue_if(keys=keys, args=args))
+
     async def read(
         self, channel: str, consumer: str, count: int, block_ms: int, pending: bool = False
-    ) -> list[tuple[str, Notification | None]]:
+    ) -> list[Entry]:
         """New entries (or, with pending=True, this consumer's own unacknowledged ones)."""
         try:
             rows = await self.redis.xreadgroup(
@@ -62,24 +109,46 @@ class Outbox:
             if "NOGROUP" in str(exc):  # Redis lost its data (restart without persistence)
                 self._groups.discard(self.stream(channel))
             raise
-        return [(eid, n) for _, entries in rows or [] for eid, n in map(self._decode, entries)]
+        return [self._decode(e) for _, entries in rows or [] for e in entries]
 
     async def claim(
-        self, channel: str, consumer: str, min_idle_ms: int, count: int = 100
-    ) -> list[tuple[str, Notification | None]]:
-        """Entries a dead worker left pending longer than min_idle_ms."""
-        res = await self.redis.xautoclaim(
-            self.stream(channel),
-            GROUP,
-            consumer,
-            min_idle_time=min_idle_ms,
-            start_id="0-0",
-            count=count,
-        )
+        self, channel: str, consumer: str, min_idle_ms: int, count: int = 1
+    ) -> list[Entry]:
+        """Entries a dead worker left pending longer than min_idle_ms, now `consumer`'s."""
+        try:
+            res = await self.redis.xautoclaim(
+                self.stream(channel),
+                GROUP,
+                consumer,
+                min_idle_time=min_idle_ms,
+                start_id="0-0",
+                count=count,
+            )
+        except ResponseError as exc:
+            if "NOGROUP" in str(exc):
+                self._groups.discard(self.stream(channel))
+            raise
+        # Entries deleted while pending come back without fields: XAUTOCLAIM drops them.
         return [self._decode(e) for e in res[1] if e[1] is not None]
 
+    async def touch(self, channel: str, consumer: str, entry_id: str) -> bool:
+        """Reset the idle time of an entry `consumer` works on; False if it is no longer its."""
+        return bool(
+            await self._touch(keys=[self.stream(channel)], args=[GROUP, consumer, entry_id])
+        )
+
+    async def prune_consumers(self, channel: str, idle_ms: int) -> list[str]:
+        """Forget consumers of dead processes: nothing pending and silent for `idle_ms`."""
+        gone = []
+        for c in await self.redis.xinfo_consumers(self.stream(channel), GROUP):
+            name = c["name"].decode() if isinstance(c["name"], bytes) else str(c["name"])
+            if int(c["pending"]) == 0 and int(c["idle"]) >= idle_ms:
+                await self.redis.xgroup_delconsumer(self.stream(channel), GROUP, name)
+                gone.append(name)
+        return gone
+
     @staticmethod
-    def _decode(entry: tuple[bytes, dict[bytes, bytes] | None]) -> tuple[str, Notification | None]:
+    def _decode(entry: tuple[bytes, dict[bytes, bytes] | None]) -> Entry:
         eid, fields = entry
         raw = (fields or {}).get(b"n")
         try:

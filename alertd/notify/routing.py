@@ -1,8 +1,9 @@
 """Which groups an alert belongs to: routes, group_by, and their timers (pure).
 
-First matching route wins unless it says `continue`; a rule's own `channels`
-bypass the routes; with no route matching, alerts go to the built-in `log`
-channel so nothing is dropped silently.
+First matching route wins unless it says `continue`; a route without `match`
+matches everything; a rule's own `channels` bypass the routes; with no route
+matching, alerts go to the built-in `log` channel so nothing is dropped
+silently. Group keys read like Alertmanager's (`{}/{severity="critical"}:{alertname="X"}`).
 """
 
 from __future__ import annotations
@@ -41,6 +42,27 @@ class GroupTarget:
     policy: RoutePolicy
 
 
+def _quote(value: str) -> str:
+    """A label value in double quotes, escaped, so distinct label sets never share a key."""
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    return f'"{escaped}"'
+
+
+def matcher_text(m: Matcher) -> str:
+    """A matcher as Alertmanager prints it: name="v", name!="v", name=~"re", name!~"re"."""
+    op = {(False, False): "=", (True, False): "!=", (False, True): "=~", (True, True): "!~"}
+    return f"{m.name}{op[(m.negate, m.regex is not None)]}{_quote(m.value)}"
+
+
+def group_key(path: str, labels: dict[str, str]) -> str:
+    inner = ",".join(f"{k}={_quote(labels[k])}" for k in sorted(labels))
+    return f"{path}:{{{inner}}}"
+
+
+def group_id(key: str) -> str:
+    return hashlib.blake2b(key.encode(), digest_size=8).hexdigest()
+
+
 def policy_for(
     route: RouteSettings | None,
     notify: NotifySettings,
@@ -74,7 +96,8 @@ class Router:
         self.routes: list[tuple[tuple[Matcher, ...], RoutePolicy, bool]] = []
         for i, route in enumerate(config.settings.routes):
             matchers = parse_matchers(route.match)
-            inner = ",".join(str(m).replace("=", '="', 1) + '"' for m in matchers)
+            inner = ",".join(matcher_text(m) for m in matchers)
+            # The index tells apart routes with the same matchers (two catch-alls, say).
             path = "{}" + (f"/{{{inner}}}" if inner else "") + (f"[{i}]" if i else "")
             policy = policy_for(route, notify, f"r{i}", route.channels, path)
             self.routes.append((matchers, policy, route.continue_))
@@ -83,23 +106,16 @@ class Router:
         self.by_id["default"] = self.default
         for rule in config.rules:
             if rule.spec.channels:
-                rid = f"rule:{rule.name}"
-                self.by_id[rid] = policy_for(
-                    None, notify, rid, rule.spec.channels, f"{{}}/rule={rule.name}"
-                )
+                self.by_id[f"rule:{rule.name}"] = self._rule_policy(rule.name, rule.spec.channels)
+
+    def _rule_policy(self, rule: str, channels: list[str]) -> RoutePolicy:
+        return policy_for(None, self.notify, f"rule:{rule}", channels, f"{{}}/rule={rule}")
 
     def policies(self, alert: Alert) -> list[RoutePolicy]:
+        """The routes an alert takes, in order (a rule's own channels: that one only)."""
         if alert.channels:
-            return [
-                self.by_id.get(f"rule:{alert.rule}")
-                or policy_for(
-                    None,
-                    self.notify,
-                    f"rule:{alert.rule}",
-                    alert.channels,
-                    f"{{}}/rule={alert.rule}",
-                )
-            ]
+            policy = self.by_id.get(f"rule:{alert.rule}")
+            return [policy or self._rule_policy(alert.rule, alert.channels)]
         out = []
         for matchers, policy, cont in self.routes:
             if matches_all(matchers, alert.labels):
@@ -112,8 +128,6 @@ class Router:
         targets = []
         for policy in self.policies(alert):
             labels = {k: alert.labels[k] for k in policy.group_by if k in alert.labels}
-            inner = ",".join(f'{k}="{labels[k]}"' for k in sorted(labels))
-            key = f"{policy.path}:{{{inner}}}"
-            gid = hashlib.blake2b(key.encode(), digest_size=8).hexdigest()
-            targets.append(GroupTarget(gid, key, labels, policy))
+            key = group_key(policy.path, labels)
+            targets.append(GroupTarget(group_id(key), key, labels, policy))
         return targets

@@ -1,0 +1,401 @@
+"""`python -m bench` (`make bench`): start what is needed, run the scenarios, print one table.
+
+The JSON file of raw figures goes to bench/results/latest.json (git-ignored).
+See bench/README.md for what each scenario measures and how targets are judged.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bench import report, scenarios
+from bench.procs import MIB, REPO, Procs, default_python
+from bench.report import Row, fmt_int, fmt_mib, fmt_ms, fmt_pct, fmt_rate, fmt_ratio, fmt_s
+from bench.scenarios import FULL, QUICK, Bench, Sizes, log
+
+SCENARIOS = ("ceiling", "throughput", "latency", "fanout", "memory")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    p.add_argument("--quick", action="store_true", help="small sizes: a smoke run")
+    p.add_argument(
+        "--only", action="append", choices=SCENARIOS, help="run only this scenario (repeatable)"
+    )
+    p.add_argument("--reps", type=int, default=3, help="repetitions of each scenario (3)")
+    p.add_argument("--events", type=int, help="throughput backlog size (default 1,000,000)")
+    p.add_argument(
+        "--series", help="comma-separated series counts of the backlogs (default 1000,100000)"
+    )
+    p.add_argument("--fanout-each", type=int, help="fan-out alerts, one group each (100,000)")
+    p.add_argument("--fanout-grouped", type=int, help="fan-out alerts in --fanout-groups (10,000)")
+    p.add_argument("--fanout-groups", type=int, help="groups of the grouped fan-out (100)")
+    p.add_argument("--probes", type=int, help="latency probes per repetition (200)")
+    p.add_argument("--throughput-cap", type=float, help="seconds before a backlog run is capped")
+    p.add_argument("--fanout-cap", type=float, help="seconds before a fan-out run is capped")
+    p.add_argument(
+        "--form",
+        choices=("json", "flat"),
+        default="json",
+        help="stream entry form: JSON field `data` (default) or flat fields",
+    )
+    p.add_argument(
+        "--per-entry", type=int, default=1, help="events per JSON entry (an array when > 1)"
+    )
+    p.add_argument("--log-level", default="info", help="alertd's logging.level (info)")
+    p.add_argument("--alertd-src", type=Path, help="run alertd from this source tree (PYTHONPATH)")
+    p.add_argument("--python", default=default_python(), help="python of the venv to run")
+    p.add_argument("--no-alertmanager", action="store_true", help="skip Alertmanager")
+    p.add_argument("--no-install", action="store_true", help="never apt-get install Alertmanager")
+    p.add_argument(
+        "--out", type=Path, default=REPO / "bench" / "results" / "latest.json", help="JSON path"
+    )
+    p.add_argument("--keep", action="store_true", help="keep the work directory (logs, configs)")
+    args = p.parse_args(argv)
+    if args.form == "flat" and args.per_entry != 1:
+        p.error("--per-entry needs --form json")
+    return args
+
+
+def sizes_of(args: argparse.Namespace) -> Sizes:
+    base = QUICK if args.quick else FULL
+    changes: dict[str, Any] = {}
+    if args.events:
+        changes["throughput_events"] = args.events
+    if args.series:
+        changes["series"] = tuple(int(s) for s in args.series.split(","))
+    for arg, name in (
+        ("fanout_each", "fanout_each"),
+        ("fanout_grouped", "fanout_grouped"),
+        ("fanout_groups", "fanout_groups"),
+        ("probes", "latency_probes"),
+        ("throughput_cap", "throughput_cap_s"),
+        ("fanout_cap", "fanout_cap_s"),
+    ):
+        if getattr(args, arg):
+            changes[name] = getattr(args, arg)
+    return dataclasses.replace(base, **changes)
+
+
+def meta(args: argparse.Namespace, sizes: Sizes) -> dict[str, Any]:
+    def git(*cmd: str) -> str:
+        try:
+            root = args.alertd_src or REPO
+            return subprocess.run(
+                ["git", "-C", str(root), *cmd], capture_output=True, text=True, timeout=10
+            ).stdout.strip()
+        except (OSError, subprocess.TimeoutExpired):
+            return ""
+
+    redis_version = subprocess.run(
+        ["redis-server", "--version"], capture_output=True, text=True
+    ).stdout.strip()
+    return {
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "argv": sys.argv[1:],
+        "alertd_src": str(args.alertd_src or REPO),
+        "git_commit": git("rev-parse", "HEAD"),
+        "git_dirty": bool(git("status", "--porcelain", "--", "alertd")),
+        "python": subprocess.run(
+            [args.python, "--version"], capture_output=True, text=True
+        ).stdout.strip(),
+        "redis": redis_version,
+        "host": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "loadavg_at_start": os.getloadavg(),
+        },
+        "sizes": dataclasses.asdict(sizes),
+        "reps": args.reps,
+        "form": args.form,
+        "events_per_entry": args.per_entry,
+        "alertd_log_level": args.log_level,
+    }
+
+
+async def run(args: argparse.Namespace) -> int:
+    sizes = sizes_of(args)
+    only = set(args.only or SCENARIOS)
+    workdir = Path(tempfile.mkdtemp(prefix="alertd-bench-"))
+    procs = Procs(workdir, args.python, args.alertd_src)
+    bench = Bench(
+        workdir=workdir,
+        procs=procs,
+        sizes=sizes,
+        reps=args.reps,
+        form=args.form,
+        per_entry=args.per_entry,
+        log_level=args.log_level,
+        rules=(args.alertd_src or REPO) / "rules" / "default.toml",
+    )
+    results: dict[str, Any] = {"meta": meta(args, sizes), "scenarios": {}}
+    needs_am = bool(only & {"latency", "fanout"})
+    if args.no_alertmanager:
+        bench.alertmanager_skip = "--no-alertmanager was given"
+    elif needs_am:
+        bench.alertmanager, bench.alertmanager_skip = scenarios.find_alertmanager(
+            not args.no_install
+        )
+    results["alertmanager"] = {
+        "binary": bench.alertmanager,
+        "version": scenarios.alertmanager_version(bench.alertmanager)
+        if bench.alertmanager
+        else None,
+        "skipped": bench.alertmanager_skip,
+    }
+    if needs_am and bench.alertmanager is None:
+        log(f"Alertmanager: SKIPPED: {bench.alertmanager_skip}")
+    started = time.monotonic()
+    sc = results["scenarios"]
+    try:
+        await bench.start()
+        if "throughput" in only:
+            sc["throughput"] = await scenarios.throughput(bench, with_ceiling=True)
+        elif "ceiling" in only:
+            sc["throughput"] = await scenarios.ceiling_only(bench)
+        if "memory" in only:
+            sc["memory_idle"] = await scenarios.memory_idle(bench)
+            if "throughput" not in only:
+                sc["throughput"] = await scenarios.throughput(
+                    bench, with_ceiling="ceiling" in only, only_series=max(sizes.series)
+                )
+        if "latency" in only:
+            sc["latency"] = await scenarios.latency(bench)
+        if "fanout" in only:
+            sc["fanout"] = await scenarios.fanout(bench)
+    except BaseException as exc:
+        results["error"] = f"{type(exc).__name__}: {exc}"
+        log(f"run failed: {results['error']}")
+        raise
+    finally:
+        await bench.close()
+        results["elapsed_s"] = time.monotonic() - started
+        rows = build_rows(results, sizes, only, bench.alertmanager_skip)
+        results["table"] = [
+            {
+                "scenario": r.scenario,
+                "figure": r.figure,
+                "values": r.values,
+                "median": report.median([v for v in r.values if v is not None]),
+                "target": r.target,
+                "met": r.met,
+                "note": r.note,
+            }
+            for r in rows
+        ]
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(results, indent=1, default=str))
+        if not args.keep:
+            import shutil
+
+            shutil.rmtree(workdir, ignore_errors=True)
+        else:
+            log(f"work directory kept: {workdir}")
+    print()
+    print(
+        f"alertd bench: {args.reps} repetitions, medians with min–max; "
+        f"{time.monotonic() - started:.0f}s; alertd from {results['meta']['alertd_src']}"
+    )
+    if bench.alertmanager_skip and needs_am:
+        print(f"Alertmanager SKIPPED: {bench.alertmanager_skip}")
+    elif bench.alertmanager:
+        print(f"Alertmanager: {results['alertmanager']['version']}")
+    print(report.table(rows))
+    print(f"\nraw figures: {args.out}")
+    return 0
+
+
+# --- the table ------------------------------------------------------------------------
+
+
+def _get(reps: list[dict[str, Any]], *path: str) -> list[float | None]:
+    out: list[float | None] = []
+    for rec in reps:
+        cur: Any = rec
+        for key in path:
+            cur = cur.get(key) if isinstance(cur, dict) else None
+        out.append(cur)
+    return out
+
+
+def build_rows(
+    results: dict[str, Any], sizes: Sizes, only: set[str], am_skip: str | None
+) -> list[Row]:
+    sc = results["scenarios"]
+    rows: list[Row] = []
+    thr = sc.get("throughput", {})
+    for key, data in thr.items():
+        reps = data["reps"]
+        label = f"{data['series']:,} series, {data['events']:,} events"
+        ceiling = _get(reps, "ceiling", "events_per_s")
+        if any(v is not None for v in ceiling):
+            rows.append(Row(f"1 ceiling ({label})", "plain consumer", ceiling, fmt_rate))
+        alertd = _get(reps, "alertd", "events_per_s")
+        if "throughput" in only and any(v is not None for v in alertd):
+            capped = any(_get(reps, "alertd", "capped"))
+            note = "capped: rate over the part drained" if capped else ""
+            scen = f"2 throughput ({label})"
+            rows.append(Row(scen, "alertd", alertd, fmt_rate, note=note))
+            bound = 0.5 if data["series"] == min(sizes.series) else 0.35
+            ratio = report.ratios(alertd, ceiling)
+            rows.append(
+                Row(
+                    scen,
+                    "alertd ÷ ceiling",
+                    ratio,
+                    fmt_ratio,
+                    f"≥ {bound}",
+                    report.judge(ratio, lambda v, b=bound: v >= b),
+                )
+            )
+            cpu = _get(reps, "alertd", "alertd_cpu_s")
+            el = _get(reps, "alertd", "elapsed_s")
+            rows.append(Row(scen, "alertd CPU busy", report.ratios(cpu, el), lambda v: f"{v:.0%}"))
+            rcpu = _get(reps, "alertd", "redis_cpu_s")
+            rows.append(
+                Row(scen, "redis-server CPU busy", report.ratios(rcpu, el), lambda v: f"{v:.0%}")
+            )
+    lat = sc.get("latency")
+    if lat:
+        a, m = lat["alertd"], lat["alertmanager"]
+        for q, target, bound in (
+            ("p50", "≤ AM p50", 1.0),
+            ("p95", "", 0),
+            ("p99", "≤ 2 × AM p99", 2.0),
+        ):
+            av = _get(a, f"{q}_s")
+            mv = _get(m, f"{q}_s")
+            ratio = report.ratios(av, mv)
+            met = report.judge(ratio, lambda v, b=bound: v <= b) if target and m else None
+            note = ""
+            if target:
+                r = report.median([v for v in ratio if v is not None])
+                note = f"{r:.2f} × AM" if r is not None else (f"AM skipped" if am_skip else "")
+            rows.append(
+                Row("3 latency (1 alert at a time)", f"alertd {q}", av, fmt_ms, target, met, note)
+            )
+        for q in ("p50", "p95", "p99"):
+            rows.append(
+                Row(
+                    "3 latency (1 alert at a time)",
+                    f"Alertmanager {q}",
+                    _get(m, f"{q}_s"),
+                    fmt_ms,
+                    note="skipped" if am_skip else "",
+                )
+            )
+        timeouts = sum(x.get("timeouts", 0) for x in a + m)
+        if timeouts:
+            rows[-1].note = f"{timeouts} probes timed out"
+    fan = sc.get("fanout")
+    if fan:
+        for case, data in fan.items():
+            a, m = data["alertd"], data["alertmanager"]
+            scen = f"4 fan-out ({data['alerts']:,} alerts, {data['groups']:,} groups)"
+            at = _get(a, "all_received_s")
+            mt = _get(m, "all_received_s")
+            bound = 1 / 3 if case == "each" else 1.0
+            ratio = report.ratios(at, mt)
+            capped = any(_get(a, "capped"))
+            note = "capped" if capped else ""
+            r = report.median([v for v in ratio if v is not None])
+            if r is not None:
+                note = (note + "; " if note else "") + f"{r:.2f} × AM"
+            met = report.judge(ratio, lambda v, b=bound: v <= b) if m else None
+            if capped:
+                met = False
+            target = "≤ AM ÷ 3" if case == "each" else "≤ AM"
+            rows.append(Row(scen, "alertd: all received", at, fmt_s, target, met, note))
+            rows.append(Row(scen, "AM: all received", mt, fmt_s, note="skipped" if am_skip else ""))
+            ad = _get(a, "duplicates")
+            rows.append(
+                Row(scen, "alertd duplicates", ad, fmt_int, "0", report.judge(ad, lambda v: v == 0))
+            )
+            rows.append(Row(scen, "AM duplicates", _get(m, "duplicates"), fmt_int))
+            ar = _get(a, "peak_rss_bytes")
+            mr = _get(m, "peak_rss_bytes")
+            rr = report.ratios(ar, mr)
+            if case == "each":
+                rmed = report.median([v for v in rr if v is not None])
+                rows.append(
+                    Row(
+                        scen,
+                        "alertd peak RSS",
+                        ar,
+                        fmt_mib,
+                        "≤ AM ÷ 4",
+                        report.judge(rr, lambda v: v <= 0.25) if m else None,
+                        f"{rmed:.2f} × AM" if rmed is not None else "",
+                    )
+                )
+            else:
+                rows.append(Row(scen, "alertd peak RSS", ar, fmt_mib))
+            rows.append(Row(scen, "AM peak RSS", mr, fmt_mib))
+            rows.append(Row(scen, "alertd notifications", _get(a, "notifications"), fmt_int))
+            rows.append(Row(scen, "AM notifications", _get(m, "notifications"), fmt_int))
+    idle = sc.get("memory_idle")
+    if idle is not None:
+        v = _get(idle, "rss_bytes")
+        rows.append(
+            Row(
+                "5 memory",
+                "alertd idle",
+                v,
+                fmt_mib,
+                "≤ 80 MiB",
+                report.judge(v, lambda x: x <= 80 * MIB),
+            )
+        )
+    if "memory" in only and thr:
+        big = thr.get(f"series_{max(sizes.series)}")
+        if big:
+            reps = big["reps"]
+            at = _get(reps, "alertd", "rss_at_series_bytes")
+            end = _get(reps, "alertd", "rss_settled_bytes")
+            n = big["series"]
+            rows.append(
+                Row(
+                    "5 memory",
+                    f"alertd at {n:,} series",
+                    at,
+                    fmt_mib,
+                    "≤ 250 MiB",
+                    report.judge(at, lambda x: x <= 250 * MIB),
+                )
+            )
+            done = max(_get(reps, "alertd", "events") or [0]) or 0
+            rows.append(Row("5 memory", f"alertd after {done:,} events", end, fmt_mib))
+            growth = [
+                None if x is None or y is None else 100 * (y - x) / x
+                for x, y in zip(at, end, strict=True)
+            ]
+            rows.append(
+                Row(
+                    "5 memory",
+                    f"growth {n:,} series → end",
+                    growth,
+                    fmt_pct,
+                    "≤ +5% (none)",
+                    report.judge(growth, lambda g: g <= 5.0),
+                )
+            )
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        return asyncio.run(run(args))
+    except KeyboardInterrupt:
+        return 130

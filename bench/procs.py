@@ -1,0 +1,230 @@
+"""The processes a run starts and owns: redis-server, alertd, Alertmanager, the receiver.
+
+Everything listens on 127.0.0.1 on a free port, lives in the run's temporary
+directory, and is stopped by `Procs.close()` (SIGTERM, then SIGKILL after a
+grace period) whatever happened, so a failed scenario leaves nothing behind.
+Memory and CPU come from /proc (Linux): VmRSS now, VmHWM the peak, utime+stime.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+MIB = 1024 * 1024
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(port: int, timeout_s: float, proc: subprocess.Popen[bytes] | None = None) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"{proc.args[0]} exited with {proc.returncode} before listening")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.02)
+    raise RuntimeError(f"nothing listens on port {port} after {timeout_s}s")
+
+
+def _status(pid: int) -> dict[str, int]:
+    out = {}
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(("VmRSS:", "VmHWM:")):
+                key, value = line.split(":", 1)
+                out[key] = int(value.split()[0]) * 1024
+    return out
+
+
+def rss_bytes(pid: int) -> int:
+    return _status(pid)["VmRSS"]
+
+
+def peak_rss_bytes(pid: int) -> int:
+    return _status(pid)["VmHWM"]
+
+
+def cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / _TICK
+
+
+@dataclass
+class Proc:
+    name: str
+    popen: subprocess.Popen[bytes]
+    port: int
+    log: Path
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def rss(self) -> int:
+        return rss_bytes(self.pid)
+
+    def peak_rss(self) -> int:
+        return peak_rss_bytes(self.pid)
+
+    def cpu(self) -> float:
+        return cpu_seconds(self.pid)
+
+    def stop(self, grace_s: float = 15.0) -> int | None:
+        if self.popen.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.popen.send_signal(signal.SIGTERM)
+            try:
+                self.popen.wait(timeout=grace_s)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait()
+        return self.popen.returncode
+
+    def tail(self, n: int = 20) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-n:])
+        except OSError:
+            return ""
+
+
+@dataclass
+class Procs:
+    """Starts processes into `workdir` and stops every one it started."""
+
+    workdir: Path
+    python: str
+    alertd_src: Path | None = None  # run alertd from this source tree (PYTHONPATH) instead
+    started: list[Proc] = field(default_factory=list)
+
+    def _spawn(
+        self, name: str, args: list[str], port: int, env: dict[str, str] | None = None
+    ) -> Proc:
+        log = self.workdir / f"{name}-{port}.log"
+        with open(log, "wb") as out:
+            popen = subprocess.Popen(
+                args,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=env,
+                cwd=self.workdir,
+            )
+        proc = Proc(name, popen, port, log)
+        self.started.append(proc)
+        return proc
+
+    def stop(self, proc: Proc) -> None:
+        proc.stop()
+        if proc in self.started:
+            self.started.remove(proc)
+
+    def close(self) -> None:
+        for proc in reversed(self.started):
+            proc.stop(grace_s=5.0)
+        self.started.clear()
+
+    # --- the processes ----------------------------------------------------------
+
+    def redis(self) -> Proc:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise RuntimeError("redis-server is not on PATH (apt-get install redis-server)")
+        port = free_port()
+        data = self.workdir / f"redis-{port}"
+        data.mkdir()
+        proc = self._spawn(
+            "redis",
+            [
+                binary,
+                "--port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(data),
+                "--maxclients",
+                "10000",
+            ],
+            port,
+        )
+        wait_port(port, 10, proc.popen)
+        return proc
+
+    def receiver(self) -> Proc:
+        port = free_port()
+        proc = self._spawn(
+            "receiver", [self.python, "-m", "bench.receiver", "--port", str(port)], port, _env()
+        )
+        wait_port(port, 15, proc.popen)
+        return proc
+
+    def alertd(self, config: Path, http_port: int, wait: bool = True) -> Proc:
+        """alertd on `config`; with wait=False returns at once (the caller polls Redis)."""
+        env = _env()
+        if self.alertd_src is not None:
+            env["PYTHONPATH"] = str(self.alertd_src)
+            args = [self.python, "-m", "alertd", "run", "--config", str(config)]
+        else:
+            args = [str(Path(self.python).parent / "alertd"), "run", "--config", str(config)]
+        proc = self._spawn("alertd", args, http_port, env)
+        if wait:
+            wait_port(http_port, 30, proc.popen)
+        return proc
+
+    def alertmanager(self, binary: str, config: Path) -> Proc:
+        port = free_port()
+        data = self.workdir / f"am-{port}"
+        data.mkdir()
+        proc = self._spawn(
+            "alertmanager",
+            [
+                binary,
+                f"--config.file={config}",
+                f"--storage.path={data}",
+                f"--web.listen-address=127.0.0.1:{port}",
+                "--cluster.listen-address=",
+                "--log.level=warn",
+            ],
+            port,
+        )
+        wait_port(port, 30, proc.popen)
+        return proc
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.pop("ALERTD_REDIS_URL", None)  # the bench's config names its own Redis
+    env.pop("ALERTD_HTTP_LISTEN", None)
+    env.pop("ALERTD_LOG_LEVEL", None)
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    return env
+
+
+def default_python() -> str:
+    venv = REPO / ".venv" / "bin" / "python"
+    return str(venv) if venv.exists() else sys.executable

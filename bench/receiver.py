@@ -1,0 +1,152 @@
+"""The webhook receiver both alertd and Alertmanager post to, in a process of its own.
+
+`python -m bench.receiver --port P`. It timestamps each request as it arrives
+(before reading the body), and keeps, per alert (its `id` label), the first
+arrival time, plus per group which alerts it has delivered, to count
+duplicates: a notification none of whose firing alerts is new for its group.
+
+Control endpoints (JSON), used by the bench process:
+    POST /_bench/reset                  forget everything
+    GET  /_bench/stats                  counts so far
+    GET  /_bench/arrival?id=X&timeout_s=T   long-poll: when alert X first arrived
+    GET  /_bench/until?unique=N&timeout_s=T long-poll: stats once N distinct alerts arrived
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import time
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+
+class Record:
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.first_at: dict[str, float] = {}
+        self.by_group: dict[str, set[str]] = {}
+        self.notifications = 0
+        self.alerts = 0
+        self.duplicates = 0
+        self.first_request_at: float | None = None
+        self.last_new_at: float | None = None
+        self.waiters: dict[str, list[asyncio.Future[float]]] = {}
+        self.count_waiters: list[tuple[int, asyncio.Future[None]]] = []
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "notifications": self.notifications,
+            "alerts": self.alerts,
+            "unique": len(self.first_at),
+            "duplicates": self.duplicates,
+            "groups": len(self.by_group),
+            "first_request_at": self.first_request_at,
+            "last_new_at": self.last_new_at,
+        }
+
+    def add(self, body: dict[str, Any], at: float) -> None:
+        self.notifications += 1
+        if self.first_request_at is None:
+            self.first_request_at = at
+        group = self.by_group.setdefault(str(body.get("groupKey", "")), set())
+        new = False
+        for alert in body.get("alerts", []):
+            if alert.get("status") != "firing":
+                continue
+            self.alerts += 1
+            aid = str((alert.get("labels") or {}).get("id", ""))
+            if aid not in group:
+                group.add(aid)
+                new = True
+            if aid not in self.first_at:
+                self.first_at[aid] = at
+                self.last_new_at = at
+                for fut in self.waiters.pop(aid, []):
+                    if not fut.done():
+                        fut.set_result(at)
+        if not new:
+            self.duplicates += 1
+        if self.count_waiters:
+            unique = len(self.first_at)
+            keep = []
+            for n, fut in self.count_waiters:
+                if unique >= n and not fut.done():
+                    fut.set_result(None)
+                elif not fut.done():
+                    keep.append((n, fut))
+            self.count_waiters = keep
+
+
+def build_app() -> web.Application:
+    rec = Record()
+
+    async def hook(request: web.Request) -> web.Response:
+        at = time.time()
+        body = await request.read()
+        try:
+            rec.add(orjson.loads(body), at)
+        except (orjson.JSONDecodeError, AttributeError, TypeError):
+            return web.Response(status=400, text="bad json")
+        return web.Response(text="ok")
+
+    async def reset(request: web.Request) -> web.Response:
+        rec.reset()
+        return web.json_response({"ok": True})
+
+    async def stats(request: web.Request) -> web.Response:
+        return web.json_response(rec.stats())
+
+    async def arrival(request: web.Request) -> web.Response:
+        aid = request.query["id"]
+        timeout_s = float(request.query.get("timeout_s", "10"))
+        if aid in rec.first_at:
+            return web.json_response({"at": rec.first_at[aid]})
+        fut: asyncio.Future[float] = asyncio.get_running_loop().create_future()
+        rec.waiters.setdefault(aid, []).append(fut)
+        try:
+            at = await asyncio.wait_for(fut, timeout_s)
+        except TimeoutError:
+            return web.json_response({"at": None})
+        return web.json_response({"at": at})
+
+    async def until(request: web.Request) -> web.Response:
+        n = int(request.query["unique"])
+        timeout_s = float(request.query.get("timeout_s", "60"))
+        if len(rec.first_at) < n:
+            fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            rec.count_waiters.append((n, fut))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(fut, timeout_s)
+        return web.json_response(rec.stats())
+
+    app = web.Application(client_max_size=256 * 1024 * 1024)
+    app.router.add_post("/_bench/reset", reset)
+    app.router.add_get("/_bench/stats", stats)
+    app.router.add_get("/_bench/arrival", arrival)
+    app.router.add_get("/_bench/until", until)
+    app.router.add_post("/{tail:.*}", hook)
+    return app
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="bench webhook receiver")
+    parser.add_argument("--port", type=int, required=True)
+    args = parser.parse_args()
+    web.run_app(
+        build_app(),
+        host="127.0.0.1",
+        port=args.port,
+        access_log=None,
+        print=None,
+        backlog=4096,
+    )
+
+
+if __name__ == "__main__":
+    main()

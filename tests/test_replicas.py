@@ -1,0 +1,296 @@
+"""Several daemons on one Redis behave as one: each group flushed once, nothing lost in between.
+
+The first classes drive Dispatchers directly on a clock the test moves, and
+stop them between the steps of a flush (claim, read, plan, commit) to replay
+the races; the last runs three real daemons on one stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+
+from alertd.model import fingerprint
+from alertd.notify.dispatcher import plan_group
+from tests.conftest import DaemonFactory, Receiver, wait_for
+from tests.test_dispatch import PREFIX, T0, Harness, summary, write_config
+
+LEASE_S = 30.0
+
+
+@pytest.fixture
+async def h(redis: aioredis.Redis, tmp_path: Path) -> Harness:
+    return Harness(redis, write_config(tmp_path))
+
+
+async def step_flush(h: Harness, claim: Any, between: Any = None) -> int:
+    """A's flush in its steps, running `between` after reading and before committing."""
+    d = h.dispatcher
+    ctx = await d.context(h.now)
+    snaps = await d.read(claim.gids, ctx.rt)
+    if between is not None:
+        await between()
+    return await d.commit(claim.token, [plan_group(s, ctx) for s in snaps], h.now)
+
+
+class TestLease:
+    """A group is flushed by one replica at a time; a dead replica's groups are taken over."""
+
+    async def test_leased_group_is_not_flushed_by_another(self, h: Harness) -> None:
+        await h.fire(service="a")
+        h.now = T0 + 5
+        claim = await h.dispatcher.claim(h.now)
+        assert 1 == len(claim.gids)
+        assert [] == await h.flush(T0 + 5, h.replica())
+        await h.dispatcher.flush(claim, T0 + 5)
+        assert [("hook", "first", "firing", 1)] == summary(await h.queued())
+
+    async def test_dead_replica_is_covered_when_its_lease_ends(self, h: Harness) -> None:
+        await h.fire(service="a")
+        h.now = T0 + 5
+        await h.dispatcher.claim(h.now)  # ... and the replica dies here
+        other = h.replica()
+        assert [] == await h.flush(T0 + 5 + LEASE_S - 0.1, other)
+        assert [("hook", "first", "firing", 1)] == summary(await h.flush(T0 + 5 + LEASE_S, other))
+
+    async def test_late_commit_after_takeover_is_refused(self, h: Harness) -> None:
+        await h.fire(service="a")
+        h.now = T0 + 5
+        claim = await h.dispatcher.claim(h.now)
+        other = h.replica()
+
+        async def taken_over() -> None:
+            await other.flush_due()
+
+        h.now = T0 + 5 + LEASE_S
+        assert 0 == await step_flush(h, claim, taken_over)
+        assert 1 == len(await h.queued())
+        assert [] == await h.flush(T0 + 5 + LEASE_S + 10)
+
+    async def test_late_commit_leaves_the_group_to_its_new_holder(self, h: Harness) -> None:
+        a = await h.fire(service="a")
+        await h.flush(T0 + 5)
+        await h.resolve(a)
+        h.now = T0 + 15
+        claim = await h.dispatcher.claim(h.now)
+
+        async def taken_over_then_a_new_alert() -> None:
+            h.now = T0 + 15 + LEASE_S
+            assert 1 == len(await h.flush(h.now, h.replica()))  # told resolved; group dropped
+            await h.fire(service="b")  # the group again, waiting group_wait
+
+        await step_flush(h, claim, taken_over_then_a_new_alert)
+        assert [] == await h.flush(h.now + 4.9)
+        assert [("hook", "first", "firing", 1)] == summary(await h.flush(h.now + 0.1))
+
+    async def test_concurrent_replicas_flush_each_group_once(self, h: Harness) -> None:
+        for i in range(120):
+            await h.fire(alertname=f"Rule{i}", service="a")
+        replicas = [h.replica(batch_groups=16) for _ in range(3)]
+        h.now = T0 + 5
+        await asyncio.gather(*(r.flush_due() for r in replicas))
+        sent = await h.queued()
+        assert 120 == len(sent)
+        assert 120 == len({n.group_key for n in sent})
+        assert 120 == sum(r.notifications_created for r in replicas)
+
+
+class TestChangesDuringFlush:
+    """What changes while a group is being flushed is notified later, never lost or doubled."""
+
+    async def test_severity_change_during_flush_flushes_again_at_once(self, h: Harness) -> None:
+        await h.fire(service="a")
+        await h.flush(T0 + 5)
+        h.now = T0 + 15
+        claim = await h.dispatcher.claim(h.now)
+
+        async def escalate() -> None:
+            await h.fire("critical", service="a")
+            assert [] == (await h.replica().claim(h.now)).gids  # still leased
+
+        await step_flush(h, claim, escalate)
+        assert [] == await h.queued()
+        sent = await h.flush(T0 + 15)
+        assert [("hook", "severity_changed", "firing", 1)] == summary(sent)
+
+    async def test_alert_added_between_read_and_commit(self, h: Harness) -> None:
+        await h.fire(service="a")
+        h.now = T0 + 5
+        claim = await h.dispatcher.claim(h.now)
+
+        async def another() -> None:
+            await h.fire(service="b")
+
+        await step_flush(h, claim, another)
+        assert [("hook", "first", "firing", 1)] == summary(await h.queued())
+        assert [("hook", "changed", "firing", 2)] == summary(await h.flush(T0 + 15))
+
+    async def test_alert_resolved_between_read_and_commit(self, h: Harness) -> None:
+        a = await h.fire(service="a")
+        h.now = T0 + 5
+        claim = await h.dispatcher.claim(h.now)
+
+        async def resolve() -> None:
+            await h.resolve(a)
+
+        await step_flush(h, claim, resolve)
+        assert [("hook", "first", "firing", 1)] == summary(await h.queued())
+        assert [("hook", "resolved", "resolved", 1)] == summary(await h.flush(T0 + 15))
+        assert [] == await h.store.all()
+
+    async def test_resolved_alert_firing_again_before_commit_stays(self, h: Harness) -> None:
+        a = await h.fire(service="a")
+        await h.flush(T0 + 5)
+        await h.resolve(a)
+        h.now = T0 + 15
+        claim = await h.dispatcher.claim(h.now)
+
+        async def refire() -> None:
+            await h.fire(service="a")
+
+        await step_flush(h, claim, refire)
+        assert [("hook", "resolved", "resolved", 1)] == summary(await h.queued())
+        assert [("hook", "first", "firing", 1)] == summary(await h.flush(T0 + 25))
+
+
+async def leftovers(h: Harness) -> dict[str, int]:
+    """Alert and group state still in Redis (empty once every resolution was told)."""
+    counts = {
+        "alerts": await h.redis.hlen(f"{PREFIX}alerts"),
+        "alerts:gone": await h.redis.hlen(f"{PREFIX}alerts:gone"),
+        "groups:due": await h.redis.zcard(f"{PREFIX}groups:due"),
+    }
+    for pattern in ("ag", "group", "gm"):
+        counts[pattern] = len(await h.redis.keys(f"{PREFIX}{pattern}:*"))
+    return {k: n for k, n in counts.items() if n}
+
+
+class TestResolvedUntilTold:
+    """A resolution stays until every group holding the alert has told it."""
+
+    async def test_pending_again_and_gone_before_the_flush(self, h: Harness) -> None:
+        a = await h.fire(service="a")
+        await h.flush(T0 + 5)
+        h.now = T0 + 6
+        resolved = await h.resolve(a)
+        h.now = T0 + 7
+        await h.go_pending(resolved)
+        h.now = T0 + 8
+        await h.write(a.fingerprint, None, notify=False)  # pending cleared: the alert is gone
+        sent = await h.flush(T0 + 15)
+        assert [("hook", "resolved", "resolved", 1)] == summary(sent)
+        assert T0 + 6 == sent[0].alerts[0].ends_at
+        assert {} == await leftovers(h)
+
+    async def test_pending_again_does_not_hide_the_resolution(self, h: Harness) -> None:
+        a = await h.fire(service="a")
+        await h.flush(T0 + 5)
+        await h.go_pending(await h.resolve(a))
+        assert [("hook", "resolved", "resolved", 1)] == summary(await h.flush(T0 + 15))
+        assert ["pending"] == [x.state for x in await h.store.all()]
+
+    async def test_alert_in_two_groups_is_kept_until_both_told(
+        self, tmp_path: Path, redis: Any
+    ) -> None:
+        routes = (
+            '[[routes]]\nchannels = ["hook"]\ncontinue = true\n'
+            '[[routes]]\nchannels = ["pager"]\ngroup_interval = "1m"\n'
+        )
+        h = Harness(redis, write_config(tmp_path, routes))
+        a = await h.fire(service="a")
+        assert ["hook", "pager"] == sorted(n.receiver for n in await h.flush(T0 + 5))
+        h.now = T0 + 6
+        await h.resolve(a)
+        assert ["hook"] == [n.receiver for n in await h.flush(T0 + 15)]
+        assert ["resolved"] == [x.state for x in await h.store.all()]
+        assert ["pager"] == [n.receiver for n in await h.flush(T0 + 65)]
+        assert [] == await h.store.all()
+
+
+RULES = """
+[[rules]]
+name = "QueueBacklog"
+metric = "queue_depth"
+window = "1m"
+group_by = ["service", "queue"]
+warning = "> 1000"
+"""
+
+
+def hook(receiver: Receiver) -> str:
+    return f"""
+[channels.hook]
+type = "webhook"
+url = "{receiver.url}/hook"
+[channels.hook.retry]
+initial_backoff = "50ms"
+max_backoff = "200ms"
+"""
+
+
+ROUTE = '\n[[routes]]\nchannels = ["hook"]\ngroup_by = ["alertname", "service", "queue"]\n'
+QUEUES = [(f"svc{i % 5}", f"q{i}") for i in range(50)]
+
+
+def told_firing(receiver: Receiver) -> Counter[str]:
+    return Counter(
+        a["fingerprint"]
+        for body in receiver.bodies("/hook")
+        for a in body["alerts"]
+        if a["status"] == "firing"
+    )
+
+
+async def run_fleet(
+    daemons: DaemonFactory, redis: aioredis.Redis, receiver: Receiver, consumers: list[str]
+) -> Counter[str]:
+    """Start daemons, publish one event per queue (one entry each), wait until all is told."""
+    apps = [await daemons.start(consumer=c) for c in consumers]
+    for service, queue in QUEUES:
+        await redis.xadd(
+            "alertd:events",
+            {"name": "queue_depth", "value": "2000", "service": service, "queue": queue},
+        )
+    await wait_for(lambda: len(told_firing(receiver)) == len(QUEUES))
+
+    async def settled() -> bool:
+        # Every group flushed again since, and every outbox drained: nothing more is coming.
+        groups = await redis.keys("alertd:group:*")
+        flushed = [await redis.hget(g, "last_flush") for g in groups]
+        outboxes = [await redis.xlen(k) for k in await redis.keys("alertd:outbox:*")]
+        return (
+            len(groups) == len(QUEUES)
+            and all(f is not None and float(f) > marker for f in flushed)
+            and not any(outboxes)
+        )
+
+    marker = max(app.clock() for app in apps)
+    await wait_for(settled)
+    for app in apps:
+        await daemons.stop(app)
+    return told_firing(receiver)
+
+
+class TestThreeDaemons:
+    """Three daemons in one consumer group notify each firing alert exactly once, like one."""
+
+    async def test_same_notifications_as_one_daemon(
+        self, daemons: DaemonFactory, redis: aioredis.Redis, receiver: Receiver
+    ) -> None:
+        daemons.write(RULES, hook(receiver), ROUTE)
+        expected = {
+            fingerprint({"alertname": "QueueBacklog", "service": s, "queue": q}): 1
+            for s, q in QUEUES
+        }
+        one = await run_fleet(daemons, redis, receiver, ["solo"])
+        assert expected == dict(one)
+
+        await redis.flushall()
+        receiver.reset()
+        three = await run_fleet(daemons, redis, receiver, ["r1", "r2", "r3"])
+        assert expected == dict(three)
