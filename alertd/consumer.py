@@ -20,6 +20,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
 from alertd.deadletters import DeadLetters
+from alertd.errors import EventError
 from alertd.events import dead_letter_payload, parse_entry
 from alertd.metrics import Metrics
 from alertd.model import Event
@@ -106,6 +107,11 @@ class Consumer:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stopping.wait(), timeout=backoff_s)
                 backoff_s = min(backoff_s * 2, 5.0)
+            except Exception:  # a bug must not stop consumption for good
+                log.exception("consumer loop failed; retrying", retry_in_s=backoff_s)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stopping.wait(), timeout=backoff_s)
+                backoff_s = min(backoff_s * 2, 5.0)
 
     async def next_batch(self) -> list[Entry]:
         s = self.settings
@@ -152,7 +158,11 @@ class Consumer:
         events: list[Event] = []
         dead: list[dict[str, str]] = []
         for stream_id, fields in entries:
-            good, errors = parse_entry(stream_id, fields)
+            try:
+                good, errors = parse_entry(stream_id, fields)
+            except Exception as exc:  # a parser bug must cost one entry, not the stream
+                log.exception("entry could not be parsed", stream_id=stream_id)
+                good, errors = [], [EventError(f"internal error: {type(exc).__name__}")]
             events.extend(good)
             if errors:
                 reason = "; ".join(str(e) for e in errors[:20])
@@ -161,7 +171,13 @@ class Consumer:
                 dead.append(self.dead.event_fields(stream_id, dead_letter_payload(fields), reason))
                 for e in errors:
                     self.metrics.events_invalid.labels(reason_label(e.reason)).inc()
-        await self.process(events, self.clock())
+        try:
+            await self.process(events, self.clock())
+        except (RedisError, OSError):
+            raise
+        except Exception:
+            log.exception("batch failed; processing its entries one by one")
+            events, dead = await self._one_by_one(entries, dead)
         async with self.redis.pipeline(transaction=True) as pipe:
             for letter in dead:
                 pipe.xadd(self.dead.stream, letter, maxlen=100_000, approximate=True)
@@ -178,6 +194,27 @@ class Consumer:
                 reason=dead[0]["reason"][:200],
             )
         self.metrics.batch_duration.observe(time.perf_counter() - started)
+
+    async def _one_by_one(
+        self, entries: list[Entry], dead: list[dict[str, str]]
+    ) -> tuple[list[Event], list[dict[str, str]]]:
+        """Isolate the entry that breaks processing: dead-letter it, keep the rest."""
+        done: list[Event] = []
+        already = {d["stream_id"] for d in dead}
+        for stream_id, fields in entries:
+            if stream_id in already:
+                continue
+            good, _ = parse_entry(stream_id, fields)
+            try:
+                await self.process(good, self.clock())
+                done.extend(good)
+            except (RedisError, OSError):
+                raise
+            except Exception as exc:
+                log.exception("entry breaks processing; dead-lettered", stream_id=stream_id)
+                reason = f"internal error while processing: {type(exc).__name__}"
+                dead.append(self.dead.event_fields(stream_id, dead_letter_payload(fields), reason))
+        return done, dead
 
     async def lag_and_pending(self) -> tuple[int | None, int]:
         """(lag, pending) of the group, for /health and metrics."""

@@ -27,13 +27,24 @@ MAX_ENTRY_BYTES = 1024 * 1024
 _EVENT_KEYS = frozenset(("name", "value", "labels", "ts"))
 
 
+# Names seen valid before skip the regex: producers repeat a few hundred names forever.
+_GOOD_NAMES: set[str] = set()
+_GOOD_LABELS: set[str] = set()
+_CACHE_MAX = 50_000
+_FLAT_RESERVED = frozenset(("name", "value", "ts"))
+
+
 def _check_name(name: object) -> str:
     if not isinstance(name, str) or not name:
         raise EventError("name is required and must be a non-empty string")
+    if name in _GOOD_NAMES:
+        return name
     if len(name) > MAX_NAME:
         raise EventError(f"name is longer than {MAX_NAME} characters")
     if not NAME_RE.fullmatch(name):
         raise EventError(f"name {name[:60]!r} must match [A-Za-z_:][A-Za-z0-9_:.-]*")
+    if len(_GOOD_NAMES) < _CACHE_MAX:
+        _GOOD_NAMES.add(name)
     return name
 
 
@@ -52,11 +63,14 @@ def _check_labels(labels: object) -> dict[str, str]:
     if len(labels) > MAX_LABELS:
         raise EventError(f"at most {MAX_LABELS} labels (got {len(labels)})")
     for k, v in labels.items():
-        if not LABEL_NAME_RE.fullmatch(k) or k.startswith("__"):
-            raise EventError(
-                f"label name {k[:60]!r} must match [A-Za-z_][A-Za-z0-9_]* and not start with __"
-            )
-        if not isinstance(v, str):
+        if k not in _GOOD_LABELS:
+            if not LABEL_NAME_RE.fullmatch(k) or k.startswith("__"):
+                raise EventError(
+                    f"label name {k[:60]!r} must match [A-Za-z_][A-Za-z0-9_]* and not start with __"
+                )
+            if len(_GOOD_LABELS) < _CACHE_MAX:
+                _GOOD_LABELS.add(k)
+        if v.__class__ is not str:
             raise EventError(f"label {k} must be a string")
         if len(v) > MAX_LABEL_VALUE:
             raise EventError(f"label {k} is longer than {MAX_LABEL_VALUE} characters")
@@ -80,16 +94,14 @@ def event_from_object(obj: object, default_ts: float) -> Event:
     """One JSON event object to an Event."""
     if not isinstance(obj, dict):
         raise EventError("an event must be a JSON object")
-    unknown = obj.keys() - _EVENT_KEYS
-    if unknown:
-        raise EventError(
-            f"unknown field {sorted(unknown)[0][:60]!r} (allowed: name, value, labels, ts)"
-        )
+    if not obj.keys() <= _EVENT_KEYS:
+        unknown = sorted(obj.keys() - _EVENT_KEYS)[0]
+        raise EventError(f"unknown field {unknown[:60]!r} (allowed: name, value, labels, ts)")
     name = _check_name(obj.get("name"))
     value = _check_value(obj["value"]) if "value" in obj else 1.0
     labels = _check_labels(obj["labels"]) if "labels" in obj else {}
     ts = _check_ts(obj["ts"]) if "ts" in obj else default_ts
-    return Event(name, value, dict(labels), ts)
+    return Event(name, value, labels, ts)
 
 
 def events_from_json(data: bytes | str, default_ts: float) -> tuple[list[Event], list[EventError]]:
@@ -119,65 +131,69 @@ def events_from_json(data: bytes | str, default_ts: float) -> tuple[list[Event],
     return events, errors
 
 
-def _text(raw: bytes, field: str) -> str:
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise EventError(f"field {field[:60]!r} is not valid UTF-8") from None
-
-
-def event_from_flat(fields: Mapping[str, bytes], default_ts: float) -> Event:
-    """The flat form: name, optional value and ts, every other field a label."""
-    name = _check_name(_text(fields["name"], "name"))
+def event_from_flat(fields: Mapping[str, str], default_ts: float) -> Event:
+    """The flat form (fields already decoded): name, optional value and ts, the rest labels."""
+    name = _check_name(fields["name"])
     value = 1.0
-    if "value" in fields:
-        raw = _text(fields["value"], "value").strip()
+    raw = fields.get("value")
+    if raw is not None:
         try:
             value = float(raw)
         except ValueError:
-            raise EventError(f"value {raw[:40]!r} is not a number") from None
+            raise EventError(f"value {raw.strip()[:40]!r} is not a number") from None
         if not math.isfinite(value):
             raise EventError("value must be a finite number")
     ts = default_ts
-    if "ts" in fields:
-        raw_ts = _text(fields["ts"], "ts").strip()
+    raw_ts = fields.get("ts")
+    if raw_ts is not None:
+        raw_ts = raw_ts.strip()
         try:
             ts = _check_ts(float(raw_ts))
         except ValueError:
             ts = _check_ts(raw_ts)
-    labels = {k: _text(v, k) for k, v in fields.items() if k not in ("name", "value", "ts")}
+    labels = {k: v for k, v in fields.items() if k not in _FLAT_RESERVED}
     return Event(name, value, _check_labels(labels), ts)
 
 
 def stream_id_seconds(stream_id: str) -> float:
-    return int(stream_id.split("-", 1)[0]) / 1000.0
+    return int(stream_id.partition("-")[0]) / 1000.0
 
 
 def parse_entry(
     stream_id: str, raw_fields: Mapping[bytes, bytes]
 ) -> tuple[list[Event], list[EventError]]:
     """One stream entry to its events and the errors of what was not valid."""
-    default_ts = stream_id_seconds(stream_id)
-    size = sum(len(k) + len(v) for k, v in raw_fields.items())
-    if size > MAX_ENTRY_BYTES:
+    default_ts = int(stream_id.partition("-")[0]) / 1000.0
+    data = raw_fields.get(b"data")
+    if data is not None and len(raw_fields) == 1:
+        return events_from_json(data, default_ts)
+    if sum(len(k) + len(v) for k, v in raw_fields.items()) > MAX_ENTRY_BYTES:
         return [], [EventError(f"entry is larger than {MAX_ENTRY_BYTES} bytes")]
     try:
-        fields = {_text(k, "field name"): v for k, v in raw_fields.items()}
-    except EventError as exc:
-        return [], [exc]
+        fields = {k.decode(): v.decode() for k, v in raw_fields.items()}
+    except UnicodeDecodeError:
+        return [], [_utf8_error(raw_fields)]
     if "name" in fields:
         try:
             return [event_from_flat(fields, default_ts)], []
         except EventError as exc:
             return [], [exc]
     if "data" in fields:
-        if len(fields) > 1:
-            other = sorted(k for k in fields if k != "data")[0]
-            return [], [
-                EventError(f"a JSON entry has only the field 'data' (found {other[:60]!r})")
-            ]
-        return events_from_json(fields["data"], default_ts)
+        other = sorted(k for k in fields if k != "data")[0]
+        return [], [EventError(f"a JSON entry has only the field 'data' (found {other[:60]!r})")]
     return [], [EventError("entry has neither 'name' (flat form) nor 'data' (JSON form)")]
+
+
+def _utf8_error(raw_fields: Mapping[bytes, bytes]) -> EventError:
+    """Which field of an entry is not UTF-8."""
+    for k, v in raw_fields.items():
+        name = k.decode("utf-8", "replace")[:60]
+        for raw, what in ((k, "field name"), (v, name)):
+            try:
+                raw.decode()
+            except UnicodeDecodeError:
+                return EventError(f"field {what!r} is not valid UTF-8")
+    return EventError("entry is not valid UTF-8")
 
 
 def dead_letter_payload(raw_fields: Mapping[bytes, bytes], limit: int = 64 * 1024) -> str:
