@@ -8,7 +8,8 @@ Keys (prefix `p`):
     {p}ag:{fp}           set   group ids still holding the alert
     {p}groups:due        zset  group id -> when the group must next be flushed (or its lease ends)
     {p}group:{gid}       hash  key, labels, route, created, last_flush; while a flush holds
-                               it: lease, lease_until, and rush (flush again at once after)
+                               it: lease, lease_until, and what changed meanwhile: dirty
+                               (flush again after group_interval) or rush (again at once)
     {p}gm:{gid}          set   fingerprints in the group
 
 A change is written with compare-and-set (Lua): the alert moves only if
@@ -28,50 +29,64 @@ from redis.asyncio import Redis
 from alertd.model import Alert
 from alertd.notify.routing import GroupTarget
 
+APPLY_CHUNK = 500  # changes per Lua call: long enough to pay off, short enough not to stall Redis
+
+# Many compare-and-set changes in one call (one atomic step each; the whole call is one
+# command, so a batch of a thousand costs Redis one round trip and us one command to pack).
+# ARGV: prefix, then per change: fp, expected, new, now, new_state, n_targets, and 7 per target.
 APPLY_LUA = """
-local alerts, due = KEYS[1], KEYS[2]
-local fp, expected, new, now, prefix = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5]
-local new_state = ARGV[6]
-local cur = redis.call('HGET', alerts, fp) or ''
-if cur ~= expected then return 0 end
-local gone, ag = prefix .. 'alerts:gone', prefix .. 'ag:' .. fp
-if new == '' then redis.call('HDEL', alerts, fp) else redis.call('HSET', alerts, fp, new) end
-if new_state == 'firing' then
-  redis.call('HDEL', gone, fp)
-elseif new_state ~= 'resolved' and cur ~= '' and redis.call('EXISTS', ag) == 1 then
-  -- A resolved alert going pending (or away) before its groups told receivers:
-  -- keep the resolved version for them.
-  local ok, old = pcall(cjson.decode, cur)
-  if ok and type(old) == 'table' and old['state'] == 'resolved' then
-    redis.call('HSET', gone, fp, cur)
-  end
-end
-if #ARGV >= 7 then redis.call('INCR', prefix .. 'alerts:ver') end
-local i = 7
+local alerts, due, prefix = KEYS[1], KEYS[2], ARGV[1]
+local gone, version = prefix .. 'alerts:gone', prefix .. 'alerts:ver'
+local out = {}
+local i = 2
 while i <= #ARGV do
-  local gid, gkey, glabels, route = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
-  local wait, interval, immediate = tonumber(ARGV[i + 4]), tonumber(ARGV[i + 5]), ARGV[i + 6]
-  local g = prefix .. 'group:' .. gid
-  if redis.call('HSETNX', g, 'key', gkey) == 1 then
-    redis.call('HSET', g, 'labels', glabels, 'route', route, 'created', ARGV[4])
-  end
-  redis.call('SADD', prefix .. 'gm:' .. gid, fp)
-  redis.call('SADD', ag, gid)
-  local lease_until = tonumber(redis.call('HGET', g, 'lease_until') or '0')
-  if lease_until > now then
-    -- A flush holds the group: it reschedules when done; a change due at once says so.
-    if immediate == '1' then redis.call('HSET', g, 'rush', '1') end
+  local fp, expected, new, now_s = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+  local new_state, n_targets = ARGV[i + 4], tonumber(ARGV[i + 5])
+  local first, now = i + 6, tonumber(now_s)
+  i = first + 7 * n_targets
+  local cur = redis.call('HGET', alerts, fp) or ''
+  if cur ~= expected then
+    out[#out + 1] = 0
   else
-    local lf = redis.call('HGET', g, 'last_flush')
-    local at
-    if immediate == '1' and lf then at = now
-    elseif not lf then at = now + wait
-    else at = math.max(tonumber(lf) + interval, now) end
-    redis.call('ZADD', due, 'LT', at, gid)
+    out[#out + 1] = 1
+    local ag = prefix .. 'ag:' .. fp
+    if new == '' then redis.call('HDEL', alerts, fp) else redis.call('HSET', alerts, fp, new) end
+    if new_state == 'firing' then
+      redis.call('HDEL', gone, fp)
+    elseif new_state ~= 'resolved' and cur ~= '' and redis.call('EXISTS', ag) == 1 then
+      -- A resolved alert going pending (or away) before its groups told receivers:
+      -- keep the resolved version for them.
+      local ok, old = pcall(cjson.decode, cur)
+      if ok and type(old) == 'table' and old['state'] == 'resolved' then
+        redis.call('HSET', gone, fp, cur)
+      end
+    end
+    if n_targets > 0 then redis.call('INCR', version) end
+    for t = first, i - 1, 7 do
+      local gid, gkey, glabels, route = ARGV[t], ARGV[t + 1], ARGV[t + 2], ARGV[t + 3]
+      local wait, interval, immediate = tonumber(ARGV[t + 4]), tonumber(ARGV[t + 5]), ARGV[t + 6]
+      local g = prefix .. 'group:' .. gid
+      if redis.call('HSETNX', g, 'key', gkey) == 1 then
+        redis.call('HSET', g, 'labels', glabels, 'route', route, 'created', now_s)
+      end
+      redis.call('SADD', prefix .. 'gm:' .. gid, fp)
+      redis.call('SADD', ag, gid)
+      local lease_until = tonumber(redis.call('HGET', g, 'lease_until') or '0')
+      if lease_until > now then
+        -- A flush holds the group and reschedules it when done: leave word of the change.
+        redis.call('HSET', g, immediate == '1' and 'rush' or 'dirty', '1')
+      else
+        local lf = redis.call('HGET', g, 'last_flush')
+        local at
+        if immediate == '1' and lf then at = now
+        elseif not lf then at = now + wait
+        else at = math.max(tonumber(lf) + interval, now) end
+        redis.call('ZADD', due, 'LT', at, gid)
+      end
+    end
   end
-  i = i + 7
 end
-return 1
+return out
 """
 
 
@@ -123,8 +138,9 @@ class AlertStore:
         immediate: bool,
         now: float,
     ) -> list[Any]:
+        """One change's part of an `apply_many` call (opaque to callers)."""
         new_state = "" if new is None else new.state
-        args: list[Any] = [fp, expected, encode(new), repr(now), self.prefix, new_state]
+        args: list[Any] = [fp, expected, encode(new), repr(now), new_state, len(targets)]
         for t in targets:
             args += [
                 t.gid,
@@ -138,10 +154,16 @@ class AlertStore:
         return args
 
     async def apply_many(self, changes: list[list[Any]]) -> list[bool]:
-        """Run several compare-and-set changes in one round trip; True where each took."""
+        """Run compare-and-set changes, a few hundred per call, in one round trip.
+
+        True where each took.
+        """
         if not changes:
             return []
         pipe = self.redis.pipeline(transaction=False)
-        for args in changes:
+        for start in range(0, len(changes), APPLY_CHUNK):
+            args: list[Any] = [self.prefix]
+            for change in changes[start : start + APPLY_CHUNK]:
+                args += change
             await self._apply(keys=[self.alerts_key, self.due_key], args=args, client=pipe)
-        return [bool(r) for r in await pipe.execute()]
+        return [bool(r) for taken in await pipe.execute() for r in taken]

@@ -13,8 +13,12 @@ A test file:
     alerts = [{ labels = { alertname = "QueueBacklog" }, severity = "critical", state = "firing" }]
 
 The real engine runs (windows, lifecycle) with the windows and alert state in
-memory. Expected alerts are matched on the labels given (a subset), severity
-and state; an alert that is there but not expected is a failure too.
+memory: samples at a time are one batch, then the clock ticks, at every listed
+time and every multiple of `evaluation_interval`. Expected alerts are matched
+on the labels given (a subset), severity, state, and optionally `annotations`
+(a subset, rendered text) and `value` (percentiles within their 1% bound); an
+alert that is there but not expected is a failure too. A failure shows each
+missing alert beside the one that came closest, with what differed.
 """
 
 from __future__ import annotations
@@ -31,15 +35,17 @@ from pydantic import Field, ValidationError, field_validator
 
 from alertd.channels.base import StrictModel
 from alertd.durations import Duration, format_duration
+from alertd.engine.aggregates import RELATIVE_ACCURACY
 from alertd.engine.evaluator import Evaluator, PendingWrite
 from alertd.engine.windows import MemoryWindows
 from alertd.errors import ConfigError, ConfigErrors
 from alertd.events import event_from_object
 from alertd.model import Alert
-from alertd.settings import load_rules, validation_errors
+from alertd.settings import Rule, load_rules, validation_errors
 
+PERCENTILES = frozenset(("p50", "p90", "p95", "p99"))
 EPOCH = 1_700_000_000.0  # offsets count from here
-VALUE_TOLERANCE = 1e-6  # relative, for an expected `value`
+VALUE_TOLERANCE = 1e-6  # relative, for an expected `value`; percentiles: RELATIVE_ACCURACY
 
 
 class SampleSpec(StrictModel):
@@ -86,7 +92,7 @@ class TestFile(StrictModel):
 
 
 class MemoryAlerts:
-    """AlertWriter in process."""
+    """AlertWriter in process, with the store's compare-and-set."""
 
     def __init__(self) -> None:
         self.raw: dict[str, bytes] = {}
@@ -95,12 +101,17 @@ class MemoryAlerts:
         return [self.raw.get(fp) for fp in fingerprints]
 
     async def write(self, changes: list[PendingWrite], now: float) -> list[bool]:
+        results = []
         for w in changes:
-            if w.alert is None:
+            if self.raw.get(w.fingerprint, b"") != w.expected:
+                results.append(False)  # moved since it was read
+            elif w.alert is None:
                 self.raw.pop(w.fingerprint, None)
+                results.append(True)
             else:
                 self.raw[w.fingerprint] = orjson.dumps(w.alert.to_dict())
-        return [True] * len(changes)
+                results.append(True)
+        return results
 
     async def live_alerts(self) -> list[Alert]:
         return [Alert.from_dict(orjson.loads(v)) for v in self.raw.values()]
@@ -122,7 +133,14 @@ def _show_actual(a: Alert) -> str:
     return f"{{{labels}}} severity={a.severity} state={a.state} value={value}"
 
 
-def _mismatches(e: ExpectedAlert, a: Alert) -> list[str]:
+def _tolerance(rules: dict[str, Rule], alert: Alert) -> float:
+    rule = rules.get(alert.rule)
+    if rule is not None and rule.spec.aggregate_kind in PERCENTILES:
+        return RELATIVE_ACCURACY  # the sketch's bound: an estimate, not the exact sample
+    return VALUE_TOLERANCE
+
+
+def _mismatches(e: ExpectedAlert, a: Alert, tolerance: float = VALUE_TOLERANCE) -> list[str]:
     """How an alert differs from what was expected; empty when it matches."""
     out = []
     for k, v in e.labels.items():
@@ -133,7 +151,7 @@ def _mismatches(e: ExpectedAlert, a: Alert) -> list[str]:
     if a.state != e.state:
         out.append(f"state: expected {e.state}, got {a.state}")
     if e.value is not None and (
-        a.value is None or not math.isclose(a.value, e.value, rel_tol=VALUE_TOLERANCE)
+        a.value is None or not math.isclose(a.value, e.value, rel_tol=tolerance)
     ):
         out.append(f"value: expected {e.value:g}, got {a.value}")
     for k, v in e.annotations.items():
@@ -142,16 +160,19 @@ def _mismatches(e: ExpectedAlert, a: Alert) -> list[str]:
     return out
 
 
-def compare(expected: list[ExpectedAlert], actual: list[Alert]) -> list[str]:
+def compare(
+    expected: list[ExpectedAlert], actual: list[Alert], rules: dict[str, Rule] | None = None
+) -> list[str]:
     """Report lines for one check time: `-` an expected alert missing, `+` one not expected.
 
     A missing alert whose labels match an unexpected one is shown beside it with what
     differs (severity, state, value, annotations).
     """
+    tolerance = {a.fingerprint: _tolerance(rules or {}, a) for a in actual}
     unmatched = sorted(actual, key=lambda a: sorted(a.labels.items()))
     missing = []
     for e in expected:
-        hit = next((a for a in unmatched if not _mismatches(e, a)), None)
+        hit = next((a for a in unmatched if not _mismatches(e, a, tolerance[a.fingerprint])), None)
         if hit is None:
             missing.append(e)
         else:
@@ -166,7 +187,7 @@ def compare(expected: list[ExpectedAlert], actual: list[Alert]) -> list[str]:
         if near is not None:
             unmatched.remove(near)
             lines.append(f"    + got      {_show_actual(near)}")
-            lines += [f"        {m}" for m in _mismatches(e, near)]
+            lines += [f"        {m}" for m in _mismatches(e, near, tolerance[near.fingerprint])]
     lines += [f"    + unexpected {_show_actual(a)}" for a in unmatched]
     return lines
 
@@ -196,7 +217,7 @@ async def run_case(
         if exp is None:
             continue
         live = [a for a in await alerts.live_alerts() if a.state in ("pending", "firing")]
-        lines = compare(exp.alerts, live)
+        lines = compare(exp.alerts, live, evaluator.rules)
         if lines:
             failures.append("\n".join([f"  at {format_duration(exp.at)}:", *lines]))
     return failures

@@ -21,7 +21,17 @@ from typing import Any
 
 from bench import report, scenarios
 from bench.procs import MIB, REPO, Procs, default_python
-from bench.report import Row, fmt_int, fmt_mib, fmt_ms, fmt_pct, fmt_rate, fmt_ratio, fmt_s
+from bench.report import (
+    Row,
+    fmt_busy,
+    fmt_int,
+    fmt_mib,
+    fmt_ms,
+    fmt_pct,
+    fmt_rate,
+    fmt_ratio,
+    fmt_s,
+)
 from bench.scenarios import FULL, QUICK, Bench, Sizes, log
 
 SCENARIOS = ("ceiling", "throughput", "latency", "fanout", "memory")
@@ -57,11 +67,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--alertd-src", type=Path, help="run alertd from this source tree (PYTHONPATH)")
     p.add_argument("--python", default=default_python(), help="python of the venv to run")
     p.add_argument("--no-alertmanager", action="store_true", help="skip Alertmanager")
+    p.add_argument(
+        "--systems",
+        default="alertd,alertmanager",
+        help="who runs latency and fan-out: alertd, alertmanager or both (default both)",
+    )
     p.add_argument("--no-install", action="store_true", help="never apt-get install Alertmanager")
     p.add_argument(
         "--out", type=Path, default=REPO / "bench" / "results" / "latest.json", help="JSON path"
     )
     p.add_argument("--keep", action="store_true", help="keep the work directory (logs, configs)")
+    p.add_argument(
+        "--profile",
+        type=Path,
+        help="py-spy record every alertd process into this directory (folded stacks)",
+    )
     args = p.parse_args(argv)
     if args.form == "flat" and args.per_entry != 1:
         p.error("--per-entry needs --form json")
@@ -128,7 +148,7 @@ async def run(args: argparse.Namespace) -> int:
     sizes = sizes_of(args)
     only = set(args.only or SCENARIOS)
     workdir = Path(tempfile.mkdtemp(prefix="alertd-bench-"))
-    procs = Procs(workdir, args.python, args.alertd_src)
+    procs = Procs(workdir, args.python, args.alertd_src, args.profile)
     bench = Bench(
         workdir=workdir,
         procs=procs,
@@ -138,6 +158,7 @@ async def run(args: argparse.Namespace) -> int:
         per_entry=args.per_entry,
         log_level=args.log_level,
         rules=(args.alertd_src or REPO) / "rules" / "default.toml",
+        systems=tuple(x.strip() for x in args.systems.split(",") if x.strip()),
     )
     results: dict[str, Any] = {"meta": meta(args, sizes), "scenarios": {}}
     needs_am = bool(only & {"latency", "fanout"})
@@ -161,18 +182,22 @@ async def run(args: argparse.Namespace) -> int:
     try:
         await bench.start()
         if "throughput" in only:
+            procs.profile_tag = "throughput"
             sc["throughput"] = await scenarios.throughput(bench, with_ceiling=True)
         elif "ceiling" in only:
             sc["throughput"] = await scenarios.ceiling_only(bench)
         if "memory" in only:
+            procs.profile_tag = "memory"
             sc["memory_idle"] = await scenarios.memory_idle(bench)
             if "throughput" not in only:
                 sc["throughput"] = await scenarios.throughput(
                     bench, with_ceiling="ceiling" in only, only_series=max(sizes.series)
                 )
         if "latency" in only:
+            procs.profile_tag = "latency"
             sc["latency"] = await scenarios.latency(bench)
         if "fanout" in only:
+            procs.profile_tag = "fanout"
             sc["fanout"] = await scenarios.fanout(bench)
     except BaseException as exc:
         results["error"] = f"{type(exc).__name__}: {exc}"
@@ -204,7 +229,7 @@ async def run(args: argparse.Namespace) -> int:
             log(f"work directory kept: {workdir}")
     print()
     print(
-        f"alertd bench: {args.reps} repetitions, medians with min–max; "
+        f"alertd bench: {args.reps} repetitions, medians with min-max; "
         f"{time.monotonic() - started:.0f}s; alertd from {results['meta']['alertd_src']}"
     )
     if bench.alertmanager_skip and needs_am:
@@ -219,8 +244,8 @@ async def run(args: argparse.Namespace) -> int:
 # --- the table ------------------------------------------------------------------------
 
 
-def _get(reps: list[dict[str, Any]], *path: str) -> list[float | None]:
-    out: list[float | None] = []
+def _get(reps: list[dict[str, Any]], *path: str) -> list[Any]:
+    out: list[Any] = []
     for rec in reps:
         cur: Any = rec
         for key in path:
@@ -229,167 +254,136 @@ def _get(reps: list[dict[str, Any]], *path: str) -> list[float | None]:
     return out
 
 
-def build_rows(
-    results: dict[str, Any], sizes: Sizes, only: set[str], am_skip: str | None
-) -> list[Row]:
-    sc = results["scenarios"]
+def _times_am(ratio: list[float | None]) -> str:
+    r = report.median([v for v in ratio if v is not None])
+    return f"{r:.2f} x AM" if r is not None else ""
+
+
+def rows_throughput(thr: dict[str, Any], sizes: Sizes, only: set[str]) -> list[Row]:
     rows: list[Row] = []
-    thr = sc.get("throughput", {})
-    for key, data in thr.items():
+    for data in thr.values():
         reps = data["reps"]
         label = f"{data['series']:,} series, {data['events']:,} events"
         ceiling = _get(reps, "ceiling", "events_per_s")
         if any(v is not None for v in ceiling):
             rows.append(Row(f"1 ceiling ({label})", "plain consumer", ceiling, fmt_rate))
         alertd = _get(reps, "alertd", "events_per_s")
-        if "throughput" in only and any(v is not None for v in alertd):
-            capped = any(_get(reps, "alertd", "capped"))
-            note = "capped: rate over the part drained" if capped else ""
-            scen = f"2 throughput ({label})"
-            rows.append(Row(scen, "alertd", alertd, fmt_rate, note=note))
-            bound = 0.5 if data["series"] == min(sizes.series) else 0.35
-            ratio = report.ratios(alertd, ceiling)
-            rows.append(
-                Row(
-                    scen,
-                    "alertd ÷ ceiling",
-                    ratio,
-                    fmt_ratio,
-                    f"≥ {bound}",
-                    report.judge(ratio, lambda v, b=bound: v >= b),
-                )
-            )
-            cpu = _get(reps, "alertd", "alertd_cpu_s")
-            el = _get(reps, "alertd", "elapsed_s")
-            rows.append(Row(scen, "alertd CPU busy", report.ratios(cpu, el), lambda v: f"{v:.0%}"))
-            rcpu = _get(reps, "alertd", "redis_cpu_s")
-            rows.append(
-                Row(scen, "redis-server CPU busy", report.ratios(rcpu, el), lambda v: f"{v:.0%}")
-            )
-    lat = sc.get("latency")
-    if lat:
-        a, m = lat["alertd"], lat["alertmanager"]
-        for q, target, bound in (
-            ("p50", "≤ AM p50", 1.0),
-            ("p95", "", 0),
-            ("p99", "≤ 2 × AM p99", 2.0),
-        ):
-            av = _get(a, f"{q}_s")
-            mv = _get(m, f"{q}_s")
-            ratio = report.ratios(av, mv)
-            met = report.judge(ratio, lambda v, b=bound: v <= b) if target and m else None
-            note = ""
-            if target:
-                r = report.median([v for v in ratio if v is not None])
-                note = f"{r:.2f} × AM" if r is not None else (f"AM skipped" if am_skip else "")
-            rows.append(
-                Row("3 latency (1 alert at a time)", f"alertd {q}", av, fmt_ms, target, met, note)
-            )
-        for q in ("p50", "p95", "p99"):
-            rows.append(
-                Row(
-                    "3 latency (1 alert at a time)",
-                    f"Alertmanager {q}",
-                    _get(m, f"{q}_s"),
-                    fmt_ms,
-                    note="skipped" if am_skip else "",
-                )
-            )
-        timeouts = sum(x.get("timeouts", 0) for x in a + m)
-        if timeouts:
-            rows[-1].note = f"{timeouts} probes timed out"
-    fan = sc.get("fanout")
-    if fan:
-        for case, data in fan.items():
-            a, m = data["alertd"], data["alertmanager"]
-            scen = f"4 fan-out ({data['alerts']:,} alerts, {data['groups']:,} groups)"
-            at = _get(a, "all_received_s")
-            mt = _get(m, "all_received_s")
-            bound = 1 / 3 if case == "each" else 1.0
-            ratio = report.ratios(at, mt)
-            capped = any(_get(a, "capped"))
-            note = "capped" if capped else ""
-            r = report.median([v for v in ratio if v is not None])
-            if r is not None:
-                note = (note + "; " if note else "") + f"{r:.2f} × AM"
-            met = report.judge(ratio, lambda v, b=bound: v <= b) if m else None
-            if capped:
-                met = False
-            target = "≤ AM ÷ 3" if case == "each" else "≤ AM"
-            rows.append(Row(scen, "alertd: all received", at, fmt_s, target, met, note))
-            rows.append(Row(scen, "AM: all received", mt, fmt_s, note="skipped" if am_skip else ""))
-            ad = _get(a, "duplicates")
-            rows.append(
-                Row(scen, "alertd duplicates", ad, fmt_int, "0", report.judge(ad, lambda v: v == 0))
-            )
-            rows.append(Row(scen, "AM duplicates", _get(m, "duplicates"), fmt_int))
-            ar = _get(a, "peak_rss_bytes")
-            mr = _get(m, "peak_rss_bytes")
-            rr = report.ratios(ar, mr)
-            if case == "each":
-                rmed = report.median([v for v in rr if v is not None])
-                rows.append(
-                    Row(
-                        scen,
-                        "alertd peak RSS",
-                        ar,
-                        fmt_mib,
-                        "≤ AM ÷ 4",
-                        report.judge(rr, lambda v: v <= 0.25) if m else None,
-                        f"{rmed:.2f} × AM" if rmed is not None else "",
-                    )
-                )
-            else:
-                rows.append(Row(scen, "alertd peak RSS", ar, fmt_mib))
-            rows.append(Row(scen, "AM peak RSS", mr, fmt_mib))
-            rows.append(Row(scen, "alertd notifications", _get(a, "notifications"), fmt_int))
-            rows.append(Row(scen, "AM notifications", _get(m, "notifications"), fmt_int))
-    idle = sc.get("memory_idle")
-    if idle is not None:
-        v = _get(idle, "rss_bytes")
+        if "throughput" not in only or not any(v is not None for v in alertd):
+            continue
+        capped = any(_get(reps, "alertd", "capped"))
+        scen = f"2 throughput ({label})"
+        note = "capped: rate of the part drained" if capped else ""
+        rows.append(Row(scen, "alertd", alertd, fmt_rate, note=note))
+        bound = 0.5 if data["series"] == min(sizes.series) else 0.35
+        ratio = report.ratios(alertd, ceiling)
+        met = report.judge(ratio, lambda v, b=bound: v >= b)
+        rows.append(Row(scen, "alertd / ceiling", ratio, fmt_ratio, f">= {bound}", met))
+        elapsed = _get(reps, "alertd", "elapsed_s")
+        busy = [("alertd CPU busy", "alertd_cpu_s"), ("redis-server CPU busy", "redis_cpu_s")]
+        for figure, key in busy:
+            cpu = report.ratios(_get(reps, "alertd", key), elapsed)
+            rows.append(Row(scen, figure, cpu, fmt_busy))
+    return rows
+
+
+def rows_latency(lat: dict[str, Any], am_skip: str | None) -> list[Row]:
+    rows: list[Row] = []
+    a, m = lat["alertd"], lat["alertmanager"]
+    scen = "3 latency (one alert at a time)"
+    for q, target, bound in (
+        ("p50", "<= AM p50", 1.0),
+        ("p95", "", 0.0),
+        ("p99", "<= 2 x AM p99", 2.0),
+    ):
+        av = _get(a, f"{q}_s")
+        ratio = report.ratios(av, _get(m, f"{q}_s"))
+        met = report.judge(ratio, lambda v, b=bound: v <= b) if target and m else None
+        note = (_times_am(ratio) or ("AM skipped" if am_skip else "")) if target else ""
+        rows.append(Row(scen, f"alertd {q}", av, fmt_ms, target, met, note))
+    for q in ("p50", "p95", "p99"):
+        note = "skipped" if am_skip else ""
+        rows.append(Row(scen, f"Alertmanager {q}", _get(m, f"{q}_s"), fmt_ms, note=note))
+    timeouts = sum(x.get("timeouts", 0) for x in a + m)
+    if timeouts:
+        rows[-1].note = f"{timeouts} probes timed out"
+    return rows
+
+
+def rows_fanout(fan: dict[str, Any], am_skip: str | None) -> list[Row]:
+    rows: list[Row] = []
+    for case, data in fan.items():
+        a, m = data["alertd"], data["alertmanager"]
+        scen = f"4 fan-out ({data['alerts']:,} alerts, {data['groups']:,} groups)"
+        ratio = report.ratios(_get(a, "all_received_s"), _get(m, "all_received_s"))
+        bound = 1 / 3 if case == "each" else 1.0
+        met = report.judge(ratio, lambda v, b=bound: v <= b) if m else None
+        notes = [_times_am(ratio)]
+        if any(_get(a, "capped")):
+            met = False
+            notes.insert(0, "capped")
+        target = "<= AM / 3" if case == "each" else "<= AM"
+        at = _get(a, "all_received_s")
         rows.append(
             Row(
-                "5 memory",
-                "alertd idle",
-                v,
-                fmt_mib,
-                "≤ 80 MiB",
-                report.judge(v, lambda x: x <= 80 * MIB),
+                scen, "alertd: all received", at, fmt_s, target, met, "; ".join(filter(None, notes))
             )
         )
-    if "memory" in only and thr:
-        big = thr.get(f"series_{max(sizes.series)}")
-        if big:
-            reps = big["reps"]
-            at = _get(reps, "alertd", "rss_at_series_bytes")
-            end = _get(reps, "alertd", "rss_settled_bytes")
-            n = big["series"]
-            rows.append(
-                Row(
-                    "5 memory",
-                    f"alertd at {n:,} series",
-                    at,
-                    fmt_mib,
-                    "≤ 250 MiB",
-                    report.judge(at, lambda x: x <= 250 * MIB),
-                )
-            )
-            done = max(_get(reps, "alertd", "events") or [0]) or 0
-            rows.append(Row("5 memory", f"alertd after {done:,} events", end, fmt_mib))
-            growth = [
-                None if x is None or y is None else 100 * (y - x) / x
-                for x, y in zip(at, end, strict=True)
-            ]
-            rows.append(
-                Row(
-                    "5 memory",
-                    f"growth {n:,} series → end",
-                    growth,
-                    fmt_pct,
-                    "≤ +5% (none)",
-                    report.judge(growth, lambda g: g <= 5.0),
-                )
-            )
+        skipped = "skipped" if am_skip else ""
+        rows.append(Row(scen, "AM: all received", _get(m, "all_received_s"), fmt_s, note=skipped))
+        dup = _get(a, "duplicates")
+        rows.append(
+            Row(scen, "alertd duplicates", dup, fmt_int, "0", report.judge(dup, lambda v: v == 0))
+        )
+        rows.append(Row(scen, "AM duplicates", _get(m, "duplicates"), fmt_int))
+        ar, mr = _get(a, "peak_rss_bytes"), _get(m, "peak_rss_bytes")
+        if case == "each":
+            rr = report.ratios(ar, mr)
+            met = report.judge(rr, lambda v: v <= 0.25) if m else None
+            rows.append(Row(scen, "alertd peak RSS", ar, fmt_mib, "<= AM / 4", met, _times_am(rr)))
+        else:
+            rows.append(Row(scen, "alertd peak RSS", ar, fmt_mib))
+        rows.append(Row(scen, "AM peak RSS", mr, fmt_mib))
+        rows.append(Row(scen, "alertd notifications", _get(a, "notifications"), fmt_int))
+        rows.append(Row(scen, "AM notifications", _get(m, "notifications"), fmt_int))
+    return rows
+
+
+def rows_memory(idle: list[dict[str, Any]] | None, big: dict[str, Any] | None) -> list[Row]:
+    rows: list[Row] = []
+    if idle is not None:
+        v = _get(idle, "rss_bytes")
+        met = report.judge(v, lambda x: x <= 80 * MIB)
+        rows.append(Row("5 memory", "alertd idle", v, fmt_mib, "<= 80 MiB", met))
+    if big is None:
+        return rows
+    reps = big["reps"]
+    at = _get(reps, "alertd", "rss_at_series_bytes")
+    end = _get(reps, "alertd", "rss_settled_bytes")
+    n = big["series"]
+    met = report.judge(at, lambda x: x <= 250 * MIB)
+    rows.append(Row("5 memory", f"alertd at {n:,} series", at, fmt_mib, "<= 250 MiB", met))
+    done = max([e for e in _get(reps, "alertd", "events") if e is not None] or [0])
+    rows.append(Row("5 memory", f"alertd after {done:,} events", end, fmt_mib))
+    growth = [
+        None if x is None or y is None else 100 * (y - x) / x for x, y in zip(at, end, strict=True)
+    ]
+    met = report.judge(growth, lambda g: g <= 5.0)
+    rows.append(Row("5 memory", "growth from then to the end", growth, fmt_pct, "<= +5%", met))
+    return rows
+
+
+def build_rows(
+    results: dict[str, Any], sizes: Sizes, only: set[str], am_skip: str | None
+) -> list[Row]:
+    sc = results["scenarios"]
+    thr = sc.get("throughput", {})
+    rows = rows_throughput(thr, sizes, only)
+    if sc.get("latency"):
+        rows += rows_latency(sc["latency"], am_skip)
+    if sc.get("fanout"):
+        rows += rows_fanout(sc["fanout"], am_skip)
+    big = thr.get(f"series_{max(sizes.series)}") if "memory" in only else None
+    rows += rows_memory(sc.get("memory_idle"), big)
     return rows
 
 

@@ -73,6 +73,7 @@ class Proc:
     popen: subprocess.Popen[bytes]
     port: int
     log: Path
+    profiler: subprocess.Popen[bytes] | None = None
 
     @property
     def pid(self) -> int:
@@ -91,6 +92,14 @@ class Proc:
         return cpu_seconds(self.pid)
 
     def stop(self, grace_s: float = 15.0) -> int | None:
+        if self.profiler is not None:  # py-spy writes its profile on SIGINT
+            with contextlib.suppress(ProcessLookupError):
+                self.profiler.send_signal(signal.SIGINT)
+            try:
+                self.profiler.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.profiler.kill()
+            self.profiler = None
         if self.popen.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 self.popen.send_signal(signal.SIGTERM)
@@ -115,6 +124,8 @@ class Procs:
     workdir: Path
     python: str
     alertd_src: Path | None = None  # run alertd from this source tree (PYTHONPATH) instead
+    profile_dir: Path | None = None  # py-spy record every alertd into this directory
+    profile_tag: str = "alertd"  # names the next profiles (the scenario running)
     started: list[Proc] = field(default_factory=list)
 
     def _spawn(
@@ -192,9 +203,36 @@ class Procs:
         else:
             args = [str(Path(self.python).parent / "alertd"), "run", "--config", str(config)]
         proc = self._spawn("alertd", args, http_port, env)
+        if self.profile_dir is not None:
+            proc.profiler = self._profiler(proc)
         if wait:
             wait_port(http_port, 30, proc.popen)
         return proc
+
+    def _profiler(self, proc: Proc) -> subprocess.Popen[bytes]:
+        spy = Path(self.python).parent / "py-spy"
+        if not spy.exists():
+            raise RuntimeError(f"--profile needs py-spy in the venv: {spy} (pip install py-spy)")
+        assert self.profile_dir is not None
+        self.profile_dir.mkdir(parents=True, exist_ok=True)
+        out = self.profile_dir / f"{self.profile_tag}-{proc.port}.txt"
+        return subprocess.Popen(
+            [
+                str(spy),
+                "record",
+                "--pid",
+                str(proc.pid),
+                "--rate",
+                "100",
+                "--format",
+                "raw",
+                "--nonblocking",
+                "--output",
+                str(out),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
 
     def alertmanager(self, binary: str, config: Path) -> Proc:
         port = free_port()

@@ -1,4 +1,4 @@
-"""Figures, targets and the one table: median of the repetitions, min–max beside it.
+"""Figures, targets and the one table: median of the repetitions, min-max beside it.
 
 A figure is a list of per-repetition values. A target is judged on the median;
 a ratio target compares figures of the same repetition (alertd against the
@@ -41,7 +41,7 @@ class Row:
             mid, spread = "-", ""
         else:
             mid = self.fmt(statistics.median(vals))
-            spread = f"{self.fmt(min(vals))}–{self.fmt(max(vals))}" if len(vals) > 1 else ""
+            spread = f"{self.fmt(min(vals))}-{self.fmt(max(vals))}" if len(vals) > 1 else ""
         verdict = "" if self.met is None else ("met" if self.met else "MISSED")
         if self.target and self.met is None:
             verdict = "n/a"
@@ -72,12 +72,16 @@ def fmt_int(v: float) -> str:
     return f"{v:,.0f}"
 
 
+def fmt_busy(v: float) -> str:
+    return f"{v:.0%}"
+
+
 def fmt_pct(v: float) -> str:
     return f"{v:+.1f}%"
 
 
 def table(rows: list[Row]) -> str:
-    headers = ["scenario", "figure", "median", "min–max", "target", "", "note"]
+    headers = ["scenario", "figure", "median", "min-max", "target", "verdict", "note"]
     cells = [r.cells() for r in rows]
     widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(headers)]
     line = "  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()

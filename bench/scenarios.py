@@ -50,8 +50,8 @@ class Sizes:
     fanout_cap_s: float
 
 
-FULL = Sizes(1_000_000, (1_000, 100_000), 200, 5, 100_000, 10_000, 100, 600, 600)
-QUICK = Sizes(50_000, (1_000, 10_000), 30, 3, 2_000, 1_000, 10, 120, 120)
+FULL = Sizes(1_000_000, (1_000, 100_000), 200, 5, 100_000, 10_000, 100, 60, 180)
+QUICK = Sizes(50_000, (1_000, 10_000), 30, 3, 2_000, 1_000, 10, 60, 60)
 
 
 def log(msg: str) -> None:
@@ -70,11 +70,17 @@ class Bench:
     per_entry: int
     log_level: str
     rules: Path
+    systems: tuple[str, ...] = ("alertd", "alertmanager")
     alertmanager: str | None = None
     alertmanager_skip: str | None = None
     receiver: Proc | None = None
     http: aiohttp.ClientSession | None = None
     _commands: dict[tuple[str, int, int], list[bytes]] = field(default_factory=dict)
+
+    def runs(self, system: str) -> bool:
+        if system == "alertmanager":
+            return "alertmanager" in self.systems and self.alertmanager is not None
+        return system in self.systems
 
     @property
     def receiver_url(self) -> str:
@@ -301,6 +307,9 @@ async def throughput(bench: Bench, with_ceiling: bool, only_series: int | None =
                 line += f" in {a['elapsed_s']:.1f}s; rss {a['rss_settled_bytes'] / 2**20:.0f} MiB"
                 log(line)
                 reps.append(rec)
+                if a["capped"] and rep + 1 < bench.reps:
+                    log("throughput: capped, so the remaining repetitions are skipped")
+                    break
         finally:
             await r.aclose()
             bench.procs.stop(redis)
@@ -404,41 +413,45 @@ async def latency(bench: Bench) -> Any:
     out: dict[str, Any] = {"probes": sizes.latency_probes, "alertd": [], "alertmanager": []}
     try:
         for rep in range(bench.reps):
-            await r.flushall()
-            await bench.rx_reset()
-            proc = await bench.start_alertd_notify(redis)
-            try:
-                await _probe_alertd(bench, r, f"w{rep}", sizes.latency_warmup)
-                samples, timeouts = await _probe_alertd(bench, r, f"a{rep}", sizes.latency_probes)
-            finally:
-                bench.stop(proc)
-            s = _latency_summary(samples, timeouts)
-            out["alertd"].append(s)
-            log(
-                f"latency rep {rep + 1}/{bench.reps}: alertd p50 {s.get('p50_s', 0) * 1000:.1f} ms"
-                f" p99 {s.get('p99_s', 0) * 1000:.1f} ms, {timeouts} timeouts"
-            )
-            if bench.alertmanager is None:
-                continue
-            await bench.rx_reset()
-            am = await bench.start_alertmanager()
-            try:
-                await _probe_alertmanager(bench, am, f"w{rep}", sizes.latency_warmup)
-                samples, timeouts = await _probe_alertmanager(
-                    bench, am, f"m{rep}", sizes.latency_probes
-                )
-            finally:
-                bench.stop(am)
-            s = _latency_summary(samples, timeouts)
-            out["alertmanager"].append(s)
-            log(
-                f"latency rep {rep + 1}/{bench.reps}: alertmanager p50 "
-                f"{s.get('p50_s', 0) * 1000:.1f} ms p99 {s.get('p99_s', 0) * 1000:.1f} ms"
-            )
+            head = f"latency rep {rep + 1}/{bench.reps}:"
+            if bench.runs("alertd"):
+                await r.flushall()
+                await bench.rx_reset()
+                proc = await bench.start_alertd_notify(redis)
+                try:
+                    await _probe_alertd(bench, r, f"w{rep}", sizes.latency_warmup)
+                    samples, timeouts = await _probe_alertd(
+                        bench, r, f"a{rep}", sizes.latency_probes
+                    )
+                finally:
+                    bench.stop(proc)
+                out["alertd"].append(_latency_summary(samples, timeouts))
+                log(f"{head} {_latency_line('alertd', out['alertd'][-1])}")
+            if bench.runs("alertmanager"):
+                await bench.rx_reset()
+                am = await bench.start_alertmanager()
+                try:
+                    await _probe_alertmanager(bench, am, f"w{rep}", sizes.latency_warmup)
+                    samples, timeouts = await _probe_alertmanager(
+                        bench, am, f"m{rep}", sizes.latency_probes
+                    )
+                finally:
+                    bench.stop(am)
+                out["alertmanager"].append(_latency_summary(samples, timeouts))
+                log(f"{head} {_latency_line('alertmanager', out['alertmanager'][-1])}")
     finally:
         await r.aclose()
         bench.procs.stop(redis)
     return out
+
+
+def _latency_line(who: str, s: dict[str, Any]) -> str:
+    if not s.get("samples_s"):
+        return f"{who}: no probe arrived ({s['timeouts']} timeouts)"
+    return (
+        f"{who} p50 {s['p50_s'] * 1000:.1f} ms p95 {s['p95_s'] * 1000:.1f} ms"
+        f" p99 {s['p99_s'] * 1000:.1f} ms, {s['timeouts']} timeouts"
+    )
 
 
 # --- 4. fan-out -------------------------------------------------------------------------
@@ -456,7 +469,8 @@ async def _await_all(
     bench: Bench, proc: Proc, n: int, started_wall: float, cap_s: float
 ) -> dict[str, Any]:
     """Wait until the receiver holds n distinct alerts (or the cap); then let duplicates show."""
-    deadline = time.monotonic() + cap_s
+    rx_cpu0 = bench.receiver.cpu() if bench.receiver is not None else 0.0
+    deadline = time.monotonic() + cap_s - (time.time() - started_wall)  # the cap counts publishing
     while True:
         stats = await bench.rx("GET", "/_bench/until", unique=n, timeout_s=2)
         if stats["unique"] >= n or time.monotonic() > deadline:
@@ -466,6 +480,7 @@ async def _await_all(
     capped = stats["unique"] < n
     peak = proc.peak_rss()
     cpu = proc.cpu()
+    rx_cpu = (bench.receiver.cpu() - rx_cpu0) if bench.receiver is not None else None
     # group_interval is 1s: a re-sent group would show within a few seconds.
     await asyncio.sleep(3.0)
     final = await bench.rx("GET", "/_bench/stats")
@@ -478,6 +493,7 @@ async def _await_all(
         "duplicates": final["duplicates"],
         "peak_rss_bytes": max(peak, proc.peak_rss()),
         "cpu_s": cpu,
+        "receiver_cpu_s": rx_cpu,
     }
 
 
@@ -553,19 +569,24 @@ async def fanout(bench: Bench) -> Any:
     try:
         for case, n, groups in cases:
             rec: dict[str, Any] = {"alerts": n, "groups": groups, "alertd": [], "alertmanager": []}
+            out[case] = rec
             for rep in range(bench.reps):
-                a = await _fanout_alertd(bench, redis, r, case, n, groups)
-                rec["alertd"].append(a)
-                log(
-                    f"fan-out {n:,} alerts in {groups:,} groups rep {rep + 1}/{bench.reps}: {_fanout_line('alertd', a)}"
-                )
-                if bench.alertmanager is not None:
+                head = f"fan-out {n:,} alerts in {groups:,} groups rep {rep + 1}/{bench.reps}:"
+                capped = False
+                if bench.runs("alertd"):
+                    a = await _fanout_alertd(bench, redis, r, case, n, groups)
+                    rec["alertd"].append(a)
+                    capped = a["capped"]
+                    log(f"{head} {_fanout_line('alertd', a)}")
+                if bench.runs("alertmanager"):
                     m = await _fanout_alertmanager(bench, case, n, groups)
                     rec["alertmanager"].append(m)
-                    log(
-                        f"fan-out {n:,} alerts in {groups:,} groups rep {rep + 1}/{bench.reps}: {_fanout_line('alertmanager', m)}"
-                    )
-            out[case] = rec
+                    capped = capped or m["capped"]
+                    log(f"{head} {_fanout_line('alertmanager', m)}")
+                if capped and rep + 1 < bench.reps:
+                    log(f"{head} capped: the remaining repetitions of this case are skipped")
+                    rec["skipped_reps"] = bench.reps - rep - 1
+                    break
     finally:
         await r.aclose()
         bench.procs.stop(redis)

@@ -76,7 +76,7 @@ class Timeline:
 
 
 NORMAL = Timeline(healthy_s=8, ramp_s=30, hold_s=8, recover_s=6, settle_s=10, deadline_s=110)
-FAST = Timeline(healthy_s=2, ramp_s=4, hold_s=3, recover_s=1, settle_s=3, deadline_s=32)
+FAST = Timeline(healthy_s=2, ramp_s=4, hold_s=3, recover_s=1, settle_s=3, deadline_s=35)
 
 
 def free_port() -> int:

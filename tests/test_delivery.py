@@ -67,7 +67,8 @@ def make_notification(
 
 
 def webhook(name: str, url: str, extra: str = "", retry: str = FAST_RETRY) -> str:
-    return f'[channels.{name}]\ntype = "webhook"\nurl = "{url}"\n{extra}\n[channels.{name}.retry]\n{retry}'
+    head = f'[channels.{name}]\ntype = "webhook"\nurl = "{url}"\n{extra}\n'
+    return head + f"[channels.{name}.retry]\n{retry}"
 
 
 async def dead_letters(redis: aioredis.Redis) -> list[dict[str, str]]:
@@ -97,7 +98,7 @@ def dead_letters_at_least(
 
 
 class TestRetriedUntilDelivered:
-    """A receiver that fails twice and then accepts gets the notification once, same id each time."""
+    """A receiver failing twice, then accepting, gets it once: the same id on every attempt."""
 
     async def test_500_500_200_is_one_delivery_with_one_webhook_id(
         self, daemons: DaemonFactory, redis: aioredis.Redis, receiver: Receiver

@@ -532,3 +532,40 @@ class TestDecide:
         entry = logged(self.A, self.B, resolved=("x",), ts=T0 + 1.5)
         assert entry == NflogEntry.from_json(entry.to_json())
         assert NflogEntry.from_json(b"{junk") is None
+
+
+class TestQuietGroups:
+    """A group whose receivers know everything sleeps until its repeat; changes wake it."""
+
+    async def due_at(self, h: Harness) -> list[float]:
+        return [
+            score
+            for _, score in await h.redis.zrange(f"{PREFIX}groups:due", 0, -1, withscores=True)
+        ]
+
+    async def test_told_group_sleeps_until_repeat(self, h: Harness) -> None:
+        await h.fire(service="a")
+        await h.flush(T0 + 5)
+        assert [T0 + 5 + HOUR_S] == await self.due_at(h)
+
+    async def test_group_with_a_muted_alert_keeps_looking(self, h: Harness) -> None:
+        await h.silence({"service": "b"}, T0 - 1, T0 + 30)
+        await h.fire(service="a")
+        await h.fire(service="b")
+        await h.flush(T0 + 5)
+        assert [T0 + 15] == await self.due_at(h)
+
+    async def test_reload_wakes_told_groups_for_new_channels(
+        self, h: Harness, tmp_path: Path
+    ) -> None:
+        await h.fire(service="a")
+        await h.flush(T0 + 5)
+        h.now = T0 + 6
+        await h.fire(alertname="CpuHigh", service="a")  # still in group_wait at the reload
+        both = tmp_path / "both"
+        both.mkdir()
+        h.rt = Runtime.build(write_config(both, '[[routes]]\nchannels = ["hook", "pager"]\n'))
+        sent = await h.flush(T0 + 7)
+        assert [("pager", "first", "firing", 1)] == summary(sent)
+        assert ["DiskFull"] == [n.group_labels["alertname"] for n in sent]
+        assert 2 == len(await h.flush(T0 + 11))  # CpuHigh after its group_wait, on both

@@ -13,9 +13,10 @@ Conventions the docs follow (docs/quickstart.md says so to readers too):
   other command fails the test until it runs or gets a reason.
 - A ```toml block whose first line is `# file: PATH` is that file of the
   config dir: it is written there when the document reaches it (so later
-  commands see it) and must load with alertd's real loader together with
-  the files before it. Any other ```toml block must parse and, when it is a
-  rule, channel or alertd.toml example, load on its own over the shipped files.
+  commands see it), and the document's files together must load with
+  alertd's real loader (`*.test.toml` files must pass). Any other ```toml
+  block must parse and load on its own over the shipped files, as a rules
+  file, a channels file or alertd.toml, by its top-level keys.
 - ```python blocks run (in document order, with the same Redis); ```json
   blocks parse; relative links point at files and headings that exist.
 """
@@ -23,6 +24,7 @@ Conventions the docs follow (docs/quickstart.md says so to readers too):
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import os
 import re
@@ -41,8 +43,12 @@ from typing import Any
 
 import pytest
 import redis
+from aiohttp import web
 
-from alertd.errors import ConfigErrors
+from alertd.channels.base import ChannelContext
+from alertd.channels.webhook import WebhookChannel, WebhookConfig, webhook_payload
+from alertd.errors import ConfigErrors, DeliveryError
+from alertd.ops import test_notification as synthetic_notification
 from alertd.ruletest import run_file
 from alertd.settings import load_config
 from tests.conftest import RedisServer, free_port
@@ -233,7 +239,6 @@ class Workspace:
     dir: Path
     env: dict[str, str]
     daemon: subprocess.Popen[bytes] | None = None
-    log: list[str] = field(default_factory=list)
 
     def write(self, block: Block) -> None:
         assert block.file is not None
@@ -264,7 +269,33 @@ class Workspace:
             check=False,
         )
 
+    def start_daemon(self) -> None:
+        """`alertd run` of this workspace (once)."""
+        if self.daemon is not None:
+            return
+        log = (self.dir / ".doctest" / "alertd.log").open("wb")
+        self.daemon = subprocess.Popen(
+            [str(BIN / "alertd"), "run"],
+            cwd=self.dir,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        log.close()  # the daemon has its own copy
+        wait_ready(f"http://{self.env['ALERTD_HTTP_LISTEN']}/health/ready", self.daemon)
+
+    def stop_daemon(self) -> None:
+        if self.daemon is None or self.daemon.poll() is not None:
+            return
+        self.daemon.send_signal(signal.SIGTERM)
+        try:
+            self.daemon.wait(15)
+        except subprocess.TimeoutExpired:
+            self.daemon.kill()
+            self.daemon.wait()
+
     def run_command(self, c: Command) -> None:
+        self.start_daemon()
         deadline = time.monotonic() + RETRY_S
         while True:
             result = self.run(c.text)
@@ -280,6 +311,7 @@ class Workspace:
         )
 
     def run_python(self, block: Block) -> None:
+        self.start_daemon()
         path = self.dir / ".doctest" / f"block_{block.line}.py"
         path.write_text(block.text)
         code = "import runpy, sys; runpy.run_path(sys.argv[1], run_name='docs_example')"
@@ -314,6 +346,9 @@ def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout_s: float = 20) -
 
 @pytest.fixture
 def workspace(tmp_path: Path, redis_server: RedisServer) -> Iterator[Workspace]:
+    for tool in ("bash", "curl", "redis-cli"):
+        if shutil.which(tool) is None:
+            pytest.skip(f"{tool} is not on PATH")
     client = redis.Redis.from_url(redis_server.url)
     client.flushall()
     client.close()
@@ -334,22 +369,10 @@ def workspace(tmp_path: Path, redis_server: RedisServer) -> Iterator[Workspace]:
         PYTHONPATH=str(ROOT),
     )
     ws = Workspace(tmp_path, env)
-    log = (tmp_path / ".doctest" / "alertd.log").open("wb")
-    ws.daemon = subprocess.Popen(
-        [str(BIN / "alertd"), "run"], cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT
-    )
     try:
-        wait_ready(f"http://{http}/health/ready", ws.daemon)
         yield ws
     finally:
-        if ws.daemon.poll() is None:
-            ws.daemon.send_signal(signal.SIGTERM)
-            try:
-                ws.daemon.wait(15)
-            except subprocess.TimeoutExpired:
-                ws.daemon.kill()
-                ws.daemon.wait()
-        log.close()
+        ws.stop_daemon()
 
 
 def doc_id(doc: Path) -> str:
@@ -366,6 +389,9 @@ class TestCommands:
     @pytest.mark.parametrize("doc", ALL_DOCS, ids=doc_id)
     def test_console_blocks(self, doc: Path, workspace: Workspace) -> None:
         ran = 0
+        if any(b.lang in ("console", "python") for b in blocks(doc)):
+            # Running before the document's files appear, as for a reader whose daemon runs.
+            workspace.start_daemon()
         for block in blocks(doc):
             if block.lang == "toml" and block.file:
                 workspace.write(block)
@@ -411,7 +437,7 @@ class TestConfigExamples:
         files.mkdir()
         copy_shipped(files)
         problems: list[str] = []
-        file_texts = ""
+        written: list[tuple[Block, Path]] = []
         for i, block in enumerate(b for b in blocks(doc) if b.lang == "toml"):
             try:
                 data = tomllib.loads(block.text)
@@ -419,15 +445,18 @@ class TestConfigExamples:
                 problems.append(f"{block.where}: invalid TOML: {exc}")
                 continue
             if block.file:
-                file_texts += block.text
                 path = files / block.file
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_text(block.text)
-                problems += check_file(block, path, files, env_for(file_texts))
+                written.append((block, path))
             else:
                 alone = tmp_path / f"alone{i}"
                 alone.mkdir()
                 problems += check_alone(block, data, copy_shipped(alone))
+        # The document's files together (one may name a channel another defines).
+        env = env_for("".join(b.text for b, _ in written))
+        for block, path in written:
+            problems += check_file(block, path, files, env)
         assert [] == problems
 
     @pytest.mark.parametrize("doc", ALL_DOCS, ids=doc_id)
@@ -444,7 +473,7 @@ class TestConfigExamples:
 
 def check_file(block: Block, path: Path, base: Path, env: dict[str, str]) -> list[str]:
     if path.name.endswith(".test.toml"):
-        passed, failed, report = asyncio.run(run_file(path))
+        _, failed, report = asyncio.run(run_file(path))
         return [f"{block.where}: rule tests failed:\n" + "\n".join(report)] if failed else []
     try:
         load_config(base / "alertd.toml", env=env)
@@ -461,6 +490,8 @@ def check_alone(block: Block, data: dict[str, Any], config: Path) -> list[str]:
     if set(data) == {"rules"}:
         (base / "rules" / "example.toml").write_text(block.text)
     elif set(data) == {"channels"}:
+        for shipped in (base / "channels").glob("*.toml"):  # the example may redefine `log`
+            shipped.unlink()
         (base / "channels" / "example.toml").write_text(block.text)
     else:
         config.write_text(block.text)
@@ -469,6 +500,53 @@ def check_alone(block: Block, data: dict[str, Any], config: Path) -> list[str]:
     except ConfigErrors as exc:
         return [f"{block.where}: {e}" for e in exc.errors]
     return []
+
+
+class TestWebhookExamples:
+    """docs/channels.md shows the webhook payload alertd sends and a receiver that works."""
+
+    def test_payload_has_the_real_shape(self) -> None:
+        doc = next(b for b in blocks(ROOT / "docs" / "channels.md") if b.lang == "json")
+        shown = json.loads(doc.text)
+        real = webhook_payload(synthetic_notification("ops-hook", "critical", time.time()), "")
+        assert list(real) == list(shown)
+        assert list(real["alerts"][0]) == list(shown["alerts"][0])
+
+    async def test_receiver_accepts_alertd_and_refuses_others(
+        self, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        block = next(
+            b
+            for b in blocks(ROOT / "docs" / "channels.md")
+            if b.lang == "python" and "standardwebhooks" in b.text
+        )
+        secret = "whsec_" + base64.b64encode(os.urandom(24)).decode()
+        monkeypatch.setenv("OPS_HOOK_SECRET", secret)
+        namespace: dict[str, Any] = {"__name__": "docs_example"}
+        exec(compile(block.text, block.where, "exec"), namespace)
+        runner = web.AppRunner(namespace["app"])
+        await runner.setup()
+        port = free_port()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        url = f"http://127.0.0.1:{port}/alertd"
+        ctx = ChannelContext()
+        n = synthetic_notification("ops-hook", "critical", time.time())
+        try:
+            signed = WebhookConfig(type="webhook", url=url, secret=secret)
+            await WebhookChannel("ops-hook", signed, ctx).send(n)
+            assert f"{n.id} firing AlertdTestAlert 1.0" in capsys.readouterr().out
+            other = "whsec_" + base64.b64encode(os.urandom(24)).decode()
+            for config in (
+                WebhookConfig(type="webhook", url=url, secret=other),
+                WebhookConfig(type="webhook", url=url),
+            ):
+                with pytest.raises(DeliveryError, match="HTTP 401") as refused:
+                    await WebhookChannel("ops-hook", config, ctx).send(n)
+                assert not refused.value.retryable
+        finally:
+            if ctx.http is not None:
+                await ctx.http.close()
+            await runner.cleanup()
 
 
 class TestLinks:
@@ -483,9 +561,9 @@ class TestLinks:
                 continue
             file_part, _, anchor = target.partition("#")
             path = (doc.parent / file_part).resolve() if file_part else doc
-            if not path.exists():
-                broken.append(target)
-            elif anchor and path.suffix == ".md" and anchor not in anchors(path):
+            if not path.exists() or (
+                anchor and path.suffix == ".md" and anchor not in anchors(path)
+            ):
                 broken.append(target)
         assert [] == broken
 

@@ -16,9 +16,10 @@ import pytest
 import redis.asyncio as aioredis
 
 from alertd.model import fingerprint
-from alertd.notify.dispatcher import plan_group
+from alertd.notify.dispatcher import Runtime, plan_group
 from tests.conftest import DaemonFactory, Receiver, wait_for
 from tests.test_dispatch import PREFIX, T0, Harness, summary, write_config
+from tests.test_grouping_e2e import settle
 
 LEASE_S = 30.0
 
@@ -32,7 +33,7 @@ async def step_flush(h: Harness, claim: Any, between: Any = None) -> int:
     """A's flush in its steps, running `between` after reading and before committing."""
     d = h.dispatcher
     ctx = await d.context(h.now)
-    snaps = await d.read(claim.gids, ctx.rt)
+    snaps = await d.read(claim, ctx.rt)
     if between is not None:
         await between()
     return await d.commit(claim.token, [plan_group(s, ctx) for s in snaps], h.now)
@@ -88,6 +89,24 @@ class TestLease:
         assert [] == await h.flush(h.now + 4.9)
         assert [("hook", "first", "firing", 1)] == summary(await h.flush(h.now + 0.1))
 
+    async def test_reload_elsewhere_does_not_take_a_leased_group(
+        self, h: Harness, tmp_path: Path
+    ) -> None:
+        await h.fire(service="a")
+        await h.flush(T0 + 5)
+        h.now = T0 + 6
+        await h.fire(service="b")
+        h.now = T0 + 15
+        claim = await h.dispatcher.claim(h.now)
+        other = h.replica()
+        assert [] == await h.flush(T0 + 15, other)
+        reloaded = tmp_path / "reloaded"
+        reloaded.mkdir()
+        h.rt = Runtime.build(write_config(reloaded))
+        assert [] == await h.flush(T0 + 16, other)  # every told group made due: not this one
+        await h.dispatcher.flush(claim, T0 + 15)
+        assert [("hook", "changed", "firing", 2)] == summary(await h.queued())
+
     async def test_concurrent_replicas_flush_each_group_once(self, h: Harness) -> None:
         for i in range(120):
             await h.fire(alertname=f"Rule{i}", service="a")
@@ -105,8 +124,7 @@ class TestChangesDuringFlush:
 
     async def test_severity_change_during_flush_flushes_again_at_once(self, h: Harness) -> None:
         await h.fire(service="a")
-        await h.flush(T0 + 5)
-        h.now = T0 + 15
+        h.now = T0 + 5
         claim = await h.dispatcher.claim(h.now)
 
         async def escalate() -> None:
@@ -114,9 +132,27 @@ class TestChangesDuringFlush:
             assert [] == (await h.replica().claim(h.now)).gids  # still leased
 
         await step_flush(h, claim, escalate)
-        assert [] == await h.queued()
-        sent = await h.flush(T0 + 15)
+        assert [("hook", "first", "firing", 1)] == summary(await h.queued())
+        sent = await h.flush(T0 + 5, h.replica())
         assert [("hook", "severity_changed", "firing", 1)] == summary(sent)
+        assert "critical" == sent[0].alerts[0].severity
+
+    async def test_change_during_a_flush_of_a_quiet_group_is_not_slept_through(
+        self, h: Harness
+    ) -> None:
+        await h.fire(service="a")
+        await h.flush(T0 + 5)
+        h.now = T0 + 6
+        await h.fire(service="b")
+        h.now = T0 + 15
+        claim = await h.dispatcher.claim(h.now)
+
+        async def third() -> None:
+            await h.fire(service="c")
+
+        await step_flush(h, claim, third)
+        assert [("hook", "changed", "firing", 2)] == summary(await h.queued())
+        assert [("hook", "changed", "firing", 3)] == summary(await h.flush(T0 + 25))
 
     async def test_alert_added_between_read_and_commit(self, h: Harness) -> None:
         await h.fire(service="a")
@@ -257,20 +293,7 @@ async def run_fleet(
             {"name": "queue_depth", "value": "2000", "service": service, "queue": queue},
         )
     await wait_for(lambda: len(told_firing(receiver)) == len(QUEUES))
-
-    async def settled() -> bool:
-        # Every group flushed again since, and every outbox drained: nothing more is coming.
-        groups = await redis.keys("alertd:group:*")
-        flushed = [await redis.hget(g, "last_flush") for g in groups]
-        outboxes = [await redis.xlen(k) for k in await redis.keys("alertd:outbox:*")]
-        return (
-            len(groups) == len(QUEUES)
-            and all(f is not None and float(f) > marker for f in flushed)
-            and not any(outboxes)
-        )
-
-    marker = max(app.clock() for app in apps)
-    await wait_for(settled)
+    await settle(redis, len(QUEUES))
     for app in apps:
         await daemons.stop(app)
     return told_firing(receiver)

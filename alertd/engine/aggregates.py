@@ -201,6 +201,8 @@ def aggregate(kind: str, buckets: Sequence[Bucket], window_s: float, now: float)
     q = _QUANTILES.get(kind)
     if q is not None:
         # Only percentiles pay for merging the sketches.
+        if len(buckets) == 1:
+            return quantile(buckets[0].sketch, q)
         sketch: dict[str, int] = {}
         for bucket in buckets:
             for key, n in bucket.sketch.items():
@@ -209,9 +211,12 @@ def aggregate(kind: str, buckets: Sequence[Bucket], window_s: float, now: float)
     scalar = _SCALAR.get(kind)
     if scalar is None:
         raise ValueError(f"unknown aggregate {kind!r} (one of {', '.join(AGGREGATES)})")
-    merged = Bucket()
-    for bucket in buckets:
-        merged._merge_summary(bucket)
+    if len(buckets) == 1:  # a window the store already folded
+        merged = buckets[0]
+    else:
+        merged = Bucket()
+        for bucket in buckets:
+            merged._merge_summary(bucket)
     if merged.count == 0:
         return None
     return scalar(merged, window_s, now)

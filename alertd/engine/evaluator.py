@@ -162,7 +162,12 @@ class Evaluator:
                 if entry is None:
                     labels = dict(zip(rule.spec.group_by, values, strict=True))
                     entry = touched[fp] = (rule, SeriesWindow(labels=labels))
-                entry[1].add(ev.value, ts, plan.width_ms, denominator, plan.needs_sketch)
+                window = entry[1]
+                if plan.is_age:  # an age needs the newest time only, no buckets
+                    if ts > window.newest_ts:
+                        window.newest_ts = ts
+                else:
+                    window.add(ev.value, ts, plan.width_ms, denominator, plan.needs_sketch)
         if not touched:
             return []
         updates = [(rule, fp, win) for fp, (rule, win) in touched.items()]

@@ -11,7 +11,7 @@ import enum
 from dataclasses import replace
 
 from alertd.model import SEVERITIES, Alert, AlertState, fingerprint
-from alertd.settings import Rule
+from alertd.settings import Condition, Rule
 from alertd.templates import render_template
 
 
@@ -31,17 +31,38 @@ def _rank(severity: str) -> int:
     return SEVERITIES.index(severity) if severity in SEVERITIES else -1
 
 
+Level = tuple[str, int, Condition, Condition | None]  # severity, rank, condition, recovery
+# id(rule) -> (rule, levels): the rule is kept so an id is never reused while cached.
+_LEVELS: dict[int, tuple[Rule, list[Level]]] = {}
+
+
+def _levels(rule: Rule) -> list[Level]:
+    """The rule's levels from the lowest up (cached: this runs once per evaluation)."""
+    hit = _LEVELS.get(id(rule))
+    if hit is not None and hit[0] is rule:
+        return hit[1]
+    if len(_LEVELS) > 10_000:  # many reloads: drop the rules of old configs
+        _LEVELS.clear()
+    levels = [(lvl, _rank(lvl), cond, rec) for lvl, cond, rec in rule.levels()]
+    _LEVELS[id(rule)] = (rule, levels)
+    return levels
+
+
 def held_severity(
     rule: Rule, value: float | None, current: str | None
 ) -> tuple[str | None, float | None]:
-    """The highest level that holds for `value` given the level held now, and its threshold."""
+    """The highest level that holds for `value` given the level held now, and its threshold.
+
+    A level held now stays held until its recovery condition holds (hysteresis); so does
+    every lower level with a recovery condition.
+    """
     if value is None:
         return None, None
     cur_rank = _rank(current) if current else -1
     best: tuple[str | None, float | None] = (None, None)
-    for level, cond, recovery in rule.levels():
+    for level, rank, cond, recovery in _levels(rule):
         holds = cond.holds(value)
-        if not holds and recovery is not None and _rank(level) <= cur_rank:
+        if not holds and recovery is not None and rank <= cur_rank:
             holds = not recovery.holds(value)
         if holds:
             best = (level, cond.threshold)

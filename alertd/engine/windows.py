@@ -52,9 +52,10 @@ _STORAGE = {
 
 # Merge (ARGV[1] ttl > 0) or just read (ttl 0) several series of one rule, and answer each
 # with its window folded into one bucket. KEYS: [age index,] one hash per series.
-# ARGV: ttl_ms, first bucket in the window, storage, has index (1/0), then per series
-# "newest_ts<TAB>fingerprint<TAB>labels JSON<TAB>ops" (merge) or "" (read).
-WINDOW_LUA = """
+# ARGV: ttl_ms, first bucket in the window, storage, has index (1/0), and to merge, one
+# line per series: "newest_ts<TAB>fingerprint<TAB>labels JSON<TAB>ops" (one argument:
+# packing a hundred small ones costs the client more than the script's split).
+WINDOW_LUA = r"""
 local ttl, first, storage = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
 local off = (ARGV[4] == '1') and 1 or 0
 local index = (off == 1) and KEYS[1] or nil
@@ -150,8 +151,9 @@ local function fold(key)
 end
 
 local answers = {}
+local lines = string.gmatch(ARGV[5] or '', '[^\n]+')
 for j = 1 + off, #KEYS do
-  if ttl > 0 then merge(KEYS[j], ARGV[4 + j - off]) end
+  if ttl > 0 then merge(KEYS[j], lines()) end
   answers[#answers + 1] = fold(KEYS[j])
 end
 if index and ttl > 0 then redis.call('PEXPIRE', index, ttl) end
@@ -431,7 +433,7 @@ class RedisWindows:
                     "1" if indexed else "0",
                 ]
                 if packed is not None:
-                    args += [packed[i] for i in chunk]
+                    args.append("\n".join([packed[i] for i in chunk]))
                 await self._script(keys=keys, args=args, client=pipe)
                 calls.append((chunk, first, plan.storage))
         results = await pipe.execute()
@@ -469,8 +471,7 @@ class MemoryWindows:
             if current is None:
                 current = self.windows[key] = SeriesWindow(labels=win.labels)
             current.merge(win)
-            if not plan.is_age:
-                current.prune(plan.first_bucket(now))
+            current.prune(plan.first_bucket(now))
             self.by_rule.setdefault((rule.name, plan.version), set()).add(fp)
             out.append(current)
         return out

@@ -9,10 +9,10 @@ token no longer matches. A change filed into a group while it is leased
 does not make it due (the holder reschedules it when done; a change due at
 once leaves a `rush` mark so the holder reschedules it for now).
 
-A flush of a batch of groups costs a handful of round trips whatever its size:
+A flush of a batch of groups costs three round trips whatever its size:
 
-    claim (Lua) -> groups and members (pipeline) -> alerts and notification logs
-    (one pipeline) -> plan (pure) -> commit (one Lua call per group, pipelined)
+    claim and read the groups (Lua) -> alerts and notification logs (one pipeline)
+    -> plan (pure) -> commit (Lua, each group atomically)
 
 Planning applies, per group and channel, Alertmanager's stages:
 
@@ -54,7 +54,8 @@ LEASE_S = 30.0
 NFLOG_TTL_S = 8 * 86400
 BATCH_GROUPS = 500
 
-# Take up to `limit` due groups, leasing each to `token` until `lease_until`.
+# Take up to `limit` due groups, leasing each to `token` until `lease_until`; return
+# {number due, {gid, group hash (flat), members, gid, ...}} for the ones taken.
 CLAIM_LUA = """
 local due, prefix = KEYS[1], ARGV[1]
 local now, lease_until, token, limit = ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5])
@@ -62,73 +63,114 @@ local gids = redis.call('ZRANGEBYSCORE', due, '-inf', now, 'LIMIT', 0, limit)
 local out = {}
 for _, gid in ipairs(gids) do
   local g = prefix .. 'group:' .. gid
-  if redis.call('EXISTS', g) == 1 then
+  local h = redis.call('HGETALL', g)
+  local held_until = 0
+  for i = 1, #h, 2 do
+    if h[i] == 'lease_until' then held_until = tonumber(h[i + 1]) end
+  end
+  if #h == 0 then
+    redis.call('ZREM', due, gid)
+  elseif held_until > tonumber(now) then
+    redis.call('ZADD', due, held_until, gid)  -- someone else's flush: theirs until then
+  else
     redis.call('ZADD', due, lease_until, gid)
     redis.call('HSET', g, 'lease', token, 'lease_until', lease_until)
     out[#out + 1] = gid
-  else
-    redis.call('ZREM', due, gid)
+    out[#out + 1] = h
+    out[#out + 1] = redis.call('SMEMBERS', prefix .. 'gm:' .. gid)
   end
 end
 return {#gids, out}
 """
 
-# One group's flush, all or nothing, only while `token` holds its lease:
-# notification log entries (compare-and-set) with their outbox entries, told
-# resolved alerts forgotten, the group rescheduled or dropped once empty.
-# Returns {status, notifications queued}: -1 lease lost, 0 dropped, 1 rescheduled,
-# 2 a notification log moved under us (nothing written; flushed again at once).
-COMMIT_LUA = """
-local prefix, gid, token = ARGV[1], ARGV[2], ARGV[3]
-local now, interval_s, ttl = tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6]
-local n_notices, n_forgets = tonumber(ARGV[7]), tonumber(ARGV[8])
-local g, gm = prefix .. 'group:' .. gid, prefix .. 'gm:' .. gid
-local alerts, gone, due = prefix .. 'alerts', prefix .. 'alerts:gone', prefix .. 'groups:due'
-if redis.call('HGET', g, 'lease') ~= token then return {-1, 0} end
-local forgets_at = 9 + 5 * n_notices
-local stale = false
-for i = 9, forgets_at - 1, 5 do
-  if (redis.call('GET', ARGV[i]) or '') ~= ARGV[i + 1] then stale = true end
+# After a reload: every group flushed before is looked at again now (routes may lead
+# to new channels); groups still in group_wait keep it.
+RESCHEDULE_LUA = """
+local due, prefix, now = KEYS[1], ARGV[1], ARGV[2]
+for i = 3, #ARGV do
+  if redis.call('HEXISTS', prefix .. 'group:' .. ARGV[i], 'last_flush') == 1 then
+    redis.call('ZADD', due, 'LT', now, ARGV[i])
+  end
 end
-local queued = 0
-if not stale then
-  for i = 9, forgets_at - 1, 5 do
-    redis.call('SET', ARGV[i], ARGV[i + 2], 'EX', ttl)
-    if ARGV[i + 3] ~= '' then
-      redis.call('XADD', ARGV[i + 3], '*', 'n', ARGV[i + 4])
-      queued = queued + 1
+return 0
+"""
+
+# Each group's flush, all or nothing, only while `token` holds its lease: notification
+# log entries (compare-and-set) with their outbox entries, told resolved alerts
+# forgotten, the group rescheduled or dropped once empty.
+# ARGV: prefix, token, now, ttl, then per group: gid, interval_s, sleep_s (when nothing is
+# left to tell: until the next repeat), n_notices, n_forgets,
+# 5 per notice (log key, expected, new, outbox stream or '', payload), 2 per forget.
+# Returns per group: status (-1 lease lost, 0 dropped, 1 rescheduled, 2 a log moved
+# under us: nothing written, flushed again at once) and notifications queued.
+COMMIT_LUA = """
+local prefix, token, now_s, ttl = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local now = tonumber(now_s)
+local alerts, gone, due = prefix .. 'alerts', prefix .. 'alerts:gone', prefix .. 'groups:due'
+
+local function forget(gid, gm, fp, raw)
+  local cur, old = redis.call('HGET', alerts, fp), redis.call('HGET', gone, fp)
+  -- Told, unless the alert moved on since it was read: then this group still owes it.
+  if cur == raw or old == raw or (raw == '' and not cur and not old) then
+    local ag = prefix .. 'ag:' .. fp
+    redis.call('SREM', gm, fp)
+    redis.call('SREM', ag, gid)
+    if redis.call('SCARD', ag) == 0 then
+      if cur == raw then redis.call('HDEL', alerts, fp) end
+      if old then redis.call('HDEL', gone, fp) end
     end
   end
-  for i = forgets_at, forgets_at + 2 * n_forgets - 1, 2 do
-    local fp, raw = ARGV[i], ARGV[i + 1]
-    local cur, old = redis.call('HGET', alerts, fp), redis.call('HGET', gone, fp)
-    -- Told, unless the alert moved on since it was read: then this group still owes it.
-    if cur == raw or old == raw or (raw == '' and not cur and not old) then
-      local ag = prefix .. 'ag:' .. fp
-      redis.call('SREM', gm, fp)
-      redis.call('SREM', ag, gid)
-      if redis.call('SCARD', ag) == 0 then
-        if cur == raw then redis.call('HDEL', alerts, fp) end
-        if old then redis.call('HDEL', gone, fp) end
+end
+
+local function commit(gid, interval_s, sleep_s, notices, n_notices, forgets, n_forgets)
+  local g, gm = prefix .. 'group:' .. gid, prefix .. 'gm:' .. gid
+  local held = redis.call('HMGET', g, 'lease', 'rush', 'dirty')
+  if held[1] ~= token then return -1, 0 end
+  local stale = false
+  for i = notices, notices + 5 * (n_notices - 1), 5 do
+    if (redis.call('GET', ARGV[i]) or '') ~= ARGV[i + 1] then stale = true end
+  end
+  local queued = 0
+  if not stale then
+    for i = notices, notices + 5 * (n_notices - 1), 5 do
+      redis.call('SET', ARGV[i], ARGV[i + 2], 'EX', ttl)
+      if ARGV[i + 3] ~= '' then
+        redis.call('XADD', ARGV[i + 3], '*', 'n', ARGV[i + 4])
+        queued = queued + 1
       end
     end
+    for i = forgets, forgets + 2 * (n_forgets - 1), 2 do
+      forget(gid, gm, ARGV[i], ARGV[i + 1])
+    end
   end
+  if redis.call('SCARD', gm) == 0 then
+    redis.call('DEL', g, gm)
+    redis.call('ZREM', due, gid)
+    return 0, queued
+  end
+  redis.call('HDEL', g, 'lease', 'lease_until', 'rush', 'dirty')
+  local at = now + sleep_s
+  if held[3] then at = math.min(at, now + interval_s) end
+  if stale or held[2] then at = now end
+  if not stale then redis.call('HSET', g, 'last_flush', now_s) end
+  redis.call('ZADD', due, at, gid)
+  if stale then return 2, 0 end
+  return 1, queued
 end
-redis.call('HDEL', g, 'lease', 'lease_until')
-if redis.call('SCARD', gm) == 0 then
-  redis.call('DEL', g, gm)
-  redis.call('ZREM', due, gid)
-  return {0, queued}
+
+local out = {}
+local i = 5
+while i <= #ARGV do
+  local gid, interval_s, sleep_s = ARGV[i], tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])
+  local n_notices, n_forgets = tonumber(ARGV[i + 3]), tonumber(ARGV[i + 4])
+  local notices = i + 5
+  local forgets = notices + 5 * n_notices
+  local status, queued = commit(gid, interval_s, sleep_s, notices, n_notices, forgets, n_forgets)
+  out[#out + 1] = status
+  out[#out + 1] = queued
+  i = forgets + 2 * n_forgets
 end
-local at = now + interval_s
-if stale or redis.call('HEXISTS', g, 'rush') == 1 then
-  at = now
-  redis.call('HDEL', g, 'rush')
-end
-if not stale then redis.call('HSET', g, 'last_flush', ARGV[4]) end
-redis.call('ZADD', due, at, gid)
-if stale then return {2, 0} end
-return {1, queued}
+return out
 """
 
 
@@ -240,6 +282,7 @@ class GroupSnapshot:
     key: str
     labels: dict[str, str]
     route: str
+    fingerprints: list[str] = field(default_factory=list)  # its members, as claimed
     members: list[Member] = field(default_factory=list)
     orphans: list[str] = field(default_factory=list)  # members whose alert no longer exists
     nflog: dict[str, bytes | None] = field(default_factory=dict)  # channel -> log entry read
@@ -277,7 +320,8 @@ class GroupPlan:
 
     gid: str
     group_key: str
-    interval_s: float
+    interval_s: float  # group_interval: when to look again if something may be left to tell
+    sleep_s: float  # when nothing is: until the next repeat (a change filed wakes it sooner)
     notices: list[Notice] = field(default_factory=list)
     forget: list[tuple[str, bytes]] = field(default_factory=list)  # (fingerprint, raw told)
 
@@ -291,10 +335,13 @@ def plan_channel(
     cfg: ChannelConfig,
     policy: RoutePolicy,
     snap: GroupSnapshot,
-    quiet: set[str],
+    muted_fps: set[str],
     ctx: FlushContext,
-) -> Notice | None:
-    """Silence/inhibit filter and dedup for one channel of one group."""
+) -> tuple[Notice | None, NflogEntry | None]:
+    """Silence/inhibit filter and dedup for one channel of one group.
+
+    Returns what to write (if anything) and the channel's log entry after the flush.
+    """
     raw_entry = snap.nflog.get(channel)
     entry = NflogEntry.from_json(raw_entry)
     told = entry.firing if entry is not None else frozenset()
@@ -307,20 +354,20 @@ def plan_channel(
     carried: set[str] = set()
     for m in snap.members:
         a = m.alert
-        is_quiet = a.fingerprint in quiet
+        is_muted = a.fingerprint in muted_fps
         was_told = keep_told and a.fingerprint in told_by_fp
         if a.state == "firing":
-            if not is_quiet:
+            if not is_muted:
                 firing.append(a)
             elif was_told:
                 carried |= told_by_fp[a.fingerprint]
-        elif a.state == "resolved" and (not is_quiet or was_told):
+        elif a.state == "resolved" and (not is_muted or was_told):
             resolved.append(a)
     send_resolved = cfg.send_resolved if cfg.send_resolved is not None else policy.send_resolved
     repeat_s = policy.repeat_interval.total_seconds()
     reason = decide(entry, firing, resolved, send_resolved, repeat_s, ctx.now, frozenset(carried))
     if reason is None:
-        return None
+        return None, entry
     new_entry = NflogEntry(
         frozenset(firing_key(a) for a in firing) | carried,
         frozenset(a.fingerprint for a in resolved),
@@ -340,27 +387,49 @@ def plan_channel(
             created_at=ctx.now,
             changed_at=max(a.updated_at for a in payload),
         )
-    return Notice(channel, raw_entry or b"", new_entry, notification)
+    return Notice(channel, raw_entry or b"", new_entry, notification), new_entry
+
+
+def sleep_s(
+    policy: RoutePolicy, firing: frozenset[str], told: list[NflogEntry | None], now: float
+) -> float:
+    """How long a group may sleep once every channel was told `firing` (unmuted): until its
+    next repeat. Any change filed into it wakes it earlier, as group_interval allows.
+    """
+    interval_s = policy.group_interval.total_seconds()
+    repeat_s = policy.repeat_interval.total_seconds()
+    if any((e.firing if e is not None else frozenset()) != firing for e in told):
+        return interval_s
+    stamps = [e.ts for e in told if e is not None and firing]
+    wake = min(stamps) + repeat_s if stamps else now + repeat_s
+    return max(interval_s, wake - now)
 
 
 def plan_group(snap: GroupSnapshot, ctx: FlushContext) -> GroupPlan:
     """Mute, filter and dedup one group for each of its channels (pure but for ids)."""
     rt = ctx.rt
     policy = policy_of(snap, rt)
-    plan = GroupPlan(snap.gid, snap.key, policy.group_interval.total_seconds())
+    interval_s = policy.group_interval.total_seconds()
+    plan = GroupPlan(snap.gid, snap.key, interval_s, interval_s)
     plan.forget = [(fp, b"") for fp in snap.orphans]
     if muted(policy.mute_during, rt.intervals, ctx.now):
         return plan  # resolved alerts stay until the window ends and they can be told
-    quiet = {m.alert.fingerprint for m in snap.members if ctx.muted(m.alert)}
+    muted_fps = {m.alert.fingerprint for m in snap.members if ctx.muted(m.alert)}
+    told: list[NflogEntry | None] = []
     for channel in policy.channels:
         cfg = rt.config.channels.get(channel)
         if cfg is not None and cfg.enabled:
-            notice = plan_channel(channel, cfg, policy, snap, quiet, ctx)
+            notice, entry = plan_channel(channel, cfg, policy, snap, muted_fps, ctx)
+            told.append(entry)
             if notice is not None:
                 plan.notices.append(notice)
     plan.forget += [
         (m.alert.fingerprint, m.raw) for m in snap.members if m.alert.state == "resolved"
     ]
+    if not muted_fps:
+        # While an alert is muted, its silence or inhibition may end: keep looking.
+        firing = frozenset(firing_key(m.alert) for m in snap.members if m.alert.state == "firing")
+        plan.sleep_s = sleep_s(policy, firing, told, ctx.now)
     return plan
 
 
@@ -377,11 +446,26 @@ def _decode(raw: bytes) -> Alert | None:
 
 @dataclass(frozen=True, slots=True)
 class Claim:
-    """Groups one replica leased in one call, and whether more were due."""
+    """Groups one replica leased in one call (as they stood), and whether more were due."""
 
     token: str
-    gids: list[str]
+    groups: list[GroupSnapshot]
     more: bool
+
+    @property
+    def gids(self) -> list[str]:
+        return [g.gid for g in self.groups]
+
+
+def _snapshot(gid: bytes, flat: list[bytes], members: list[bytes]) -> GroupSnapshot:
+    h = dict(zip(flat[::2], flat[1::2], strict=True))
+    return GroupSnapshot(
+        gid.decode(),
+        h.get(b"key", b"").decode(),
+        orjson.loads(h.get(b"labels", b"{}")),
+        h.get(b"route", b"default").decode(),
+        sorted(m.decode() for m in members),
+    )
 
 
 class Dispatcher:
@@ -407,6 +491,8 @@ class Dispatcher:
         self.wake = asyncio.Event()
         self._claim = self.redis.register_script(CLAIM_LUA)
         self._commit = self.redis.register_script(COMMIT_LUA)
+        self._reschedule = self.redis.register_script(RESCHEDULE_LUA)
+        self._runtime_seen: Runtime | None = None
         self._tokens = (f"{new_id()}:{n}" for n in itertools.count())
         self._inhibitor: tuple[Runtime, bytes | None, Inhibitor] | None = None
         self.notifications_created = 0
@@ -437,10 +523,15 @@ class Dispatcher:
 
     async def flush_due(self) -> float:
         """Flush every due group; seconds until the next one is due (at most 1 s)."""
+        rt = self.runtime()
+        if rt is not self._runtime_seen:
+            if self._runtime_seen is not None:
+                await self.reschedule_all(self.clock())
+            self._runtime_seen = rt
         while True:
             now = self.clock()
             claim = await self.claim(now)
-            if claim.gids:
+            if claim.groups:
                 await self.flush(claim, now)
             if not claim.more:
                 break
@@ -449,19 +540,31 @@ class Dispatcher:
             return 1.0
         return min(1.0, max(0.0, float(nxt[0][1]) - self.clock()))
 
+    async def reschedule_all(self, now: float) -> None:
+        """Make every group flushed before due now (after a reload: routes may have changed)."""
+        gids = await self.redis.zrange(self.store.due_key, 0, -1)
+        pipe = self.redis.pipeline(transaction=False)
+        for start in range(0, len(gids), 1000):
+            chunk = gids[start : start + 1000]
+            await self._reschedule(
+                keys=[self.store.due_key], args=[self.prefix, repr(now), *chunk], client=pipe
+            )
+        await pipe.execute()
+
     async def claim(self, now: float) -> Claim:
-        """Lease up to `batch_groups` due groups to this replica."""
+        """Lease up to `batch_groups` due groups to this replica, reading them as it does."""
         token = next(self._tokens)
-        count, gids = await self._claim(
+        count, rows = await self._claim(
             keys=[self.store.due_key],
             args=[self.prefix, repr(now), repr(now + self.lease_s), token, self.batch_groups],
         )
-        return Claim(token, [g.decode() for g in gids], int(count) >= self.batch_groups)
+        groups = [_snapshot(*rows[i : i + 3]) for i in range(0, len(rows), 3)]
+        return Claim(token, groups, int(count) >= self.batch_groups)
 
     async def flush(self, claim: Claim, now: float) -> int:
         """Flush leased groups; how many notifications were queued."""
         ctx = await self.context(now)
-        snaps = await self.read(claim.gids, ctx.rt)
+        snaps = await self.read(claim, ctx.rt)
         return await self.commit(claim.token, [plan_group(s, ctx) for s in snaps], now)
 
     async def context(self, now: float) -> FlushContext:
@@ -481,27 +584,10 @@ class Dispatcher:
         self._inhibitor = (rt, version, inhibitor)
         return inhibitor
 
-    async def read(self, gids: list[str], rt: Runtime) -> list[GroupSnapshot]:
-        """Groups, their members' alerts and their channels' logs, in two or three round trips."""
-        pipe = self.redis.pipeline(transaction=False)
-        for gid in gids:
-            pipe.hgetall(self.store.group_key(gid))
-            pipe.smembers(self.store.members_key(gid))
-        res = await pipe.execute()
-        snaps: list[GroupSnapshot] = []
-        members: list[list[str]] = []
-        for i, gid in enumerate(gids):
-            h: dict[bytes, bytes] = res[2 * i]
-            snaps.append(
-                GroupSnapshot(
-                    gid,
-                    h.get(b"key", b"").decode(),
-                    orjson.loads(h.get(b"labels", b"{}")),
-                    h.get(b"route", b"default").decode(),
-                )
-            )
-            members.append(sorted(m.decode() for m in res[2 * i + 1]))
-        fps = sorted({fp for ms in members for fp in ms})
+    async def read(self, claim: Claim, rt: Runtime) -> list[GroupSnapshot]:
+        """The claimed groups' alerts and channel logs (one round trip, two when owed)."""
+        snaps = claim.groups
+        fps = sorted({fp for snap in snaps for fp in snap.fingerprints})
         log_keys = [
             (snap, ch, self.nflog_key(ch, snap.gid))
             for snap in snaps
@@ -518,9 +604,9 @@ class Dispatcher:
         for (snap, ch, _), entry in zip(log_keys, raw_logs, strict=True):
             snap.nflog[ch] = entry
         found, missing = await self._members(fps, raw_alerts)
-        for snap, ms in zip(snaps, members, strict=True):
-            snap.members = [found[fp] for fp in ms if fp in found]
-            snap.orphans = [fp for fp in ms if fp in missing]
+        for snap in snaps:
+            snap.members = [found[fp] for fp in snap.fingerprints if fp in found]
+            snap.orphans = [fp for fp in snap.fingerprints if fp in missing]
         return snaps
 
     async def _members(
@@ -548,43 +634,36 @@ class Dispatcher:
         return found, missing
 
     async def commit(self, token: str, plans: Iterable[GroupPlan], now: float) -> int:
-        """Write each group's plan atomically (one Lua call each, one round trip in all)."""
+        """Write every group's plan, each atomically, in one call; notifications queued."""
         plans = list(plans)
         if not plans:
             return 0
         for ch in {n.channel for p in plans for n in p.notices if n.notification is not None}:
             await self.outbox.ensure_group(ch)
-        pipe = self.redis.pipeline(transaction=False)
+        args: list[Any] = [self.prefix, token, repr(now), NFLOG_TTL_S]
         for p in plans:
-            await self._commit(keys=[], args=self._commit_args(token, p, now), client=pipe)
-        results = await pipe.execute()
+            args += self._commit_args(p)
+        results = await self._commit(keys=[self.store.due_key], args=args)
         queued = 0
-        for p, (status, n) in zip(plans, results, strict=True):
+        for i, p in enumerate(plans):
+            status, n = results[2 * i], results[2 * i + 1]
             if status == -1:
-                log.warning(
-                    "flush lease lost; another replica flushes the group", group=p.group_key
-                )
-                continue
-            if status == 2:
-                log.info(
-                    "notification log moved during the flush; flushing again", group=p.group_key
-                )
-                continue
-            queued += int(n)
-            for notice in p.notices:
-                if notice.notification is not None:
-                    self._log_queued(notice.notification)
+                log.warning("flush lease lost; another replica has the group", group=p.group_key)
+            elif status == 2:
+                log.info("notification log moved during the flush; again", group=p.group_key)
+            else:
+                queued += int(n)
+                for notice in p.notices:
+                    if notice.notification is not None:
+                        self._log_queued(notice.notification)
         self.notifications_created += queued
         return queued
 
-    def _commit_args(self, token: str, p: GroupPlan, now: float) -> list[Any]:
+    def _commit_args(self, p: GroupPlan) -> list[Any]:
         args: list[Any] = [
-            self.prefix,
             p.gid,
-            token,
-            repr(now),
             repr(p.interval_s),
-            NFLOG_TTL_S,
+            repr(p.sleep_s),
             len(p.notices),
             len(p.forget),
         ]

@@ -41,6 +41,21 @@ for i = 2, #KEYS do redis.call('XADD', KEYS[i], '*', 'n', ARGV[i]) end
 return 1
 """
 
+# Delete the consumers of group ARGV[1] with nothing pending, idle at least ARGV[2] ms.
+# Atomic, so a consumer cannot be handed an entry between the check and the delete.
+PRUNE_LUA = """
+local gone = {}
+for _, c in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])) do
+  local f = {}
+  for i = 1, #c, 2 do f[c[i]] = c[i + 1] end
+  if f['pending'] == 0 and f['idle'] >= tonumber(ARGV[2]) then
+    redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], f['name'])
+    table.insert(gone, f['name'])
+  end
+end
+return gone
+"""
+
 Entry = tuple[str, Notification | None]
 
 
@@ -52,6 +67,7 @@ class Outbox:
         self._touch = redis.register_script(TOUCH_LUA)
         self._enqueue_once = redis.register_script(ENQUEUE_ONCE_LUA)
         self._enqueue_if = redis.register_script(ENQUEUE_IF_LUA)
+        self._prune = redis.register_script(PRUNE_LUA)
 
     def stream(self, channel: str) -> str:
         return f"{self.prefix}outbox:{channel}"
@@ -139,13 +155,8 @@ class Outbox:
 
     async def prune_consumers(self, channel: str, idle_ms: int) -> list[str]:
         """Forget consumers of dead processes: nothing pending and silent for `idle_ms`."""
-        gone = []
-        for c in await self.redis.xinfo_consumers(self.stream(channel), GROUP):
-            name = c["name"].decode() if isinstance(c["name"], bytes) else str(c["name"])
-            if int(c["pending"]) == 0 and int(c["idle"]) >= idle_ms:
-                await self.redis.xgroup_delconsumer(self.stream(channel), GROUP, name)
-                gone.append(name)
-        return gone
+        gone = await self._prune(keys=[self.stream(channel)], args=[GROUP, idle_ms])
+        return [g.decode() if isinstance(g, bytes) else str(g) for g in gone]
 
     @staticmethod
     def _decode(entry: tuple[bytes, dict[bytes, bytes] | None]) -> Entry:

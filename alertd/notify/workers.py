@@ -83,7 +83,11 @@ class ChannelWorkers:
     _tasks: dict[str, list[asyncio.Task[None]]] = field(default_factory=dict)
     _busy: set[asyncio.Task[Any]] = field(default_factory=set)
     _groups: dict[tuple[str, str], _GroupLock] = field(default_factory=dict)
-    _stopping: bool = False
+    _stop: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def _stopping(self) -> bool:
+        return self._stop.is_set()
 
     # --- keys --------------------------------------------------------------------------
 
@@ -118,15 +122,21 @@ class ChannelWorkers:
     def _spawn(self, coro: Any) -> asyncio.Task[Any]:
         task = asyncio.create_task(coro)
         self._busy.add(task)
-        task.add_done_callback(self._busy.discard)
+        task.add_done_callback(self._done)
         return task
+
+    def _done(self, task: asyncio.Task[Any]) -> None:
+        self._busy.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            # The entry stays pending: another worker claims it after claim_idle.
+            log.error("delivery job failed", error=repr(exc), exc_info=exc)
 
     async def stop(self, timeout_s: float) -> None:
         """Stop reading; give deliveries in hand until the deadline, then cancel them.
 
         A cancelled delivery stays in the outbox and is resumed by the next start.
         """
-        self._stopping = True
+        self._stop.set()
         for tasks in self._tasks.values():
             for t in tasks:
                 t.cancel()
@@ -213,7 +223,10 @@ class ChannelWorkers:
             return
         result = await self._deliver_held(channel, consumer, entry_id, n)
         if result is None:
-            bound.warning("another worker took this notification over; leaving it to them")
+            if self._stopping:
+                bound.info("delivery interrupted by shutdown; it stays queued")
+            else:
+                bound.warning("another worker took this notification over; leaving it to them")
             return
         n.attempts += result.attempts
         if result.ok:
@@ -262,9 +275,16 @@ class ChannelWorkers:
         async with self._group_turn(name, n.group_key):
             health.in_flight += 1
             try:
-                return await deliver(channel, n, on_attempt=count)
+                return await deliver(channel, n, on_attempt=count, sleep=self._backoff)
             finally:
                 health.in_flight -= 1
+
+    async def _backoff(self, delay_s: float) -> None:
+        """The wait between attempts. A shutdown ends it: the entry stays queued for later."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stop.wait(), delay_s)
+        if self._stopping:
+            raise asyncio.CancelledError
 
     @contextlib.asynccontextmanager
     async def _group_turn(self, name: str, group_key: str) -> AsyncIterator[None]:
@@ -325,7 +345,9 @@ class ChannelWorkers:
         done = await asyncio.shield(
             self._finish(name, entry_id, dead=fields, follow=follow, delivered=False)
         )
-        health.consecutive_failures = int(done[-2]) if done else health.consecutive_failures + 1
+        # The count is shared by the replicas; failures finishing together report out of order.
+        count = int(done[-2]) if done else health.consecutive_failures + 1
+        health.consecutive_failures = max(health.consecutive_failures, count)
         if health.consecutive_failures >= FAILING_AFTER:
             await self._raise_failing(name, health.consecutive_failures, result.error)
 

@@ -35,7 +35,9 @@ DEFAULT_SEEDS = (20261123, 7, 4242)
 N_SERIES = 200
 STEPS = 44
 STEP_S = 0.5
-FIRING_HOLD = 8  # a firing episode lasts at least this many steps (4 s of publishing)
+# A firing episode lasts at least this many steps (6 s of publishing): longer than a dead
+# replica's flush lease, so every episode must reach the receivers.
+FIRING_HOLD = 12
 OK_HOLD = 6
 FLIP_P = 0.12
 NOISE_P = 0.10
@@ -272,6 +274,8 @@ def check_deliveries(
             stats["final_state_ok"] += 1
         if ok and ok[-1].status != expected:
             stats["arrived_out_of_order"] += 1  # the last to arrive is an older one
+        stats["episodes_expected"] += sc.fired[series]
+        stats["episodes_seen"] += len({x.id for x in ok if x.status == "firing"})
         if not any(x.status == "firing" for x in ok):
             problems.append(f"{channel}: {series} fired {sc.fired[series]}x, never seen firing")
         else:
@@ -458,7 +462,7 @@ class TestChaos:
             report.append(f"deliveries and daemon logs: {rig.dir}")
             print("\n".join(report))
             assert [] == problems, "\n".join(
-                ["CHAOS FAILURE — replay with CHAOS_SEED=%d" % seed, *report, "problems:"]
+                [f"CHAOS FAILURE — replay with CHAOS_SEED={seed}", *report, "problems:"]
                 + [f"  {p}" for p in problems[:40]]
                 + [rig.tails(40)]
             )

@@ -1,0 +1,286 @@
+"""The outbox: a notification survives a crash of the daemon and is delivered once, same id."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import orjson
+import redis.asyncio as aioredis
+
+from alertd.notify.outbox import GROUP, Outbox
+from tests.conftest import DaemonFactory, Receiver, RedisServer, free_port, wait_for
+from tests.test_delivery import make_notification, outbox_empty
+
+RULES = """
+[[rules]]
+name = "Over"
+metric = "load"
+group_by = ["series"]
+critical = "> 100"
+"""
+
+HOOK = """
+[channels.hook]
+type = "webhook"
+url = "{url}/hook"
+[channels.hook.retry]
+attempts = 100
+initial_backoff = "50ms"
+max_backoff = "200ms"
+"""
+
+ROUTE = '\n[[routes]]\nchannels = ["hook"]\ngroup_by = ["alertname", "series"]\n'
+SERIES = 6  # more than the workers of a channel: some wait in the outbox unread
+
+
+async def queued_ids(redis: aioredis.Redis, channel: str = "hook") -> set[str]:
+    rows = await redis.xrange(f"alertd:outbox:{channel}")
+    return {orjson.loads(f[b"n"])["id"] for _, f in rows}
+
+
+async def publish_series(redis: aioredis.Redis, count: int) -> None:
+    for i in range(count):
+        await redis.xadd("alertd:events", {"name": "load", "value": "500", "series": f"s{i}"})
+
+
+def ids_seen(receiver: Receiver, since: int = 0) -> set[str]:
+    return {r.json()["id"] for r in receiver.received[since:]}
+
+
+async def crash(daemons: DaemonFactory, app: Any) -> None:
+    """What kill -9 leaves behind: nothing acknowledged, nothing flushed, nothing closed nicely."""
+    daemons.apps.remove(app)
+    if app._scheduler is not None:
+        app._scheduler.shutdown(wait=False)
+    tasks = [*app._tasks, *app.workers._busy]
+    tasks += [t for ts in app.workers._tasks.values() for t in ts]
+    for t in tasks:
+        t.cancel()
+    await asyncio.wait(tasks)
+    await app.channel_ctx.http.close()
+    await app.redis.aclose()
+
+
+class TestCrashResume:
+    """Killing the daemon while a receiver is down loses nothing: a restart delivers it all."""
+
+    async def test_killed_daemon_resumed_by_another(
+        self, daemons: DaemonFactory, redis: aioredis.Redis, receiver: Receiver
+    ) -> None:
+        daemons.write(RULES, HOOK.format(url=receiver.url), ROUTE)
+        receiver.default = (503, {}, "down")
+        first = await daemons.start(consumer="first")
+        await publish_series(redis, SERIES)
+
+        async def all_queued() -> set[str]:
+            ids = await queued_ids(redis)
+            return ids if len(ids) == SERIES else set()
+
+        queued = await wait_for(all_queued)
+        await wait_for(lambda: len(ids_seen(receiver)) >= 4)  # every worker holds one
+        attempted = ids_seen(receiver)
+        await crash(daemons, first)
+
+        receiver.default = (200, {}, "ok")
+        after_crash = len(receiver.received)
+        await daemons.start(consumer="second")
+
+        await wait_for(lambda: ids_seen(receiver, after_crash) == queued, timeout_s=10)
+        await wait_for(outbox_empty(redis, "hook"))
+        assert attempted <= queued
+        assert SERIES == len(receiver.received[after_crash:])
+        assert [] == await redis.xrange("alertd:dead")
+
+    async def test_restart_under_the_same_name_resumes_at_once(
+        self, daemons: DaemonFactory, redis: aioredis.Redis, receiver: Receiver
+    ) -> None:
+        """A daemon with a fixed `consumer` name takes back its own entries without waiting."""
+        daemons.write(channels=HOOK.format(url=receiver.url))
+        receiver.default = (503, {}, "down")
+        app = await daemons.start(consumer="web-1")
+        n = make_notification("hook")
+        await Outbox(redis, "alertd:").enqueue(n)
+        await wait_for(lambda: receiver.received)
+        await crash(daemons, app)
+
+        receiver.default = (200, {}, "ok")
+        after_crash = len(receiver.received)
+        await daemons.start(consumer="web-1")
+        # Claiming needs the entry idle for claim_idle (1s): this is quicker.
+        await wait_for(lambda: ids_seen(receiver, after_crash) == {n.id}, timeout_s=0.5)
+
+
+def write_daemon_config(tmp: Path, redis_url: str, receiver: Receiver) -> Path:
+    (tmp / "rules").mkdir()
+    (tmp / "channels").mkdir()
+    (tmp / "rules" / "r.toml").write_text(RULES)
+    (tmp / "channels" / "c.toml").write_text(HOOK.format(url=receiver.url))
+    cfg = tmp / "alertd.toml"
+    cfg.write_text(
+        f'[redis]\nurl = "{redis_url}"\n'
+        '[daemon]\nblock = "100ms"\neval_interval = "200ms"\nclaim_idle = "1s"\n'
+        'shutdown_timeout = "1s"\n'
+        f'[http]\nlisten = "127.0.0.1:{free_port()}"\n'
+        '[notify]\ngroup_wait = "0s"\ngroup_interval = "1s"\n' + ROUTE
+    )
+    return cfg
+
+
+def start_daemon(cfg: Path, log: Path) -> subprocess.Popen[bytes]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ALERTD_")}
+    alertd = Path(sys.executable).parent / "alertd"
+    return subprocess.Popen(
+        [str(alertd), "run", "--config", str(cfg)],
+        stdout=log.open("ab"),
+        stderr=subprocess.STDOUT,
+        env=env,
+    )
+
+
+class TestKillNine:
+    """`kill -9` of a real `alertd run` process: the next process delivers what was left."""
+
+    async def test_sigkill_then_restart_delivers_everything(
+        self, tmp_path: Path, redis_server: RedisServer, redis: aioredis.Redis, receiver: Receiver
+    ) -> None:
+        cfg = write_daemon_config(tmp_path, redis_server.url, receiver)
+        log = tmp_path / "daemon.log"
+        receiver.default = (503, {}, "down")
+        proc = start_daemon(cfg, log)
+        try:
+            await wait_for(lambda: b"alertd started" in log.read_bytes(), timeout_s=15)
+            await publish_series(redis, SERIES)
+
+            async def all_queued() -> set[str]:
+                ids = await queued_ids(redis)
+                return ids if len(ids) == SERIES else set()
+
+            queued = await wait_for(all_queued)
+            await wait_for(lambda: len(ids_seen(receiver)) >= 4)
+            os.kill(proc.pid, signal.SIGKILL)
+            assert -signal.SIGKILL == await asyncio.to_thread(proc.wait, 10)
+
+            receiver.default = (200, {}, "ok")
+            after_kill = len(receiver.received)
+            proc = start_daemon(cfg, log)
+            await wait_for(lambda: ids_seen(receiver, after_kill) == queued, timeout_s=15)
+            await wait_for(outbox_empty(redis, "hook"))
+            assert SERIES == len(receiver.received[after_kill:])
+        finally:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                await asyncio.to_thread(proc.wait, 15)
+
+
+class TestStoredBeforeSent:
+    """A notification is in Redis for as long as it is not confirmed, and gone after."""
+
+    async def test_in_the_outbox_during_the_attempt_and_removed_after(
+        self, daemons: DaemonFactory, redis: aioredis.Redis, receiver: Receiver
+    ) -> None:
+        daemons.write(channels=HOOK.format(url=receiver.url))
+        await daemons.start()
+        receiver.delay_s = 0.5
+        n = make_notification("hook")
+        await Outbox(redis, "alertd:").enqueue(n)
+
+        await wait_for(lambda: receiver.received)
+        assert {n.id} == await queued_ids(redis)
+        pending = await redis.xpending("alertd:outbox:hook", GROUP)
+        assert 1 == pending["pending"]
+        await wait_for(outbox_empty(redis, "hook"))
+        assert 0 == (await redis.xpending("alertd:outbox:hook", GROUP))["pending"]
+
+
+class TestReplicas:
+    """Two replicas share an outbox: a slow delivery is not taken over and sent twice."""
+
+    async def test_delivery_slower_than_claim_idle_is_sent_once(
+        self, daemons: DaemonFactory, redis: aioredis.Redis, receiver: Receiver
+    ) -> None:
+        daemons.write(channels=HOOK.format(url=receiver.url))
+        await daemons.start(consumer="a")
+        await daemons.start(consumer="b")
+        receiver.delay_s = 2.5  # claim_idle is 1s
+        n = make_notification("hook")
+        await Outbox(redis, "alertd:").enqueue(n)
+
+        await wait_for(outbox_empty(redis, "hook"), timeout_s=10)
+        assert [n.id] == [r.json()["id"] for r in receiver.received]
+
+    async def test_many_notifications_two_replicas_each_sent_once(
+        self, daemons: DaemonFactory, redis: aioredis.Redis, receiver: Receiver
+    ) -> None:
+        daemons.write(channels=HOOK.format(url=receiver.url))
+        await daemons.start(consumer="a")
+        await daemons.start(consumer="b")
+        outbox = Outbox(redis, "alertd:")
+        ns = [make_notification("hook", series=f"s{i}") for i in range(40)]
+        for n in ns:
+            await outbox.enqueue(n)
+
+        await wait_for(outbox_empty(redis, "hook"))
+        assert sorted(n.id for n in ns) == sorted(r.json()["id"] for r in receiver.received)
+
+
+class TestOutboxPrimitives:
+    """The Redis steps the workers build on."""
+
+    async def test_touch_only_by_the_holder(self, redis: aioredis.Redis) -> None:
+        outbox = Outbox(redis, "alertd:")
+        await outbox.enqueue(make_notification("hook"))
+        [(entry_id, _)] = await outbox.read("hook", "holder", 1, 10)
+
+        assert (True, False) == (
+            await outbox.touch("hook", "holder", entry_id),
+            await outbox.touch("hook", "stranger", entry_id),
+        )
+
+    async def test_claim_takes_only_idle_entries(self, redis: aioredis.Redis) -> None:
+        outbox = Outbox(redis, "alertd:")
+        n = make_notification("hook")
+        await outbox.enqueue(n)
+        await outbox.read("hook", "dead", 1, 10)
+
+        assert [] == await outbox.claim("hook", "live", min_idle_ms=60_000)
+        claimed = await outbox.claim("hook", "live", min_idle_ms=0)
+        assert [n.id] == [c.id for _, c in claimed if c is not None]
+
+    async def test_enqueue_once_per_key(self, redis: aioredis.Redis) -> None:
+        outbox = Outbox(redis, "alertd:")
+        first = await outbox.enqueue_once("k", b"v", 60, [make_notification("log")])
+        second = await outbox.enqueue_once("k", b"v", 60, [make_notification("log")])
+        assert (True, False, 1) == (first, second, await outbox.depth("log"))
+
+    async def test_enqueue_if_only_when_the_key_holds_the_value(
+        self, redis: aioredis.Redis
+    ) -> None:
+        outbox = Outbox(redis, "alertd:")
+        await redis.set("k", b"mine")
+        other = await outbox.enqueue_if("k", b"theirs", [make_notification("log")])
+        mine = await outbox.enqueue_if("k", b"mine", [make_notification("log")])
+        assert (False, True, 1, 0) == (
+            other,
+            mine,
+            await outbox.depth("log"),
+            await redis.exists("k"),
+        )
+
+    async def test_prune_forgets_idle_consumers_with_nothing_pending(
+        self, redis: aioredis.Redis
+    ) -> None:
+        outbox = Outbox(redis, "alertd:")
+        await outbox.enqueue(make_notification("hook", series="a"))
+        await outbox.enqueue(make_notification("hook", series="b"))
+        await outbox.read("hook", "busy", 1, 10)
+        [(entry_id, _)] = await outbox.read("hook", "idle", 1, 10)
+        await redis.xack("alertd:outbox:hook", GROUP, entry_id)
+        await asyncio.sleep(0.05)
+
+        assert ["idle"] == await outbox.prune_consumers("hook", idle_ms=10)
