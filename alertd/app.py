@@ -236,6 +236,11 @@ class App:
         for p in probe:
             with contextlib.suppress(OSError):
                 current[p] = Path(p).stat().st_mtime
+        if current == cfg.files and self._failed_files is not None:
+            # The bad edit was undone: what runs is what is on disk again.
+            self._failed_files = None
+            self.last_reload_error = None
+            self.last_reload_errors = []
         if current != cfg.files and current != self._failed_files:
             result = await self.reload()
             if result is not None:

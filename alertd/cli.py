@@ -120,6 +120,9 @@ def cmd_publish(args: argparse.Namespace) -> int:
 
 def cmd_test_alert(args: argparse.Namespace) -> int:
     config = _config(args)
+    from alertd.logs import configure
+
+    configure("warning", "console")  # the per-channel lines below are the output
 
     async def go() -> dict[str, Any]:
         import aiohttp

@@ -657,7 +657,8 @@ def _check_rules(
         known |= {*rule.spec.group_by, *rule.spec.labels}
         for key in ("summary", "description", "runbook_url"):
             warnings += [
-                f"{where}: {key} uses {{{fname}}}, no alert of this rule has; it renders empty"
+                f"{where}: {key} uses {{{fname}}}, which no alert of this rule has; "
+                "it renders empty"
                 for fname in template_fields(getattr(rule.spec, key))
                 if fname not in known
             ]

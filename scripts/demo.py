@@ -56,6 +56,14 @@ except ImportError as exc:  # pragma: no cover - the dev extras are missing
 CONFIG = ROOT / "config" / "demo" / "alertd.toml"
 SERVICE = "checkout"
 CHANNELS = ("email", "webhook", "log")
+# The rules of config/demo/rules/demo.toml: the story makes every one of them fire.
+ALERTS = (
+    "HighErrorRate",
+    "HighLatency",
+    "QueueBacklog",
+    "DiskSpaceLow",
+    "WorkerHeartbeatMissing",
+)
 
 
 @dataclass(frozen=True)
@@ -68,6 +76,7 @@ class Timeline:
     recover_s: float  # the fix rolls out
     settle_s: float  # healthy again, at least this long, until every alert resolved
     deadline_s: float  # stop regardless
+    heartbeat_stops_s: float  # into act 2; it restarts with the rollback
     tick_s: float = 0.25
 
     @property
@@ -75,8 +84,13 @@ class Timeline:
         return self.healthy_s + self.ramp_s + self.hold_s
 
 
-NORMAL = Timeline(healthy_s=8, ramp_s=30, hold_s=8, recover_s=6, settle_s=10, deadline_s=110)
-FAST = Timeline(healthy_s=2, ramp_s=4, hold_s=3, recover_s=1, settle_s=3, deadline_s=35)
+NORMAL = Timeline(
+    healthy_s=8, ramp_s=30, hold_s=8, recover_s=6, settle_s=10, deadline_s=110, heartbeat_stops_s=15
+)
+# Every alert must fire for longer than group_wait (2s), or no one is told of it.
+FAST = Timeline(
+    healthy_s=2, ramp_s=4, hold_s=4, recover_s=1, settle_s=3, deadline_s=35, heartbeat_stops_s=0
+)
 
 
 def free_port() -> int:
@@ -238,8 +252,8 @@ async def play(
         while acts and t >= acts[0][0]:
             board.say(f"-------- {acts.pop(0)[1]}")
         p = severity_of(t, tl)
-        # The worker stops beating halfway into act 2 and restarts with the rollback.
-        beating = t < tl.healthy_s + tl.ramp_s / 2 or t >= tl.recovery_at
+        # The worker stops beating during act 2 and restarts with the rollback.
+        beating = t < tl.healthy_s + tl.heartbeat_stops_s or t >= tl.recovery_at
         if not beating and not heartbeat_off_said:
             heartbeat_off_said = True
             board.say("-------- the email worker hangs: its heartbeat stops")
@@ -434,6 +448,9 @@ def verdict(board: Board) -> int:
         open_alerts = sorted(k[0] for k, s in board.last[c].items() if s != "resolved")
         if open_alerts:
             board.problem(f"{c}: still firing at the end: {', '.join(open_alerts)}")
+        never = [name for name in ALERTS if name not in {k[0] for k in board.last[c]}]
+        if never:
+            board.problem(f"{c}: never heard of {', '.join(never)}")
     if board.problems:
         return 1
     board.say("demo complete: every alert fired and resolved on every channel")

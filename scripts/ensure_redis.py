@@ -67,28 +67,57 @@ def can_install() -> list[str] | None:
         return None
     if os.geteuid() == 0:
         return []
-    if shutil.which("sudo") and subprocess.run(["sudo", "-n", "true"], capture_output=True).returncode == 0:
+    if (
+        shutil.which("sudo")
+        and subprocess.run(["sudo", "-n", "true"], capture_output=True).returncode == 0
+    ):
         return ["sudo", "-n"]
     return None
 
 
-def start_private() -> str | None:
+def port_is_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def start_private(wanted_port: int) -> str | None:
+    """redis-server on the configured port when it is free (so other shells find it)."""
     binary = shutil.which("redis-server")
     if binary is None:
         return None
     RUN_DIR.mkdir(exist_ok=True)
-    port = free_port()
+    port = wanted_port if port_is_free(wanted_port) else free_port()
     subprocess.run(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--daemonize", "yes",
-         "--dir", str(RUN_DIR.resolve()), "--pidfile", str((RUN_DIR / "redis.pid").resolve()),
-         "--logfile", str((RUN_DIR / "redis.log").resolve()), "--appendonly", "yes"],
+        [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--daemonize",
+            "yes",
+            "--dir",
+            str(RUN_DIR.resolve()),
+            "--pidfile",
+            str((RUN_DIR / "redis.pid").resolve()),
+            "--logfile",
+            str((RUN_DIR / "redis.log").resolve()),
+            "--appendonly",
+            "yes",
+        ],
         check=True,
     )
     url = f"redis://127.0.0.1:{port}/0"
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         if answers(url):
-            say(f"started a private redis-server on {url} (files in .run/; stop: kill $(cat .run/redis.pid))")
+            say(
+                f"started a private redis-server on {url} (files in .run/; stop: kill $(cat .run/redis.pid))"
+            )
             return url
         time.sleep(0.05)
     return None
@@ -103,16 +132,21 @@ def main() -> int:
         print(f"export ALERTD_REDIS_URL={shlex.quote(url)}")
         return 0
     say(f"no Redis answers at {url}")
-    started = start_private()
+    wanted = urlparse(url).port or 6379
+    started = start_private(wanted)
     if started is None and shutil.which("redis-server") is None:
         prefix = can_install()
         if prefix is not None:
             say("installing redis-server with apt-get")
             subprocess.run([*prefix, "apt-get", "update", "-qq"], check=False)
-            subprocess.run([*prefix, "apt-get", "install", "-y", "-qq", "redis-server"], check=False)
-            started = start_private()
+            subprocess.run(
+                [*prefix, "apt-get", "install", "-y", "-qq", "redis-server"], check=False
+            )
+            started = start_private(wanted)
         else:
-            say("redis-server is not installed; install it with: sudo apt-get install -y redis-server")
+            say(
+                "redis-server is not installed; install it with: sudo apt-get install -y redis-server"
+            )
             return 1
     if started is None:
         say("could not start redis-server; see .run/redis.log")

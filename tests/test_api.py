@@ -15,7 +15,6 @@ import orjson
 import pytest
 import redis.asyncio as aioredis
 from aiohttp.test_utils import TestClient, TestServer
-from conftest import Receiver, RedisServer, free_port, wait_for
 from multidict import CIMultiDictProxy
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -25,6 +24,7 @@ from alertd.http.common import MAX_BODY_BYTES
 from alertd.http.openapi import openapi_document
 from alertd.http.server import auth_decision
 from alertd.settings import load_config
+from tests.conftest import Receiver, RedisServer, free_port, wait_for
 
 STREAM = "alertd:events"
 DEAD = "alertd:dead"

@@ -1,7 +1,6 @@
 """The email channel against real aiosmtpd servers: plain, STARTTLS + AUTH, implicit TLS."""
 
 # STYLE.md asks for `assert expected == actual`; ruff's SIM300 calls that a Yoda condition.
-# ruff: noqa: SIM300
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """The Slack channel against a local stub that answers as Slack's incoming webhooks do."""
 
-# ruff: noqa: SIM300  (STYLE.md 14: assert expected == actual)
+
 
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ from typing import Any
 import aiohttp
 import pytest
 import redis.asyncio as aioredis
-from conftest import Receiver, RedisServer, free_port, wait_for
 from pydantic import ValidationError
 from slack_sdk.models.attachments import BlockAttachment
 from slack_sdk.models.blocks import Block
@@ -23,6 +22,7 @@ from alertd.channels.base import ChannelContext
 from alertd.channels.slack import SlackChannel, SlackConfig, slack_payload
 from alertd.errors import DeliveryError
 from alertd.model import Alert, Notification, NotifyReason, fingerprint
+from tests.conftest import Receiver, RedisServer, free_port, wait_for
 
 T0 = 1_790_000_000.0
 

@@ -1,6 +1,6 @@
 """The webhook channel: Alertmanager v4 JSON to a real receiver, signed per Standard Webhooks."""
 
-# ruff: noqa: SIM300  (STYLE.md 14: assert expected == actual)
+
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ from typing import Any
 import aiohttp
 import orjson
 import pytest
-from conftest import Received, Receiver
 from pydantic import ValidationError
 from standardwebhooks import Webhook
 from standardwebhooks.exceptions import WebhookVerificationError
@@ -22,6 +21,7 @@ from alertd.channels.base import ChannelContext
 from alertd.channels.webhook import WebhookChannel, WebhookConfig
 from alertd.errors import DeliveryError
 from alertd.model import Alert, Notification, NotifyReason, fingerprint
+from tests.conftest import Received, Receiver
 
 T0 = 1_795_456_800.25  # 2026-11-23T18:00:00.250Z
 EXTERNAL_URL = "http://alertd.example.com:9099"

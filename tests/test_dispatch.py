@@ -569,3 +569,9 @@ class TestQuietGroups:
         assert [("pager", "first", "firing", 1)] == summary(sent)
         assert ["DiskFull"] == [n.group_labels["alertname"] for n in sent]
         assert 2 == len(await h.flush(T0 + 11))  # CpuHigh after its group_wait, on both
+
+    async def test_restart_on_the_same_config_lets_groups_sleep(self, h: Harness) -> None:
+        await h.fire(service="a")
+        await h.flush(T0 + 5)
+        assert [] == await h.flush(T0 + 6, h.replica())
+        assert [T0 + 5 + HOUR_S] == await self.due_at(h)

@@ -181,6 +181,10 @@ class TestStateSurvives:
         await wait_for(told_n(receiver, 1))
         assert receiver.received[0].at - published >= 1.0
 
+
+class TestRemovedRule:
+    """Alerts of a rule that was deleted resolve, and receivers are told."""
+
     async def test_removed_rule_resolves_its_alerts(
         self, daemons: DaemonFactory, redis: aioredis.Redis, receiver: Receiver
     ) -> None:

@@ -102,7 +102,7 @@ class TestLease:
         assert [] == await h.flush(T0 + 15, other)
         reloaded = tmp_path / "reloaded"
         reloaded.mkdir()
-        h.rt = Runtime.build(write_config(reloaded))
+        h.rt = Runtime.build(write_config(reloaded, notify="resolve_silenced = false"))
         assert [] == await h.flush(T0 + 16, other)  # every told group made due: not this one
         await h.dispatcher.flush(claim, T0 + 15)
         assert [("hook", "changed", "firing", 2)] == summary(await h.queued())

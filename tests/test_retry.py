@@ -1,6 +1,6 @@
 """The one retry classifier every channel shares, and its backoff."""
 
-# ruff: noqa: SIM300  (STYLE.md 14: assert expected == actual)
+
 
 from __future__ import annotations
 

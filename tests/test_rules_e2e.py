@@ -117,6 +117,27 @@ class TestRedisWindowsMatchReference:
         assert 5.0 == series_value(avg, kept, T0)
 
 
+class TestReplicasShareWindows:
+    """Two replicas taking turns on one series see one window, the same as one would."""
+
+    async def test_halves_merge_into_one_window(self, redis: aioredis.Redis) -> None:
+        rule = make_rule(aggregate="p90", window="1m", critical="> 0")
+        samples = samples_for(7, 200, T0, span_s=50)
+        replicas = [
+            Evaluator([rule], RedisWindows(redis, PREFIX), MemoryAlerts(), log_changes=False)
+            for _ in range(2)
+        ]
+        for i, (value, ts) in enumerate(samples):
+            await replicas[i % 2].ingest([Event("m", value, {}, ts)], T0)
+        (window,) = await RedisWindows(redis, PREFIX).read(
+            [(rule, replicas[0].fingerprint_of(rule, ()))], T0
+        )
+        actual = series_value(rule, window, T0)
+        expected = reference("p90", samples, 60.0, T0)
+        assert actual is not None
+        assert abs(actual - expected) <= RELATIVE_ACCURACY * abs(expected) * (1 + 1e-9)
+
+
 class TestRatio:
     """divide_by is sum over sum in the window; below min_denominator, or at zero, no value."""
 

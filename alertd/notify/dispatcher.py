@@ -5,9 +5,15 @@ replica claims due groups in one Lua call that gives each a lease: a token
 in the group's hash, and its due time pushed `lease_s` ahead. So exactly one
 replica flushes a group; if that replica dies the lease runs out and another
 takes over, and a late commit from the old holder is refused because its
-token no longer matches. A change filed into a group while it is leased
-does not make it due (the holder reschedules it when done; a change due at
-once leaves a `rush` mark so the holder reschedules it for now).
+token no longer matches. A change filed into a leased group leaves word in
+it (`dirty`, or `rush` when due at once) and the holder reschedules by it.
+
+While something may be left to tell (news not yet sent, a muted alert whose
+silence or inhibition may end, a mute window) a group is looked at every
+group_interval. Once every channel was told the group as it stands, it
+sleeps until its next repeat; a change filed wakes it as group_interval
+allows, and a reload (or a start on another routing than the last) makes
+every group flushed before due at once.
 
 A flush of a batch of groups costs three round trips whatever its size:
 
@@ -43,7 +49,7 @@ from alertd.channels.base import ChannelConfig
 from alertd.inhibit import Inhibitor, InhibitRule
 from alertd.model import Alert, Notification, NotifyReason, new_id
 from alertd.notify.outbox import Outbox
-from alertd.notify.routing import RoutePolicy, Router
+from alertd.notify.routing import RoutePolicy, Router, routing_digest
 from alertd.settings import Config
 from alertd.silences import Silence, SilenceStore, silenced_by
 from alertd.timeintervals import TimeInterval, muted
@@ -525,9 +531,7 @@ class Dispatcher:
         """Flush every due group; seconds until the next one is due (at most 1 s)."""
         rt = self.runtime()
         if rt is not self._runtime_seen:
-            if self._runtime_seen is not None:
-                await self.reschedule_all(self.clock())
-            self._runtime_seen = rt
+            await self._routing_changed(rt)
         while True:
             now = self.clock()
             claim = await self.claim(now)
@@ -539,6 +543,18 @@ class Dispatcher:
         if not nxt:
             return 1.0
         return min(1.0, max(0.0, float(nxt[0][1]) - self.clock()))
+
+    async def _routing_changed(self, rt: Runtime) -> None:
+        """After a reload, or a start on another routing than the last: look at every group
+        again now, so channels a route newly leads to hear about what already fires.
+        """
+        digest = routing_digest(rt.config)
+        old = await self.redis.set(f"{self.prefix}dispatch:routing", digest, get=True)
+        reloaded = self._runtime_seen is not None
+        if reloaded or (old is not None and old.decode() != digest):
+            log.info("configuration changed; every notified group is looked at again")
+            await self.reschedule_all(self.clock())
+        self._runtime_seen = rt
 
     async def reschedule_all(self, now: float) -> None:
         """Make every group flushed before due now (after a reload: routes may have changed)."""

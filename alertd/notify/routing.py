@@ -12,6 +12,8 @@ import hashlib
 from dataclasses import dataclass
 from datetime import timedelta
 
+import orjson
+
 from alertd.matchers import Matcher, matches_all, parse_matchers
 from alertd.model import Alert
 from alertd.settings import Config, NotifySettings, RouteSettings
@@ -61,6 +63,20 @@ def group_key(path: str, labels: dict[str, str]) -> str:
 
 def group_id(key: str) -> str:
     return hashlib.blake2b(key.encode(), digest_size=8).hexdigest()
+
+
+def routing_digest(config: Config) -> str:
+    """A digest of everything that decides where and when groups are told (not secrets)."""
+    s = config.settings
+    parts = {
+        "notify": s.notify.model_dump(mode="json"),
+        "routes": [r.model_dump(mode="json") for r in s.routes],
+        "inhibit": [i.model_dump(mode="json") for i in s.inhibit],
+        "time_intervals": [t.model_dump(mode="json") for t in s.time_intervals],
+        "channels": {n: [c.enabled, c.send_resolved] for n, c in config.channels.items()},
+        "rules": {r.name: r.spec.channels for r in config.rules if r.spec.channels},
+    }
+    return hashlib.blake2b(orjson.dumps(parts, option=orjson.OPT_SORT_KEYS)).hexdigest()[:32]
 
 
 def policy_for(
