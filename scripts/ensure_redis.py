@@ -116,7 +116,8 @@ def start_private(wanted_port: int) -> str | None:
     while time.monotonic() < deadline:
         if answers(url):
             say(
-                f"started a private redis-server on {url} (files in .run/; stop: kill $(cat .run/redis.pid))"
+                f"started a private redis-server on {url} (files in .run/; "
+                "stop: kill $(cat .run/redis.pid))"
             )
             return url
         time.sleep(0.05)
@@ -145,7 +146,8 @@ def main() -> int:
             started = start_private(wanted)
         else:
             say(
-                "redis-server is not installed; install it with: sudo apt-get install -y redis-server"
+                "redis-server is not installed; install it with: "
+                "sudo apt-get install -y redis-server"
             )
             return 1
     if started is None:
