@@ -32,14 +32,18 @@ from bench.report import (
     fmt_ratio,
     fmt_s,
 )
-from bench.scenarios import FULL, QUICK, Bench, Sizes, log
+from bench.scenarios import DEFAULT, FULL, QUICK, Bench, Sizes, log
 
 SCENARIOS = ("ceiling", "throughput", "latency", "fanout", "memory")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    p.add_argument("--quick", action="store_true", help="small sizes: a smoke run")
+    size = p.add_mutually_exclusive_group()
+    size.add_argument("--quick", action="store_true", help="small sizes: a smoke run")
+    size.add_argument(
+        "--full", action="store_true", help="the fan-out at 100,000 one-alert groups too"
+    )
     p.add_argument(
         "--only", action="append", choices=SCENARIOS, help="run only this scenario (repeatable)"
     )
@@ -89,7 +93,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def sizes_of(args: argparse.Namespace) -> Sizes:
-    base = QUICK if args.quick else FULL
+    base = QUICK if args.quick else FULL if args.full else DEFAULT
     changes: dict[str, Any] = {}
     if args.events:
         changes["throughput_events"] = args.events

@@ -389,6 +389,18 @@ class TestInhibition:
         }
         assert expected == got
 
+    async def test_restart_or_reload_keeps_targets_muted(self, tmp_path: Path, redis: Any) -> None:
+        h = Harness(redis, write_config(tmp_path, INHIBIT))
+        await h.fire("critical", alertname="ServiceDown", service="api")
+        await h.fire("warning", alertname="LatencyHigh", service="api")
+        await h.fire("warning", alertname="LatencyHigh", service="web")
+        assert 2 == len(await h.flush(T0 + 5))
+        reloaded = tmp_path / "reloaded"
+        reloaded.mkdir()
+        h.rt = Runtime.build(write_config(reloaded, INHIBIT, notify="resolve_silenced = false"))
+        assert [] == await h.flush(T0 + 6)  # every group looked at again: api still muted
+        assert [] == await h.flush(T0 + 16, h.replica())  # and after a restart
+
     async def test_inhibition_starting_later_mutes_from_then(
         self, tmp_path: Path, redis: Any
     ) -> None:

@@ -59,6 +59,7 @@ log = structlog.get_logger("alertd.dispatch")
 LEASE_S = 30.0
 NFLOG_TTL_S = 8 * 86400
 BATCH_GROUPS = 500
+INHIBIT_REFRESH_S = 1.0
 
 # Take up to `limit` due groups, leasing each to `token` until `lease_until`; return
 # {number due, {gid, group hash (flat), members, gid, ...}} for the ones taken.
@@ -451,6 +452,15 @@ def _decode(raw: bytes) -> Alert | None:
 
 
 @dataclass(frozen=True, slots=True)
+class _InhibitorCache:
+    rt: Runtime
+    version: bytes | None  # of {p}alerts:ver when loaded
+    at: float
+    load_s: float
+    inhibitor: Inhibitor
+
+
+@dataclass(frozen=True, slots=True)
 class Claim:
     """Groups one replica leased in one call (as they stood), and whether more were due."""
 
@@ -500,7 +510,7 @@ class Dispatcher:
         self._reschedule = self.redis.register_script(RESCHEDULE_LUA)
         self._runtime_seen: Runtime | None = None
         self._tokens = (f"{new_id()}:{n}" for n in itertools.count())
-        self._inhibitor: tuple[Runtime, bytes | None, Inhibitor] | None = None
+        self._inhibitor: _InhibitorCache | None = None
         self.notifications_created = 0
 
     def nflog_key(self, channel: str, gid: str) -> str:
@@ -585,19 +595,25 @@ class Dispatcher:
 
     async def context(self, now: float) -> FlushContext:
         rt = self.runtime()
-        return FlushContext(rt, now, await self.silences.active(now), await self._inhibitor_for(rt))
+        inhibitor = await self._inhibitor_for(rt, now)
+        return FlushContext(rt, now, await self.silences.active(now), inhibitor)
 
-    async def _inhibitor_for(self, rt: Runtime) -> Inhibitor | None:
-        """Firing sources from Redis, reloaded only when a change was filed since."""
+    async def _inhibitor_for(self, rt: Runtime, now: float) -> Inhibitor | None:
+        """Firing sources from Redis: reloaded when a change was filed since, at most every
+        second (as silences), and less often when the load itself takes long.
+        """
         if not rt.inhibit_rules:
             return None
         version: bytes | None = await self.redis.get(self.store.version_key)
         cached = self._inhibitor
-        if cached is not None and cached[0] is rt and cached[1] == version:
-            return cached[2]
+        if cached is not None and cached.rt is rt:
+            fresh = 0 <= now - cached.at < max(INHIBIT_REFRESH_S, 4 * cached.load_s)
+            if cached.version == version or fresh:
+                return cached.inhibitor
+        started = time.monotonic()
         firing = [a for a in await self.store.all() if a.state == "firing"]
         inhibitor = Inhibitor(rt.inhibit_rules, firing)
-        self._inhibitor = (rt, version, inhibitor)
+        self._inhibitor = _InhibitorCache(rt, version, now, time.monotonic() - started, inhibitor)
         return inhibitor
 
     async def read(self, claim: Claim, rt: Runtime) -> list[GroupSnapshot]:

@@ -140,12 +140,14 @@ class ChannelWorkers:
         for tasks in self._tasks.values():
             for t in tasks:
                 t.cancel()
+        deadline = time.monotonic() + timeout_s
+        # Outcomes being written join the busy set while we wait: wait for them too.
+        while self._busy and (left_s := deadline - time.monotonic()) > 0:
+            await asyncio.wait(set(self._busy), timeout=left_s)
         if self._busy:
-            _, pending = await asyncio.wait(set(self._busy), timeout=timeout_s)
-            for t in pending:
+            for t in self._busy:
                 t.cancel()
-            if pending:
-                await asyncio.wait(pending, timeout=1.0)
+            await asyncio.wait(set(self._busy), timeout=1.0)
         for tasks in self._tasks.values():
             for t in tasks:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -158,7 +160,8 @@ class ChannelWorkers:
     # --- the worker loop ---------------------------------------------------------------
 
     def _heartbeat_s(self) -> float:
-        return min(10.0, max(0.05, self.claim_idle_s / 3))
+        # Several beats per claim_idle, so a busy event loop does not lose an entry.
+        return min(5.0, max(0.05, self.claim_idle_s / 5))
 
     async def _run(self, name: str, index: int) -> None:
         consumer = f"{self.consumer}:{index}"
@@ -211,7 +214,7 @@ class ChannelWorkers:
         channel = self.channels.get(name)
         if n is None:
             log.error("unreadable outbox entry dropped", channel=name, entry=entry_id)
-            await asyncio.shield(self._finish(name, entry_id))
+            await self._record(name, entry_id)
             return
         bound = log.bind(channel=name, notification_id=n.id, reason=n.reason.value)
         if channel is None or not channel.config.enabled:
@@ -219,7 +222,7 @@ class ChannelWorkers:
             error = f"channel '{name}' is no longer configured or enabled"
             bound.warning("notification dead-lettered", error=error)
             fields = self.dead.notification_fields(n, name, "channel unavailable", error)
-            await asyncio.shield(self._finish(name, entry_id, dead=fields))
+            await self._record(name, entry_id, dead=fields)
             return
         result = await self._deliver_held(channel, consumer, entry_id, n)
         if result is None:
@@ -239,11 +242,13 @@ class ChannelWorkers:
     ) -> DeliveryResult | None:
         """Deliver while keeping the entry ours; None when another worker took it over."""
         name = channel.name
-        keeper = asyncio.create_task(self._keep(name, consumer, entry_id))
+        finished = asyncio.Event()
+        keeper = asyncio.create_task(self._keep(name, consumer, entry_id, finished))
         attempt = asyncio.create_task(self._deliver_in_order(channel, n))
         try:
             await asyncio.wait({keeper, attempt}, return_when=asyncio.FIRST_COMPLETED)
         finally:
+            finished.set()  # ends the keeper even if a client library swallowed the cancel
             keeper.cancel()
             if not attempt.done():
                 attempt.cancel()
@@ -252,10 +257,14 @@ class ChannelWorkers:
             return None
         return attempt.result()
 
-    async def _keep(self, name: str, consumer: str, entry_id: str) -> None:
+    async def _keep(self, name: str, consumer: str, entry_id: str, finished: asyncio.Event) -> None:
         """Reset the entry's idle time now and then; return once it is no longer ours."""
         while True:
-            await asyncio.sleep(self._heartbeat_s())
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._heartbeat_s()):
+                    await finished.wait()
+            if finished.is_set():
+                return
             try:
                 if not await self.outbox.touch(name, consumer, entry_id):
                     return
@@ -282,7 +291,8 @@ class ChannelWorkers:
     async def _backoff(self, delay_s: float) -> None:
         """The wait between attempts. A shutdown ends it: the entry stays queued for later."""
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stop.wait(), delay_s)
+            async with asyncio.timeout(delay_s):
+                await self._stop.wait()
         if self._stopping:
             raise asyncio.CancelledError
 
@@ -321,7 +331,7 @@ class ChannelWorkers:
             attempts=result.attempts,
             latency_ms=round(result.latency_ms, 1),
         )
-        done = await asyncio.shield(self._finish(name, entry_id, delivered=True))
+        done = await self._record(name, entry_id, delivered=True)
         failing = done[-1] if done else None
         if failing:
             await self._resolve_failing(name, failing)
@@ -342,9 +352,7 @@ class ChannelWorkers:
         reason = "permanent failure" if result.permanent else "retries exhausted"
         fields = self.dead.notification_fields(n, name, reason, result.error)
         follow = self._fallback_of(channel, n)
-        done = await asyncio.shield(
-            self._finish(name, entry_id, dead=fields, follow=follow, delivered=False)
-        )
+        done = await self._record(name, entry_id, dead=fields, follow=follow, delivered=False)
         # The count is shared by the replicas; failures finishing together report out of order.
         count = int(done[-2]) if done else health.consecutive_failures + 1
         health.consecutive_failures = max(health.consecutive_failures, count)
@@ -364,6 +372,22 @@ class ChannelWorkers:
                 "extra": {**n.extra, "fallback_from": channel.name},
             }
         )
+
+    async def _record(
+        self,
+        name: str,
+        entry_id: str,
+        *,
+        dead: dict[str, str] | None = None,
+        follow: Notification | None = None,
+        delivered: bool | None = None,
+    ) -> list[Any] | None:
+        """`_finish`, shielded: a cancelled job still records its outcome (stop waits for it)."""
+        task = self._spawn(
+            self._finish(name, entry_id, dead=dead, follow=follow, delivered=delivered)
+        )
+        result: list[Any] | None = await asyncio.shield(task)
+        return result
 
     async def _finish(
         self,
