@@ -31,6 +31,7 @@ from bench.report import (
     fmt_rate,
     fmt_ratio,
     fmt_s,
+    fmt_us,
 )
 from bench.scenarios import DEFAULT, FULL, QUICK, Bench, Sizes, log
 
@@ -283,10 +284,13 @@ def rows_throughput(thr: dict[str, Any], sizes: Sizes, only: set[str]) -> list[R
         met = report.judge(ratio, lambda v, b=bound: v >= b)
         rows.append(Row(scen, "alertd / ceiling", ratio, fmt_ratio, f">= {bound}", met))
         elapsed = _get(reps, "alertd", "elapsed_s")
-        busy = [("alertd CPU busy", "alertd_cpu_s"), ("redis-server CPU busy", "redis_cpu_s")]
-        for figure, key in busy:
-            cpu = report.ratios(_get(reps, "alertd", key), elapsed)
-            rows.append(Row(scen, figure, cpu, fmt_busy))
+        events = _get(reps, "alertd", "events")
+        busy = [("alertd", "alertd_cpu_s"), ("redis-server", "redis_cpu_s")]
+        for who, key in busy:
+            cpu = _get(reps, "alertd", key)
+            per_event = [None if c is None else c * 1e6 for c in report.ratios(cpu, events)]
+            note = "busy " + "/".join(fmt_busy(v) for v in report.ratios(cpu, elapsed) if v)
+            rows.append(Row(scen, f"{who} CPU per event", per_event, fmt_us, note=note))
     return rows
 
 

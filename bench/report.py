@@ -72,6 +72,10 @@ def fmt_int(v: float) -> str:
     return f"{v:,.0f}"
 
 
+def fmt_us(v: float) -> str:
+    return f"{v:.1f} us"
+
+
 def fmt_busy(v: float) -> str:
     return f"{v:.0%}"
 

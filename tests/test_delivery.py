@@ -418,3 +418,25 @@ class TestSlackThroughTheDaemon:
         )
         assert [] == [k for k, v in letter.items() if "/services/" in v]
         assert 1 == len(receiver.received)
+
+
+class TestReload:
+    """Disabling a channel holds its notifications; enabling it again delivers them."""
+
+    async def test_disabled_channel_keeps_its_queue_until_enabled(
+        self, daemons: DaemonFactory, redis: aioredis.Redis, receiver: Receiver
+    ) -> None:
+        daemons.write(channels=webhook("hook", f"{receiver.url}/hook"))
+        app = await daemons.start()
+        channel_file = daemons.dir / "channels" / "test.toml"
+        channel_file.write_text(webhook("hook", f"{receiver.url}/hook", "enabled = false"))
+        assert None is await app.reload()
+        n = make_notification("hook")
+        await Outbox(redis, "alertd:").enqueue(n)
+
+        await asyncio.sleep(0.3)
+        assert ([], 1) == (receiver.received, await outbox_len(redis, "hook"))
+        channel_file.write_text(webhook("hook", f"{receiver.url}/hook"))
+        assert None is await app.reload()
+        await wait_for(lambda: receiver.bodies("/hook"))
+        assert [n.id] == [b["id"] for b in receiver.bodies("/hook")]

@@ -237,6 +237,26 @@ class TestReplicas:
         await wait_for(outbox_empty(redis, "hook"))
         assert sorted(n.id for n in ns) == sorted(r.json()["id"] for r in receiver.received)
 
+    async def test_an_entry_taken_over_is_left_to_its_new_holder(
+        self, daemons: DaemonFactory, redis: aioredis.Redis, receiver: Receiver
+    ) -> None:
+        config = daemons.write(channels=HOOK.format(url=receiver.url))
+        config.write_text(config.read_text().replace('claim_idle = "1s"', 'claim_idle = "3s"'))
+        app = await daemons.start(consumer="a")
+        receiver.delay_s = 2.0
+        await Outbox(redis, "alertd:").enqueue(make_notification("hook"))
+        await wait_for(lambda: receiver.received)
+        [(entry_id, _)] = await redis.xrange("alertd:outbox:hook")
+
+        await redis.xclaim("alertd:outbox:hook", GROUP, "other", 0, [entry_id])
+        await wait_for(lambda: app.workers.health["hook"].in_flight == 0, timeout_s=2)
+        [held] = await redis.xpending_range("alertd:outbox:hook", GROUP, "-", "+", 10)
+        assert (entry_id, b"other") == (held["message_id"], held["consumer"])
+        await redis.xack("alertd:outbox:hook", GROUP, entry_id)  # the new holder is done
+        await redis.xdel("alertd:outbox:hook", entry_id)
+        outcomes = [s.labels for m in app.metrics.notifications.collect() for s in m.samples]
+        assert [] == outcomes
+
 
 class TestOutboxPrimitives:
     """The Redis steps the workers build on."""

@@ -169,7 +169,8 @@ class ChannelWorkers:
         next_claim = 0.0
         next_prune = time.monotonic() + PRUNE_EVERY_S * random.random()
         backoff_s = 0.1
-        while not self._stopping:
+        # Checked as well as cancelled: a client library may swallow a cancel.
+        while not self._stopping and asyncio.current_task() in self._tasks.get(name, ()):
             try:
                 await self.outbox.ensure_group(name)
                 batch: list[Entry] = []
@@ -252,8 +253,8 @@ class ChannelWorkers:
             keeper.cancel()
             if not attempt.done():
                 attempt.cancel()
-        if attempt.cancelled():
-            await asyncio.wait({attempt})
+        await asyncio.wait({attempt}, timeout=5.0)  # a cancelled attempt unwinds
+        if not attempt.done() or attempt.cancelled():
             return None
         return attempt.result()
 

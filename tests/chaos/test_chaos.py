@@ -422,7 +422,8 @@ class TestChaos:
             tracebacks = {d.name: d.log_count("Traceback") for d in rig.daemons}
             if any(tracebacks.values()):
                 problems.append(f"tracebacks in daemon logs: {tracebacks}")
-            exit_codes = {d.name: await asyncio.to_thread(d.stop) for d in rig.daemons}
+            codes = await asyncio.gather(*(asyncio.to_thread(d.stop) for d in rig.daemons))
+            exit_codes = {d.name: code for d, code in zip(rig.daemons, codes, strict=True)}
             if any(code != 0 for code in exit_codes.values()):
                 problems.append(f"SIGTERM after the chaos did not exit 0: {exit_codes}")
 
@@ -466,5 +467,10 @@ class TestChaos:
                 + [f"  {p}" for p in problems[:40]]
                 + [rig.tails(40)]
             )
+        except Exception:
+            if not report:  # failed before the checks: still say how to replay it
+                print(f"CHAOS ERROR — replay with CHAOS_SEED={seed}")
+                print("\n".join([*(f"  {f}" for f in schedule), *done, rig.tails(40)]))
+            raise
         finally:
             await client.aclose()
