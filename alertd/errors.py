@@ -30,7 +30,9 @@ class ConfigError(AlertdError):
         where = self.file or ""
         if self.key:
             where = f"{where}: {self.key}" if where else self.key
-        return f"{where}: {self.message}" if where else self.message
+        text = f"{where}: {self.message}" if where else self.message
+        # One error, one line: names from a file may hold newlines.
+        return text.replace("\r", "\\r").replace("\n", "\\n")
 
 
 class ConfigErrors(ConfigError):

@@ -645,7 +645,6 @@ class TestConfigBarrage:
 class TestConfigErrorLines:
     """Known bug: a name holding a newline splits its error over two lines."""
 
-    @pytest.mark.xfail(strict=True, reason="ConfigError.__str__ does not escape newlines in names")
     @pytest.mark.parametrize(
         "rules, channels",
         [
