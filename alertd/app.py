@@ -314,7 +314,14 @@ async def run_daemon(config_path: str | None) -> int:
     stop = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
-    loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(app.reload()))
+    reloads: set[asyncio.Task[str | None]] = set()  # held so a reload is not collected mid-way
+
+    def hup() -> None:
+        task = asyncio.ensure_future(app.reload())
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, hup)
     try:
         await app.start()
     except OSError as exc:

@@ -74,12 +74,12 @@ class Record:
             self.duplicates += 1
         if self.count_waiters:
             unique = len(self.first_at)
-            keep = []
-            for n, fut in self.count_waiters:
-                if unique >= n and not fut.done():
-                    fut.set_result(None)
-                elif not fut.done():
-                    keep.append((n, fut))
+            keep: list[tuple[int, asyncio.Future[None]]] = []
+            for n, waiter in self.count_waiters:
+                if unique >= n and not waiter.done():
+                    waiter.set_result(None)
+                elif not waiter.done():
+                    keep.append((n, waiter))
             self.count_waiters = keep
 
 

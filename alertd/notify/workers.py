@@ -82,6 +82,7 @@ class ChannelWorkers:
     clock: Callable[[], float] = time.time
     _tasks: dict[str, list[asyncio.Task[None]]] = field(default_factory=dict)
     _busy: set[asyncio.Task[Any]] = field(default_factory=set)
+    _retired: set[asyncio.Task[None]] = field(default_factory=set)
     _groups: dict[tuple[str, str], _GroupLock] = field(default_factory=dict)
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -108,6 +109,8 @@ class ChannelWorkers:
             if name not in channels or not channels[name].config.enabled:
                 for t in self._tasks.pop(name):
                     t.cancel()
+                    self._retired.add(t)
+                    t.add_done_callback(self._retired.discard)
         for name, ch in channels.items():
             self.health.setdefault(name, ChannelHealth())
             if name not in self._tasks and ch.config.enabled:
@@ -137,9 +140,8 @@ class ChannelWorkers:
         A cancelled delivery stays in the outbox and is resumed by the next start.
         """
         self._stop.set()
-        for tasks in self._tasks.values():
-            for t in tasks:
-                t.cancel()
+        for t in self._workers():
+            t.cancel()
         deadline = time.monotonic() + timeout_s
         # Outcomes being written join the busy set while we wait: wait for them too.
         while self._busy and (left_s := deadline - time.monotonic()) > 0:
@@ -148,16 +150,23 @@ class ChannelWorkers:
             for t in self._busy:
                 t.cancel()
             await asyncio.wait(set(self._busy), timeout=1.0)
-        for tasks in self._tasks.values():
-            for t in tasks:
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await t
+        for t in self._workers():
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
         self._tasks.clear()
         for ch in self.channels.values():
             with contextlib.suppress(Exception):
                 await ch.close()
 
     # --- the worker loop ---------------------------------------------------------------
+
+    def _workers(self) -> list[asyncio.Task[None]]:
+        return [*(t for ts in self._tasks.values() for t in ts), *self._retired]
+
+    def _current(self, name: str) -> bool:
+        """Whether the calling worker still serves `name` (a client library may swallow
+        the cancel that retired it)."""
+        return not self._stopping and asyncio.current_task() in self._tasks.get(name, ())
 
     def _heartbeat_s(self) -> float:
         # Several beats per claim_idle, so a busy event loop does not lose an entry.
@@ -169,8 +178,7 @@ class ChannelWorkers:
         next_claim = 0.0
         next_prune = time.monotonic() + PRUNE_EVERY_S * random.random()
         backoff_s = 0.1
-        # Checked as well as cancelled: a client library may swallow a cancel.
-        while not self._stopping and asyncio.current_task() in self._tasks.get(name, ()):
+        while self._current(name):
             try:
                 await self.outbox.ensure_group(name)
                 batch: list[Entry] = []
@@ -202,6 +210,8 @@ class ChannelWorkers:
                 log.exception("delivery worker failed; restarting it", channel=name)
                 await asyncio.sleep(1.0)
                 continue
+            if not self._current(name):
+                break  # what it just read stays pending: its successor reads it first
             for entry_id, n in batch:
                 job = self._spawn(self._handle(name, consumer, entry_id, n))
                 # Cancelling the worker (stop, reload) leaves the job to finish on its own.
@@ -218,9 +228,13 @@ class ChannelWorkers:
             await self._record(name, entry_id)
             return
         bound = log.bind(channel=name, notification_id=n.id, reason=n.reason.value)
-        if channel is None or not channel.config.enabled:
-            # Removed or disabled while queued: keep it where an operator can replay it.
-            error = f"channel '{name}' is no longer configured or enabled"
+        if channel is not None and not channel.config.enabled:
+            # Stays pending: read first by this worker's successor when it is enabled again.
+            bound.info("channel disabled; notification stays queued")
+            return
+        if channel is None:
+            # Removed while queued: keep it where an operator can replay it.
+            error = f"channel '{name}' is no longer configured"
             bound.warning("notification dead-lettered", error=error)
             fields = self.dead.notification_fields(n, name, "channel unavailable", error)
             await self._record(name, entry_id, dead=fields)
