@@ -122,7 +122,8 @@ def cmd_test_alert(args: argparse.Namespace) -> int:
     config = _config(args)
     from alertd.logs import configure
 
-    configure("warning", "console")  # the per-channel lines below are the output
+    # stdout holds one result line per channel; the log channel's own output goes to stderr.
+    configure("warning", "console", stream=sys.stderr)
 
     async def go() -> dict[str, Any]:
         import aiohttp

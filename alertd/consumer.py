@@ -105,12 +105,14 @@ class Consumer:
                     "redis unavailable; retrying", error=type(exc).__name__, retry_in_s=backoff_s
                 )
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stopping.wait(), timeout=backoff_s)
+                    async with asyncio.timeout(backoff_s):
+                        await stopping.wait()
                 backoff_s = min(backoff_s * 2, 5.0)
             except Exception:  # a bug must not stop consumption for good
                 log.exception("consumer loop failed; retrying", retry_in_s=backoff_s)
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stopping.wait(), timeout=backoff_s)
+                    async with asyncio.timeout(backoff_s):
+                        await stopping.wait()
                 backoff_s = min(backoff_s * 2, 5.0)
 
     async def next_batch(self) -> list[Entry]:

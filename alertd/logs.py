@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, MutableMapping
-from typing import Any
+from typing import Any, TextIO
 
 import structlog
 
@@ -51,7 +51,13 @@ class SecretScrubber:
 SCRUBBER = SecretScrubber()
 
 
-def configure(level: str = "info", fmt: str = "json", secrets: Iterable[str] = ()) -> None:
+def configure(
+    level: str = "info",
+    fmt: str = "json",
+    secrets: Iterable[str] = (),
+    stream: TextIO | None = None,
+) -> None:
+    """Set up logging; `stream` pins the output (default: sys.stdout as it is at each call)."""
     SCRUBBER.secrets = [s for s in secrets if s]
     renderer: structlog.types.Processor = (
         structlog.dev.ConsoleRenderer() if fmt == "console" else structlog.processors.JSONRenderer()
@@ -66,6 +72,6 @@ def configure(level: str = "info", fmt: str = "json", secrets: Iterable[str] = (
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS.get(level, logging.INFO)),
-        logger_factory=structlog.PrintLoggerFactory(),  # sys.stdout as it is at each call
+        logger_factory=structlog.PrintLoggerFactory(stream),
         cache_logger_on_first_use=False,
     )

@@ -172,8 +172,10 @@ async def replay_dead_letters(
         entries = await dead.get(ids)
         missing = sorted(set(ids) - {eid for eid, _ in entries})
     else:
+        # Oldest first: a group's firing message must not reach receivers after its resolved one.
         entries = [
-            (d["id"], {k: v for k, v in d.items() if k != "id"}) for d in await dead.list(10_000)
+            (d["id"], {k: v for k, v in d.items() if k != "id"})
+            for d in reversed(await dead.list(10_000))
         ]
         missing = []
     replayed: list[str] = []
@@ -183,8 +185,9 @@ async def replay_dead_letters(
             if fields.get("source") == "notification":
                 n = Notification.from_dict(orjson.loads(fields["payload"]))
                 n.attempts = 0
-                if n.receiver not in config.channels:
-                    raise ValueError(f"channel '{n.receiver}' is not configured")
+                cfg = config.channels.get(n.receiver)
+                if cfg is None or not cfg.enabled:
+                    raise ValueError(f"channel '{n.receiver}' is not configured or enabled")
                 await outbox.enqueue(n)
             else:
                 payload = orjson.loads(fields.get("payload", "{}"))
