@@ -41,6 +41,8 @@ from alertd.silences import SilenceStore
 
 log = structlog.get_logger("alertd.app")
 
+TICK_REST = 3.0  # see App.tick
+
 
 def default_consumer_name() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
@@ -104,6 +106,7 @@ class App:
         self._scheduler: AsyncIOScheduler | None = None
         self._http: Any = None
         self._reload_lock = asyncio.Lock()
+        self._tick_rest_until = 0.0
         self.metrics.rules_loaded.set(len(config.rules))
 
     def _evaluator(self, config: Config) -> Evaluator:
@@ -194,8 +197,11 @@ class App:
 
     async def tick(self) -> None:
         """Clock evaluation, by one replica at a time (a short lease)."""
+        if time.monotonic() < self._tick_rest_until:
+            return
         d = self.config.settings.daemon
         lease_ms = max(100, int(d.eval_interval.total_seconds() * 900))
+        started = time.monotonic()
         try:
             if await self.redis.set(
                 f"{self.prefix}lease:tick", self.consumer_name, nx=True, px=lease_ms
@@ -203,6 +209,11 @@ class App:
                 await self.evaluator.tick(self.clock())
         except (RedisError, OSError) as exc:
             log.warning("clock evaluation skipped", error=type(exc).__name__)
+        finally:
+            # A clock evaluation reads every live alert: with tens of thousands it takes
+            # longer than eval_interval and would leave no time to consume and deliver.
+            # Rest a multiple of what it took, so it uses at most 1/(1+TICK_REST) of the loop.
+            self._tick_rest_until = time.monotonic() + TICK_REST * (time.monotonic() - started)
 
     async def housekeeping(self) -> None:
         try:

@@ -29,6 +29,8 @@ from alertd.settings import RedisSettings
 log = structlog.get_logger("alertd.consumer")
 
 Entry = tuple[str, dict[bytes, bytes]]
+# Batches read and handled together while the consumer is behind (see next_batch).
+CATCH_UP_BATCHES = 10
 
 
 def reason_label(reason: str) -> str:
@@ -143,7 +145,16 @@ class Consumer:
         rows = await self.redis.xreadgroup(
             s.group, self.consumer, {s.stream: ">"}, count=self.batch_size, block=self.block_ms
         )
-        return self._entries(rows)
+        entries = self._entries(rows)
+        if len(entries) == self.batch_size and CATCH_UP_BATCHES > 1:
+            # A full batch means a backlog: take a few more in the same round trip and
+            # handle them as one, so each series touched costs one merge, not one per batch.
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for _ in range(CATCH_UP_BATCHES - 1):
+                    pipe.xreadgroup(s.group, self.consumer, {s.stream: ">"}, count=self.batch_size)
+                for more in await pipe.execute():
+                    entries.extend(self._entries(more))
+        return entries
 
     @staticmethod
     def _entries(

@@ -151,14 +151,24 @@ def sketch_value(key: str) -> float:
 
 def _key_order(key: str) -> tuple[int, int]:
     """Ascending value order of sketch keys: big negatives first, then zero, then positives."""
-    sign = key[:1]
-    if sign == "p":
-        return (2, int(key[1:]))
-    if sign == "n":
-        return (0, -int(key[1:]))
-    if key == "z":
-        return (1, 0)
-    raise ValueError(f"invalid sketch key {key!r}")
+    order = _ORDER.get(key)
+    if order is None:
+        sign = key[:1]
+        if sign == "p":
+            order = (2, int(key[1:]))
+        elif sign == "n":
+            order = (0, -int(key[1:]))
+        elif key == "z":
+            order = (1, 0)
+        else:
+            raise ValueError(f"invalid sketch key {key!r}")
+        if len(_ORDER) < 100_000:  # keys come from a bounded set; this bounds a bad input
+            _ORDER[key] = order
+    return order
+
+
+# Sort keys by sketch key: quantile() sorts a series' keys on every evaluation.
+_ORDER: dict[str, tuple[int, int]] = {}
 
 
 def quantile(sketch: Mapping[str, int], q: float) -> float | None:

@@ -38,7 +38,7 @@ from alertd.notify.retry import Outcome
 
 log = structlog.get_logger("alertd.workers")
 
-WORKERS_PER_CHANNEL = 4  # the most notifications of one channel in hand at once
+WORKERS_PER_CHANNEL = 16  # the most notifications of one channel in hand at once
 FAILING_AFTER = 3  # consecutive dead letters before a channel counts as failing
 FAILING_ALERT = "AlertdChannelFailing"
 STATE_TTL_S = 7 * 86400  # failure counts and failing episodes of channels gone from config
