@@ -33,7 +33,8 @@ APPLY_CHUNK = 500  # changes per Lua call: long enough to pay off, short enough 
 
 # Many compare-and-set changes in one call (one atomic step each; the whole call is one
 # command, so a batch of a thousand costs Redis one round trip and us one command to pack).
-# ARGV: prefix, then per change: fp, expected, new, now, new_state, n_targets, and 7 per target.
+# ARGV: prefix, then per change: fp, expected, new, now, new_state, n_targets, the window
+# key and the newest sample time the change was judged on ('' for none), and 7 per target.
 APPLY_LUA = """
 local alerts, due, prefix = KEYS[1], KEYS[2], ARGV[1]
 local gone, version = prefix .. 'alerts:gone', prefix .. 'alerts:ver'
@@ -42,10 +43,14 @@ local i = 2
 while i <= #ARGV do
   local fp, expected, new, now_s = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
   local new_state, n_targets = ARGV[i + 4], tonumber(ARGV[i + 5])
-  local first, now = i + 6, tonumber(now_s)
+  local wkey, judged = ARGV[i + 6], ARGV[i + 7]
+  local first, now = i + 8, tonumber(now_s)
   i = first + 7 * n_targets
   local cur = redis.call('HGET', alerts, fp) or ''
-  if cur ~= expected then
+  -- Judged on a window another replica has merged newer samples into since: that
+  -- replica judges them (or this one again, on a fresh read). Never apply the older view.
+  local newer = wkey ~= '' and tonumber(redis.call('HGET', wkey, 'T') or '-1') > tonumber(judged)
+  if cur ~= expected or newer then
     out[#out + 1] = 0
   else
     out[#out + 1] = 1
@@ -137,10 +142,16 @@ class AlertStore:
         targets: list[GroupTarget],
         immediate: bool,
         now: float,
+        window: tuple[str, float] | None = None,
     ) -> list[Any]:
-        """One change's part of an `apply_many` call (opaque to callers)."""
+        """One change's part of an `apply_many` call (opaque to callers).
+
+        `window` (key, newest sample time): the change is refused, like a lost
+        compare-and-set, when that window has received newer samples since.
+        """
         new_state = "" if new is None else new.state
         args: list[Any] = [fp, expected, encode(new), repr(now), new_state, len(targets)]
+        args += [window[0], repr(window[1])] if window is not None else ["", ""]
         for t in targets:
             args += [
                 t.gid,

@@ -71,7 +71,14 @@ class App:
         self.runtime = Runtime.build(config)
         self.evaluator = self._evaluator(config)
         self.dispatcher = Dispatcher(
-            self.store, self.outbox, self.silences, lambda: self.runtime, clock
+            self.store,
+            self.outbox,
+            self.silences,
+            lambda: self.runtime,
+            clock,
+            # A dead replica's (or an interrupted) flush is taken over as soon as its
+            # events would be: a 30 s lease loses alerts that fire and resolve meanwhile.
+            lease_s=max(5.0, s.daemon.claim_idle.total_seconds()),
         )
         self.consumer = Consumer(
             redis=self.redis,

@@ -13,6 +13,7 @@ and is skipped, except for `age`, where it can only make a series look older.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol
@@ -66,6 +67,8 @@ class PendingWrite:
     change: Change
     rule: str
     labels: dict[str, str]
+    # (window key version, newest sample time) the change was judged on, if any
+    window: tuple[str, float] | None = None
 
 
 class RedisAlertWriter:
@@ -85,9 +88,19 @@ class RedisAlertWriter:
             targets = (
                 router.groups(w.alert) if w.alert is not None and w.change in NOTIFY_CHANGES else []
             )
+            guard = None
+            if w.window is not None:
+                version, newest = w.window
+                guard = (f"{self.store.prefix}w:{w.fingerprint}:{version}", newest)
             args.append(
                 self.store.apply_args(
-                    w.fingerprint, w.expected, w.alert, targets, w.change is Change.SEVERITY, now
+                    w.fingerprint,
+                    w.expected,
+                    w.alert,
+                    targets,
+                    w.change is Change.SEVERITY,
+                    now,
+                    guard,
                 )
             )
         return await self.store.apply_many(args)
@@ -286,7 +299,10 @@ def _judge(item: Item, prev_raw: bytes | None, now: float) -> PendingWrite | Non
         return None
     if new is not None and prev is not None and new.to_dict() == prev.to_dict():
         return None
-    return PendingWrite(fp, prev_raw or b"", new, change, rule.name, labels)
+    judged = None
+    if win is not None and math.isfinite(win.newest_ts):
+        judged = (plan_of(rule).version, win.newest_ts)
+    return PendingWrite(fp, prev_raw or b"", new, change, rule.name, labels, judged)
 
 
 def _labels_of(alert: Alert | None, rule: Rule) -> dict[str, str]:
