@@ -1,7 +1,5 @@
 """The Slack channel against a local stub that answers as Slack's incoming webhooks do."""
 
-
-
 from __future__ import annotations
 
 import asyncio

@@ -1,7 +1,5 @@
 """The webhook channel: Alertmanager v4 JSON to a real receiver, signed per Standard Webhooks."""
 
-
-
 from __future__ import annotations
 
 import base64

@@ -13,12 +13,18 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def alertd(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def alertd(
+    *args: str, cwd: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("ALERTD_")}
     full_env.update(env or {})
     return subprocess.run(
-        [sys.executable, "-m", "alertd", *args], cwd=cwd, env=full_env,
-        capture_output=True, text=True, timeout=30,
+        [sys.executable, "-m", "alertd", *args],
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
 
 
@@ -47,26 +53,45 @@ class TestShippedConfig:
 
 
 BROKEN_RULES = [
-    ("threshhold", '[[rules]]\nname = "R"\nmetric = "m"\ncritical = "> 1"\nthreshhold = 3\n',
-     ["rules/bad.toml", "threshhold"]),
-    ("condition", '[[rules]]\nname = "R"\nmetric = "m"\ncritical = "above 1"\n',
-     ["rules/bad.toml", "rule R", "critical"]),
-    ("duration", '[[rules]]\nname = "R"\nmetric = "m"\ncritical = "> 1"\nwindow = "5 minutes"\n',
-     ["rules/bad.toml", "window"]),
+    (
+        "threshhold",
+        '[[rules]]\nname = "R"\nmetric = "m"\ncritical = "> 1"\nthreshhold = 3\n',
+        ["rules/bad.toml", "threshhold"],
+    ),
+    (
+        "condition",
+        '[[rules]]\nname = "R"\nmetric = "m"\ncritical = "above 1"\n',
+        ["rules/bad.toml", "rule R", "critical"],
+    ),
+    (
+        "duration",
+        '[[rules]]\nname = "R"\nmetric = "m"\ncritical = "> 1"\nwindow = "5 minutes"\n',
+        ["rules/bad.toml", "window"],
+    ),
     ("no level", '[[rules]]\nname = "R"\nmetric = "m"\n', ["rules/bad.toml", "rule R"]),
-    ("template", '[[rules]]\nname = "R"\nmetric = "m"\ncritical = "> 1"\nsummary = "{labels.x}"\n',
-     ["rules/bad.toml", "summary"]),
+    (
+        "template",
+        '[[rules]]\nname = "R"\nmetric = "m"\ncritical = "> 1"\nsummary = "{labels.x}"\n',
+        ["rules/bad.toml", "summary"],
+    ),
     ("toml", '[[rules]\nname = "R"\n', ["rules/bad.toml", "TOML"]),
-    ("unknown channel", '[[rules]]\nname = "R"\nmetric = "m"\ncritical = "> 1"\nchannels = ["nope"]\n',
-     ["rules/bad.toml", "nope"]),
+    (
+        "unknown channel",
+        '[[rules]]\nname = "R"\nmetric = "m"\ncritical = "> 1"\nchannels = ["nope"]\n',
+        ["rules/bad.toml", "nope"],
+    ),
 ]
 
 
 class TestBrokenFiles:
     """Each kind of mistake: exit 1, one line per error naming the file and key, no traceback."""
 
-    @pytest.mark.parametrize(("case", "text", "expected"), BROKEN_RULES, ids=[c[0] for c in BROKEN_RULES])
-    def test_broken_rule_file(self, shipped: Path, case: str, text: str, expected: list[str]) -> None:
+    @pytest.mark.parametrize(
+        ("case", "text", "expected"), BROKEN_RULES, ids=[c[0] for c in BROKEN_RULES]
+    )
+    def test_broken_rule_file(
+        self, shipped: Path, case: str, text: str, expected: list[str]
+    ) -> None:
         (shipped / "rules" / "bad.toml").write_text(text)
         result = alertd("check", "--config", "alertd.toml", cwd=shipped)
         assert 1 == result.returncode
@@ -124,5 +149,7 @@ class TestBrokenFiles:
         (shipped / "channels" / "hook.toml").write_text(
             '[channels.h]\ntype = "webhook"\nurl = "${HOOK_URL:-http://127.0.0.1:1/x}"\n'
         )
-        result = alertd("check", "--config", "alertd.toml", cwd=shipped, env={"HOOK_URL": "http://example/"})
+        result = alertd(
+            "check", "--config", "alertd.toml", cwd=shipped, env={"HOOK_URL": "http://example/"}
+        )
         assert 0 == result.returncode, result.stderr

@@ -23,8 +23,11 @@ class TestJsonLogs:
     def test_line_shape_and_scrubbing(self, capsys: pytest.CaptureFixture[str]) -> None:
         configure("info", "json", secrets=["s3cr3t-value"])
         structlog.get_logger().error(
-            "delivery failed", channel="ops", error="login with s3cr3t-value refused",
-            url="redis://user:pa55word@redis:6379/0", nested={"k": ["s3cr3t-value"]},
+            "delivery failed",
+            channel="ops",
+            error="login with s3cr3t-value refused",
+            url="redis://user:pa55word@redis:6379/0",
+            nested={"k": ["s3cr3t-value"]},
         )
         line = capsys.readouterr().out.strip().splitlines()[-1]
         record = orjson.loads(line)

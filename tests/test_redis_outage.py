@@ -21,7 +21,11 @@ class TestRedisOutage:
     """Redis going away for a while never stops alertd."""
 
     async def test_daemon_survives_redis_restart(
-        self, tmp_path_factory: object, private_redis: RedisServer, receiver: Receiver, redis: aioredis.Redis
+        self,
+        tmp_path_factory: object,
+        private_redis: RedisServer,
+        receiver: Receiver,
+        redis: aioredis.Redis,
     ) -> None:
         factory = DaemonFactory(private_redis.dir / "cfg", private_redis.url)
         factory.dir.mkdir()
@@ -45,7 +49,9 @@ class TestRedisOutage:
 
             def saw_after() -> bool:
                 return any(
-                    a["labels"]["series"] == "after" for b in receiver.bodies("/hook") for a in b["alerts"]
+                    a["labels"]["series"] == "after"
+                    for b in receiver.bodies("/hook")
+                    for a in b["alerts"]
                 )
 
             await wait_for(saw_after, timeout_s=20)

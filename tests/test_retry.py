@@ -1,7 +1,5 @@
 """The one retry classifier every channel shares, and its backoff."""
 
-
-
 from __future__ import annotations
 
 import random

@@ -51,7 +51,9 @@ def start(cfg: Path, log: Path) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ALERTD_")}
     return subprocess.Popen(
         [sys.executable, "-m", "alertd", "run", "--config", str(cfg)],
-        stdout=log.open("ab"), stderr=subprocess.STDOUT, env=env,
+        stdout=log.open("ab"),
+        stderr=subprocess.STDOUT,
+        env=env,
     )
 
 
@@ -69,8 +71,14 @@ class TestSigterm:
             async with redis.pipeline(transaction=False) as pipe:
                 for i in range(SERIES * 10):
                     series = f"s{i % SERIES}"
-                    pipe.xadd("alertd:events", {"data": orjson.dumps(
-                        {"name": "load", "value": 500, "labels": {"series": series}})})
+                    pipe.xadd(
+                        "alertd:events",
+                        {
+                            "data": orjson.dumps(
+                                {"name": "load", "value": 500, "labels": {"series": series}}
+                            )
+                        },
+                    )
                 await pipe.execute()
             await asyncio.sleep(0.05)  # let it get into the burst, then stop it
             stopped_at = time.monotonic()
@@ -90,7 +98,9 @@ class TestSigterm:
 
             def all_notified() -> set[str]:
                 seen = {
-                    a["labels"]["series"] for body in receiver.bodies("/hook") for a in body["alerts"]
+                    a["labels"]["series"]
+                    for body in receiver.bodies("/hook")
+                    for a in body["alerts"]
                 }
                 return seen if len(seen) == SERIES else set()
 
