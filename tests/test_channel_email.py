@@ -22,14 +22,10 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
 from alertd.channels.base import ChannelContext
-from alertd.channels.email import (
-    EmailChannel,
-    EmailConfig,
-    render_template,
-    template_fields,
-)
+from alertd.channels.email import EmailChannel, EmailConfig
 from alertd.errors import DeliveryError
 from alertd.model import Alert, Notification, NotifyReason, fingerprint
+from alertd.templates import render_template, template_fields
 from tests.conftest import free_port, wait_for
 
 USER = "alertd"

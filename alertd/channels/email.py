@@ -14,9 +14,7 @@ import hashlib
 import html
 import os
 import ssl
-import string
 import time
-from collections.abc import Mapping
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid, parseaddr
 from typing import Any, ClassVar, Literal
@@ -31,6 +29,7 @@ from alertd.errors import DeliveryError
 from alertd.model import Alert, Notification, rfc3339
 from alertd.notify.retry import Outcome, classify_smtp_code
 from alertd.redact import MASK, redact
+from alertd.templates import render_template, template_fields
 
 log = structlog.get_logger("alertd.channels.email")
 
@@ -39,55 +38,6 @@ _LOCAL_THREADS_MAX = 10_000
 # Without Redis, firing Message-IDs live here: module-level so a reload, which
 # builds new channel objects, keeps threading (a restart does not).
 _local_threads: dict[str, tuple[str, float]] = {}
-
-
-# --- templates ------------------------------------------------------------------------------
-
-
-def template_fields(template: str) -> list[str]:
-    """The field names a template uses, in order, each once; ValueError if it does not parse."""
-    names: list[str] = []
-    for _, name, _, _ in string.Formatter().parse(template):
-        if name is not None and name not in names:
-            names.append(name)
-    return names
-
-
-def validate_template(template: str) -> None:
-    """Raise ValueError unless every field is a plain `{name}` with an optional format spec."""
-    for _, name, spec, conversion in string.Formatter().parse(template):
-        if name is None:
-            continue
-        if not name.isidentifier():
-            raise ValueError(
-                f"template field {{{name}}} is not allowed: use a plain name "
-                "(no positional fields, attribute or index access)"
-            )
-        if conversion:
-            raise ValueError(f"template field {{{name}!{conversion}}}: conversions are not allowed")
-        if spec and "{" in spec:
-            raise ValueError(f"template field {{{name}}}: nested fields in a format spec")
-
-
-def render_template(template: str, fields: Mapping[str, Any]) -> str:
-    """Fill `{name}` fields from `fields`: unknown ones render empty, a bad spec the raw value.
-
-    Values are only ever looked up by the whole field name, never by attribute
-    or index, so a template cannot reach into objects.
-    """
-    out: list[str] = []
-    for literal, name, spec, _ in string.Formatter().parse(template):
-        out.append(literal)
-        if name is None:
-            continue
-        value = fields.get(name)
-        if value is None:
-            continue
-        try:
-            out.append(format(value, spec or ""))
-        except (ValueError, TypeError):
-            out.append(str(value))
-    return "".join(out)
 
 
 # --- config ---------------------------------------------------------------------------------
@@ -139,7 +89,7 @@ class EmailConfig(ChannelConfig):
     @field_validator("subject")
     @classmethod
     def _subject_template(cls, v: str) -> str:
-        validate_template(v)
+        template_fields(v)  # ValueError unless plain {name} / {name:spec} fields
         return v
 
     @field_validator("ca_file")
