@@ -193,7 +193,7 @@ class Consumer:
             events, dead = await self._one_by_one(entries, dead)
         async with self.redis.pipeline(transaction=True) as pipe:
             for letter in dead:
-                pipe.xadd(self.dead.stream, letter, maxlen=100_000, approximate=True)
+                self.dead.add_to(pipe, letter)
             pipe.xack(self.settings.stream, self.settings.group, *[eid for eid, _ in entries])
             await pipe.execute()
         self.batches += 1

@@ -156,6 +156,7 @@ def event_from_flat(fields: Mapping[str, str], default_ts: float) -> Event:
 
 
 def stream_id_seconds(stream_id: str) -> float:
+    """The time in a stream entry's ID: the default `ts` of its events."""
     return int(stream_id.partition("-")[0]) / 1000.0
 
 
@@ -163,7 +164,7 @@ def parse_entry(
     stream_id: str, raw_fields: Mapping[bytes, bytes]
 ) -> tuple[list[Event], list[EventError]]:
     """One stream entry to its events and the errors of what was not valid."""
-    default_ts = int(stream_id.partition("-")[0]) / 1000.0
+    default_ts = stream_id_seconds(stream_id)
     data = raw_fields.get(b"data")
     if data is not None and len(raw_fields) == 1:
         return events_from_json(data, default_ts)
