@@ -5,6 +5,9 @@ Keys (prefix `p`):
     {p}alerts:gone       hash  fingerprint -> the resolved Alert JSON a pending one replaced
                                while groups still owed receivers its resolution
     {p}alerts:ver        int   bumped on every change filed into groups (firing set changed)
+    {p}alerts:clock      zset  fingerprint -> when the clock must next judge the live alert
+                               (its `for` ends, a bucket leaves its window, ...): the clock
+                               reads only what is due, not every alert
     {p}ag:{fp}           set   group ids still holding the alert
     {p}groups:due        zset  group id -> when the group must next be flushed (or its lease ends)
     {p}group:{gid}       hash  key, labels, route, created, last_flush; while a flush holds
@@ -34,17 +37,18 @@ APPLY_CHUNK = 500  # changes per Lua call: long enough to pay off, short enough 
 # Many compare-and-set changes in one call (one atomic step each; the whole call is one
 # command, so a batch of a thousand costs Redis one round trip and us one command to pack).
 # ARGV: prefix, then per change: fp, expected, new, now, new_state, n_targets, the window
-# key and the newest sample time the change was judged on ('' for none), and 7 per target.
+# key and the newest sample time the change was judged on ('' for none), when the clock
+# must next judge the alert ('' for never: it is no longer live), and 7 per target.
 APPLY_LUA = """
-local alerts, due, prefix = KEYS[1], KEYS[2], ARGV[1]
+local alerts, due, clock, prefix = KEYS[1], KEYS[2], KEYS[3], ARGV[1]
 local gone, version = prefix .. 'alerts:gone', prefix .. 'alerts:ver'
 local out = {}
 local i = 2
 while i <= #ARGV do
   local fp, expected, new, now_s = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
   local new_state, n_targets = ARGV[i + 4], tonumber(ARGV[i + 5])
-  local wkey, judged = ARGV[i + 6], ARGV[i + 7]
-  local first, now = i + 8, tonumber(now_s)
+  local wkey, judged, clock_at = ARGV[i + 6], ARGV[i + 7], ARGV[i + 8]
+  local first, now = i + 9, tonumber(now_s)
   i = first + 7 * n_targets
   local cur = redis.call('HGET', alerts, fp) or ''
   -- Judged on a window another replica has merged newer samples into since: that
@@ -56,6 +60,11 @@ while i <= #ARGV do
     out[#out + 1] = 1
     local ag = prefix .. 'ag:' .. fp
     if new == '' then redis.call('HDEL', alerts, fp) else redis.call('HSET', alerts, fp, new) end
+    if clock_at == '' then
+      redis.call('ZREM', clock, fp)
+    else
+      redis.call('ZADD', clock, clock_at, fp)
+    end
     if new_state == 'firing' then
       redis.call('HDEL', gone, fp)
     elseif new_state ~= 'resolved' and cur ~= '' and redis.call('EXISTS', ag) == 1 then
@@ -94,6 +103,14 @@ end
 return out
 """
 
+# The live alerts the clock must judge by ARGV[1] (at most ARGV[2]): {fingerprints, alerts}.
+DUE_LUA = """
+local fps = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
+if #fps == 0 then return {{}, {}} end
+return {fps, redis.call('HMGET', KEYS[2], unpack(fps))}
+"""
+DUE_LIMIT = 5000  # per clock evaluation (Lua's unpack takes at most ~8000)
+
 
 def encode(alert: Alert | None) -> bytes:
     return b"" if alert is None else orjson.dumps(alert.to_dict())
@@ -107,7 +124,9 @@ class AlertStore:
         self.gone_key = f"{key_prefix}alerts:gone"
         self.version_key = f"{key_prefix}alerts:ver"
         self.due_key = f"{key_prefix}groups:due"
+        self.clock_key = f"{key_prefix}alerts:clock"
         self._apply = redis.register_script(APPLY_LUA)
+        self._due = redis.register_script(DUE_LUA)
 
     def group_key(self, gid: str) -> str:
         return f"{self.prefix}group:{gid}"
@@ -134,6 +153,29 @@ class AlertStore:
         raw = await self.redis.hgetall(self.alerts_key)
         return [Alert.from_dict(orjson.loads(v)) for v in raw.values()]
 
+    async def due(self, now: float, limit: int = DUE_LIMIT) -> list[Alert]:
+        """The live alerts whose next clock judgement is due by `now`, oldest due first.
+
+        Entries of alerts that are gone or resolved are dropped from the index.
+        """
+        fps, raws = await self._due(keys=[self.clock_key, self.alerts_key], args=[now, limit])
+        alerts: list[Alert] = []
+        stale: list[bytes] = []
+        for fp, raw in zip(fps, raws, strict=True):
+            alert = Alert.from_dict(orjson.loads(raw)) if raw else None
+            if alert is None or alert.state == "resolved":
+                stale.append(fp)
+            else:
+                alerts.append(alert)
+        if stale:
+            await self.redis.zrem(self.clock_key, *stale)
+        return alerts
+
+    async def reschedule(self, clock: dict[str, float]) -> None:
+        """When the clock must next judge these alerts (judged, but not changed)."""
+        if clock:
+            await self.redis.zadd(self.clock_key, clock)
+
     def apply_args(
         self,
         fp: str,
@@ -143,15 +185,18 @@ class AlertStore:
         immediate: bool,
         now: float,
         window: tuple[str, float] | None = None,
+        clock_at: float | None = None,
     ) -> list[Any]:
         """One change's part of an `apply_many` call (opaque to callers).
 
         `window` (key, newest sample time): the change is refused, like a lost
         compare-and-set, when that window has received newer samples since.
+        `clock_at`: when the clock must next judge the alert (None: not live).
         """
         new_state = "" if new is None else new.state
         args: list[Any] = [fp, expected, encode(new), repr(now), new_state, len(targets)]
         args += [window[0], repr(window[1])] if window is not None else ["", ""]
+        args.append("" if clock_at is None else repr(clock_at))
         for t in targets:
             args += [
                 t.gid,
@@ -176,5 +221,7 @@ class AlertStore:
             args: list[Any] = [self.prefix]
             for change in changes[start : start + APPLY_CHUNK]:
                 args += change
-            await self._apply(keys=[self.alerts_key, self.due_key], args=args, client=pipe)
+            await self._apply(
+                keys=[self.alerts_key, self.due_key, self.clock_key], args=args, client=pipe
+            )
         return [bool(r) for taken in await pipe.execute() for r in taken]

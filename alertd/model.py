@@ -102,7 +102,7 @@ class Alert:
     ends_at: float | None = None
     updated_at: float = 0.0  # last change that matters to a receiver (for latency)
     channels: list[str] | None = None  # the rule's own channels, bypassing routes
-    # Lifecycle bookkeeping (pending_since, last_true_at): unix seconds.
+    # Lifecycle bookkeeping (pending_since, false_since): unix seconds.
     meta: dict[str, float] = field(default_factory=dict)
 
     @property

@@ -96,6 +96,7 @@ class MemoryAlerts:
 
     def __init__(self) -> None:
         self.raw: dict[str, bytes] = {}
+        self.clock: dict[str, float] = {}  # as the store's clock index
 
     async def get_raw(self, fingerprints: list[str]) -> list[bytes | None]:
         return [self.raw.get(fp) for fp in fingerprints]
@@ -105,16 +106,28 @@ class MemoryAlerts:
         for w in changes:
             if self.raw.get(w.fingerprint, b"") != w.expected:
                 results.append(False)  # moved since it was read
-            elif w.alert is None:
+                continue
+            if w.alert is None:
                 self.raw.pop(w.fingerprint, None)
-                results.append(True)
             else:
                 self.raw[w.fingerprint] = orjson.dumps(w.alert.to_dict())
-                results.append(True)
+            if w.clock_at is None:
+                self.clock.pop(w.fingerprint, None)
+            else:
+                self.clock[w.fingerprint] = w.clock_at
+            results.append(True)
         return results
 
     async def live_alerts(self) -> list[Alert]:
         return [Alert.from_dict(orjson.loads(v)) for v in self.raw.values()]
+
+    async def due(self, now: float) -> list[Alert]:
+        due = [fp for fp, at in self.clock.items() if at <= now]
+        alerts = [Alert.from_dict(orjson.loads(self.raw[fp])) for fp in due if fp in self.raw]
+        return [a for a in alerts if a.state != "resolved"]
+
+    async def reschedule(self, clock: dict[str, float]) -> None:
+        self.clock.update(clock)
 
 
 def _show_expected(e: ExpectedAlert) -> str:

@@ -6,6 +6,13 @@ alert change with compare-and-set (one pipeline). `tick` evaluates on the
 clock what arrivals cannot: `for`, `keep_firing_for`, `age`, emptying windows,
 and alerts whose rule was removed or no longer produces their series.
 
+The clock does not read every live alert each time: each judgement also
+stores when the alert can next change without a new sample (`clock_at`: its
+`for` or `keep_firing_for` ends, its oldest sample leaves the window), and a
+tick judges only the alerts due by then. A full sweep of every live alert
+runs on a new config (a start or a reload) and every SWEEP_EVERY_S, so a rule
+change or an alert written before the index existed is judged as well.
+
 Timestamps: a sample from the future (a producer's clock ahead of ours)
 counts as arriving now; a sample older than its rule's window changes nothing
 and is skipped, except for `age`, where it can only make a series look older.
@@ -37,6 +44,7 @@ NOTIFY_CHANGES = frozenset((Change.FIRED, Change.SEVERITY, Change.RESOLVED))
 # another replica moved the same alert in between, so this is only reached under a storm.
 MAX_ATTEMPTS = 5
 _FP_CACHE_MAX = 200_000
+SWEEP_EVERY_S = 60.0
 
 
 class Windows(Protocol):
@@ -55,6 +63,13 @@ class AlertWriter(Protocol):
     async def get_raw(self, fingerprints: list[str]) -> list[bytes | None]: ...
     async def write(self, changes: list[PendingWrite], now: float) -> list[bool]: ...
     async def live_alerts(self) -> list[Alert]: ...
+    async def due(self, now: float) -> list[Alert]:
+        """Live alerts whose `clock_at` is reached (some, when very many are)."""
+        ...
+
+    async def reschedule(self, clock: dict[str, float]) -> None:
+        """Set `clock_at` of alerts judged without a change."""
+        ...
 
 
 @dataclass(slots=True)
@@ -69,6 +84,8 @@ class PendingWrite:
     labels: dict[str, str]
     # (window key version, newest sample time) the change was judged on, if any
     window: tuple[str, float] | None = None
+    # when the clock must next judge the alert; None once it is no longer live
+    clock_at: float | None = None
 
 
 class RedisAlertWriter:
@@ -101,12 +118,19 @@ class RedisAlertWriter:
                     w.change is Change.SEVERITY,
                     now,
                     guard,
+                    w.clock_at,
                 )
             )
         return await self.store.apply_many(args)
 
     async def live_alerts(self) -> list[Alert]:
         return await self.store.all()
+
+    async def due(self, now: float) -> list[Alert]:
+        return await self.store.due(now)
+
+    async def reschedule(self, clock: dict[str, float]) -> None:
+        await self.store.reschedule(clock)
 
 
 # One series to judge: its rule, fingerprint and window (None: no data, or not read yet).
@@ -140,6 +164,7 @@ class Evaluator:
         # (rule, group_by values) -> series fingerprint: a hash per event is the costliest
         # step of ingest otherwise.
         self._fingerprints: dict[tuple[str, tuple[str, ...]], str] = {}
+        self._next_sweep = -math.inf  # a new config judges every live alert first
 
     def fingerprint_of(self, rule: Rule, values: tuple[str, ...]) -> str:
         key = (rule.name, values)
@@ -191,10 +216,16 @@ class Evaluator:
         return await self._evaluate(items, now)
 
     async def tick(self, now: float) -> list[PendingWrite]:
-        """Clock evaluation: live alerts of any rule, and `age` series past a threshold."""
+        """Clock evaluation: live alerts that are due (or all, on a sweep), and `age`
+        series past a threshold."""
         todo: dict[str, Rule] = {}
         orphans: list[Alert] = []
-        for alert in await self.writer.live_alerts():
+        if now >= self._next_sweep:
+            self._next_sweep = now + SWEEP_EVERY_S
+            alerts = await self.writer.live_alerts()
+        else:
+            alerts = await self.writer.due(now)
+        for alert in alerts:
             if alert.state == "resolved":
                 continue
             rule = self.rules.get(alert.rule)
@@ -216,7 +247,7 @@ class Evaluator:
             items: list[Item] = [
                 (rule, fp, win) for (fp, rule), win in zip(series, windows, strict=True)
             ]
-            done += await self._evaluate(items, now)
+            done += await self._evaluate(items, now, reschedule=True)
         return done
 
     def _series_of(self, rule: Rule, alert: Alert) -> str:
@@ -240,18 +271,30 @@ class Evaluator:
         await self._report(done)
         return done
 
-    async def _evaluate(self, batch: list[Item], now: float) -> list[PendingWrite]:
+    async def _evaluate(
+        self, batch: list[Item], now: float, reschedule: bool = False
+    ) -> list[PendingWrite]:
         """Step every series and write the changes with compare-and-set.
 
         A series whose write lost the race is judged again on a fresh read of both its
         alert and its window: whoever moved the alert may have merged newer samples.
+        With `reschedule`, the live alerts judged unchanged get their next `clock_at`
+        (a write sets it for the changed ones). Without, an unchanged alert keeps the
+        one it has: new samples can only put its next change later.
         """
         done: list[PendingWrite] = []
+        clock: dict[str, float] = {}
         for rule, _, _ in batch:
             self.evaluations[rule.name] = self.evaluations.get(rule.name, 0) + 1
         for attempt in range(MAX_ATTEMPTS):
             raw = await self.writer.get_raw([fp for _, fp, _ in batch])
-            writes = [w for item, r in zip(batch, raw, strict=True) if (w := _judge(item, r, now))]
+            writes = []
+            for item, r in zip(batch, raw, strict=True):
+                write, clock_at = _judge(item, r, now)
+                if write is not None:
+                    writes.append(write)
+                elif clock_at is not None:
+                    clock[item[1]] = clock_at
             if not writes:
                 break
             results = await self.writer.write(writes, now)
@@ -270,6 +313,8 @@ class Evaluator:
                 break
             windows = await self.windows.read(retry, now)
             batch = [(rule, fp, win) for (rule, fp), win in zip(retry, windows, strict=True)]
+        if reschedule and clock:
+            await self.writer.reschedule(clock)
         await self._report(done)
         return done
 
@@ -288,21 +333,54 @@ class Evaluator:
             await self.on_change(done)
 
 
-def _judge(item: Item, prev_raw: bytes | None, now: float) -> PendingWrite | None:
-    """The write one series needs at `now`, or None when its alert stays as stored."""
+def _judge(
+    item: Item, prev_raw: bytes | None, now: float
+) -> tuple[PendingWrite | None, float | None]:
+    """The write one series needs at `now` (None when its alert stays as stored), and
+    when the clock must next judge its alert (None when it is not live)."""
     rule, fp, win = item
     prev = Alert.from_dict(orjson.loads(prev_raw)) if prev_raw else None
     labels = win.labels if win is not None else _labels_of(prev, rule)
     new, change = step(rule, labels, prev, series_value(rule, win, now), now)
     if new is None and (prev is None or prev.state == "resolved"):
         # Inactive; a resolved alert stays until its groups have told receivers.
-        return None
+        return None, None
+    clock_at = clock_of(rule, new, win, now)
     if new is not None and prev is not None and new.to_dict() == prev.to_dict():
-        return None
+        return None, clock_at
     judged = None
     if win is not None and math.isfinite(win.newest_ts):
         judged = (plan_of(rule).version, win.newest_ts)
-    return PendingWrite(fp, prev_raw or b"", new, change, rule.name, labels, judged)
+    write = PendingWrite(fp, prev_raw or b"", new, change, rule.name, labels, judged, clock_at)
+    return write, clock_at
+
+
+def clock_of(rule: Rule, alert: Alert | None, win: SeriesWindow | None, now: float) -> float | None:
+    """The earliest time after `now` at which `alert` can change with no new sample.
+
+    None when it is not live. Between samples a value changes only when a bucket
+    holding samples leaves the window, and a state when `for` or `keep_firing_for`
+    ends; an `age` grows all the time, so its alerts are judged on every tick.
+    """
+    if alert is None or alert.state == "resolved":
+        return None
+    plan = plan_of(rule)
+    if plan.is_age:
+        return now
+    at = math.inf
+    spec = rule.spec
+    if alert.state == "pending":
+        at = alert.meta.get("pending_since", alert.starts_at) + spec.for_.total_seconds()
+    keep_s = spec.keep_firing_for.total_seconds()
+    if keep_s > 0 and "false_since" in alert.meta:
+        at = min(at, alert.meta["false_since"] + keep_s)
+    if win is not None:
+        first = plan.first_bucket(now)
+        held = [i for i in (*win.num, *win.den) if i >= first]
+        if held:
+            # bucket i is inside the window while (t_ms - window_ms) // width_ms <= i
+            at = min(at, ((min(held) + 1) * plan.width_ms + plan.window_ms) / 1000)
+    return at if math.isfinite(at) else now
 
 
 def _labels_of(alert: Alert | None, rule: Rule) -> dict[str, str]:

@@ -94,6 +94,10 @@ def render_annotations(
     return out
 
 
+# false_since, and last_true_at of the stores of earlier versions
+_GRACE_KEYS = ("false_since", "last_true_at")
+
+
 def step(
     rule: Rule,
     series_labels: dict[str, str],
@@ -117,12 +121,14 @@ def step(
         if live.state == "pending":
             return None, Change.CLEARED
         if keep_s > 0:
-            last_true_at = live.meta.get("last_true_at")
-            if last_true_at is None:
-                # Fired before keep_firing_for was configured: the grace starts now.
-                meta = {**live.meta, "last_true_at": now}
+            # A series is judged whenever its value can change (a sample, a bucket leaving
+            # the window: evaluator.clock_of), so the first false judgement is when the
+            # condition cleared, and the grace counts from there.
+            false_since = live.meta.get("false_since")
+            if false_since is None:
+                meta = {**live.meta, "false_since": now}
                 return replace(live, value=value, meta=meta), Change.NONE
-            if now - last_true_at < keep_s:
+            if now - false_since < keep_s:
                 return replace(live, value=value), Change.NONE
         return resolve(live, value, now), Change.RESOLVED
 
@@ -130,8 +136,6 @@ def step(
     notes = render_annotations(rule, labels, value, threshold)
     for_s = spec.for_.total_seconds()
 
-    # Only keep_firing_for reads last_true_at: without it a steady alert needs no write.
-    true_at = {"last_true_at": now} if keep_s > 0 else {}
     if live is None:
         state: AlertState = "pending" if for_s > 0 else "firing"
         alert = Alert(
@@ -145,11 +149,12 @@ def step(
             starts_at=now,
             updated_at=now,
             channels=spec.channels,
-            meta={"pending_since": now, **true_at} if state == "pending" else true_at,
+            meta={"pending_since": now} if state == "pending" else {},
         )
         return alert, Change.PENDING if state == "pending" else Change.FIRED
 
-    meta = {**live.meta, **true_at}
+    # True again: a keep_firing_for grace (if any) is over.
+    meta = {k: v for k, v in live.meta.items() if k not in _GRACE_KEYS}
     if live.state == "pending":
         if now - meta.get("pending_since", live.starts_at) >= for_s:
             fired = replace(
