@@ -143,6 +143,9 @@ class App:
         self.workers.set_channels(self.channels)
         with contextlib.suppress(RedisError, OSError):
             await self.consumer.join()
+        # A new config's first clock evaluation judges every live alert: do it before
+        # events arrive, not in the middle of the first burst.
+        await self.tick()
         self._tasks = [
             asyncio.create_task(self.consumer.run(self.stopping), name="consumer"),
             asyncio.create_task(self.dispatcher.run(self.stopping), name="dispatcher"),

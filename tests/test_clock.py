@@ -17,7 +17,7 @@ import redis.asyncio as aioredis
 from alertd.alerts import AlertStore
 from alertd.engine.evaluator import Evaluator, RedisAlertWriter, clock_of
 from alertd.engine.lifecycle import step
-from alertd.engine.windows import MemoryWindows, SeriesWindow, plan_of
+from alertd.engine.windows import MemoryWindows, RedisWindows, SeriesWindow, plan_of
 from alertd.matchers import parse_matchers
 from alertd.model import Event
 from alertd.notify.routing import Router
@@ -103,12 +103,18 @@ class TestRedisIndex:
         (tmp_path / "alertd.toml").write_text('[redis]\nkey_prefix = "c:"\n')
         router = Router(load_config(tmp_path / "alertd.toml", env={}))
         writer = RedisAlertWriter(store, lambda: router)
-        evaluator = Evaluator([rule], MemoryWindows(), writer, log_changes=False)
+        windows = RedisWindows(redis, "c:")
+        evaluator = Evaluator([rule], windows, writer, log_changes=False)
         await evaluator.ingest([Event("m", 20.0, {"host": "a"}, T0)], T0)
+        await evaluator.ingest([Event("m", 30.0, {"host": "a"}, T0 + 30)], T0 + 30)
+        # the first sample's bucket leaves the 1 m window at 62 s: nothing to judge before
         assert [] == await store.due(T0 + 61)
         (alert,) = await store.due(T0 + 62)
         assert "firing" == alert.state
-        await evaluator.tick(T0 + 62)  # first tick: a sweep; the window is empty: resolved
+        await evaluator.tick(T0 + 62)  # first tick: a sweep; the second sample is in
+        assert [] == await store.due(T0 + 91)
+        assert [alert.fingerprint] == [a.fingerprint for a in await store.due(T0 + 92)]
+        await evaluator.tick(T0 + 92)  # now the window is empty: resolved
         assert [] == await store.due(T0 + 10_000)
         assert 0 == await redis.zcard(store.clock_key)
 

@@ -13,8 +13,9 @@ time of its newest sample (for `age`, which keeps no buckets at all).
 A consumed batch is pre-aggregated in process, then merged with one Lua call
 per touched series, all in one pipeline: atomic per series, so replicas can
 share a series. The call also drops buckets that left the window and returns
-the window already folded into one bucket (plus the denominator's), so a
-batch costs one round trip and little decoding. Hashes expire when a series
+the window already folded into one bucket (plus the denominator's) placed at
+its oldest bucket's index (when the value can next change with no sample), so
+a batch costs one round trip and little decoding. Hashes expire when a series
 goes idle; series of `age` rules are indexed in `{prefix}series:{rule}:{version}`
 (a sorted set by newest sample) for clock evaluation.
 """
@@ -101,30 +102,35 @@ local function fold(key)
   local c, s, dc, ds = 0, 0, 0, 0
   local mn, mns, mx, mxs, lt, lts, lvs
   local last, sketch, drop = {}, {}, {}
+  local oldest
   for i = 1, #all, 2 do
     local f, v = all[i], all[i + 1]
     local idx, den, letter, rest = string.match(f, '^(%d+)(D?)(%a)(.*)$')
+    local at = idx and tonumber(idx)
     if not idx then
       if f == 'L' then labels = v elseif f == 'T' then newest = v end
-    elseif tonumber(idx) < first then
+    elseif at < first then
       drop[#drop + 1] = f
-    elseif den == 'D' then
-      if letter == 'c' then dc = dc + tonumber(v)
-      elseif letter == 's' then ds = ds + tonumber(v) end
-    elseif letter == 'c' then c = c + tonumber(v)
-    elseif letter == 's' then s = s + tonumber(v)
-    elseif letter == 'n' then
-      local n = tonumber(v)
-      if (not mn) or n < mn then mn, mns = n, v end
-    elseif letter == 'x' then
-      local n = tonumber(v)
-      if (not mx) or n > mx then mx, mxs = n, v end
-    elseif letter == 't' or letter == 'v' then
-      local e = last[idx] or {}
-      e[letter] = v
-      last[idx] = e
-    elseif letter == 'q' then
-      sketch[rest] = (sketch[rest] or 0) + tonumber(v)
+    else
+      if (not oldest) or at < oldest then oldest = at end
+      if den == 'D' then
+        if letter == 'c' then dc = dc + tonumber(v)
+        elseif letter == 's' then ds = ds + tonumber(v) end
+      elseif letter == 'c' then c = c + tonumber(v)
+      elseif letter == 's' then s = s + tonumber(v)
+      elseif letter == 'n' then
+        local n = tonumber(v)
+        if (not mn) or n < mn then mn, mns = n, v end
+      elseif letter == 'x' then
+        local n = tonumber(v)
+        if (not mx) or n > mx then mx, mxs = n, v end
+      elseif letter == 't' or letter == 'v' then
+        local e = last[idx] or {}
+        e[letter] = v
+        last[idx] = e
+      elseif letter == 'q' then
+        sketch[rest] = (sketch[rest] or 0) + tonumber(v)
+      end
     end
   end
   for _, e in pairs(last) do
@@ -134,13 +140,14 @@ local function fold(key)
   for j = 1, #drop, 500 do
     redis.call('HDEL', key, unpack(drop, j, math.min(j + 499, #drop)))
   end
-  -- Only what the storage kind keeps, after labels (read only), newest, count.
-  local out = {ttl > 0 and '' or labels, newest, int(c)}
+  -- Only what the storage kind keeps, after labels (read only), newest, the oldest
+  -- bucket in the window (when the value can next change by itself), count.
+  local out = {ttl > 0 and '' or labels, newest, oldest and int(oldest) or '', int(c)}
   if storage == 's' then
-    out[4], out[5], out[6] = num(s), int(dc), num(ds)
-  elseif storage == 'n' then out[4] = mns or ''
-  elseif storage == 'x' then out[4] = mxs or ''
-  elseif storage == 't' then out[4], out[5] = lts or '', lvs or ''
+    out[5], out[6], out[7] = num(s), int(dc), num(ds)
+  elseif storage == 'n' then out[5] = mns or ''
+  elseif storage == 'x' then out[5] = mxs or ''
+  elseif storage == 't' then out[5], out[6] = lts or '', lvs or ''
   elseif storage == 'q' then
     for k, n in pairs(sketch) do
       out[#out + 1] = k
@@ -330,7 +337,8 @@ def encode_ops(plan: WindowPlan, window: SeriesWindow) -> str:
 def decode_window(
     raw: Sequence[bytes], first: int, storage: str, labels: dict[str, str] | None = None
 ) -> SeriesWindow | None:
-    """The script's answer for one series: its window folded into one bucket at `first`.
+    """The script's answer for one series: its window folded into one bucket, at the
+    index of its oldest bucket in the window (`first` or later).
 
     `labels`, when the caller knows them, saves decoding the stored ones.
     """
@@ -339,23 +347,24 @@ def decode_window(
     if labels is None:
         labels = orjson.loads(raw[0]) if raw[0] else {}
     window = SeriesWindow(labels=labels, newest_ts=float(raw[1]) if raw[1] else -math.inf)
-    count = int(raw[2])
+    at = int(raw[2]) if raw[2] else first
+    count = int(raw[3])
     if count:
-        b = window.num[first] = Bucket(count=count)
+        b = window.num[at] = Bucket(count=count)
         if storage == "s":
-            b.sum = float(raw[3])
+            b.sum = float(raw[4])
         elif storage == "t":
-            b.last_ts, b.last_value = float(raw[3]), float(raw[4])
+            b.last_ts, b.last_value = float(raw[4]), float(raw[5])
         elif storage == "n":
-            b.min = float(raw[3])
+            b.min = float(raw[4])
         elif storage == "x":
-            b.max = float(raw[3])
+            b.max = float(raw[4])
         elif storage == "q":
-            b.sketch = {raw[j].decode(): int(raw[j + 1]) for j in range(3, len(raw), 2)}
+            b.sketch = {raw[j].decode(): int(raw[j + 1]) for j in range(4, len(raw), 2)}
     if storage == "s":
-        den_count = int(raw[4])
+        den_count = int(raw[5])
         if den_count:
-            window.den[first] = Bucket(count=den_count, sum=float(raw[5]))
+            window.den[at] = Bucket(count=den_count, sum=float(raw[6]))
     return window
 
 
