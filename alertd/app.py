@@ -42,6 +42,7 @@ from alertd.silences import SilenceStore
 log = structlog.get_logger("alertd.app")
 
 TICK_REST = 3.0  # see App.tick
+COUNT_REST = 50.0  # see App._count_alerts
 
 
 def default_consumer_name() -> str:
@@ -114,6 +115,7 @@ class App:
         self._http: Any = None
         self._reload_lock = asyncio.Lock()
         self._tick_rest_until = 0.0
+        self._count_alerts_at = 0.0
         self.metrics.rules_loaded.set(len(config.rules))
 
     def _evaluator(self, config: Config) -> Evaluator:
@@ -233,18 +235,26 @@ class App:
             if lag is not None:
                 self.metrics.consumer_lag.set(lag)
             self.metrics.consumer_pending.set(pending)
-            counts: dict[tuple[str, str], int] = {}
-            for a in await self.store.all():
-                if a.state != "resolved":
-                    counts[(a.state, a.severity)] = counts.get((a.state, a.severity), 0) + 1
-            self.metrics.alerts.clear()
-            for (state, sev), n in counts.items():
-                self.metrics.alerts.labels(state, sev).set(n)
+            if time.monotonic() >= self._count_alerts_at:
+                await self._count_alerts()
             for rule, n in self.evaluator.evaluations.items():
                 self.metrics.rule_evaluations.labels(rule).inc(n)
             self.evaluator.evaluations.clear()
         except (RedisError, OSError) as exc:
             log.debug("housekeeping skipped", error=type(exc).__name__)
+
+    async def _count_alerts(self) -> None:
+        """The alerts gauge. It reads every alert: with tens of thousands that takes a
+        while, so it waits COUNT_REST times as long as the last count took."""
+        started = time.monotonic()
+        counts: dict[tuple[str, str], int] = {}
+        for a in await self.store.all():
+            if a.state != "resolved":
+                counts[(a.state, a.severity)] = counts.get((a.state, a.severity), 0) + 1
+        self.metrics.alerts.clear()
+        for (state, sev), n in counts.items():
+            self.metrics.alerts.labels(state, sev).set(n)
+        self._count_alerts_at = time.monotonic() + COUNT_REST * (time.monotonic() - started)
 
     async def watch_files(self) -> None:
         """Reload when a rule or channel file changes on disk (or one appears or goes)."""

@@ -94,6 +94,8 @@ class TestFile(StrictModel):
 class MemoryAlerts:
     """AlertWriter in process, with the store's compare-and-set."""
 
+    alerts_key = ""  # not in Redis: windows cannot read these
+
     def __init__(self) -> None:
         self.raw: dict[str, bytes] = {}
         self.clock: dict[str, float] = {}  # as the store's clock index

@@ -59,7 +59,7 @@ async def merge_in_batches(
         batch = SeriesWindow(labels={"service": "api"})
         for value, ts in samples[b::batches]:
             batch.add(value, ts, plan.width_ms, sketch=plan.needs_sketch)
-        merged = await windows.merge([(rule, "fp1", batch)], now)
+        merged, _ = await windows.merge([(rule, "fp1", batch)], now)
     return merged[0]
 
 

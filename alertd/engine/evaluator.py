@@ -49,8 +49,8 @@ SWEEP_EVERY_S = 60.0
 
 class Windows(Protocol):
     async def merge(
-        self, updates: list[tuple[Rule, str, SeriesWindow]], now: float
-    ) -> list[SeriesWindow]: ...
+        self, updates: list[tuple[Rule, str, SeriesWindow]], now: float, alerts_key: str = ""
+    ) -> tuple[list[SeriesWindow], list[bytes | None] | None]: ...
     async def read(
         self, series: list[tuple[Rule, str]], now: float
     ) -> list[SeriesWindow | None]: ...
@@ -59,6 +59,9 @@ class Windows(Protocol):
 
 class AlertWriter(Protocol):
     """Where alert changes go: Redis (AlertStore) in the daemon, memory in `rules test`."""
+
+    # The Redis hash of alerts, when windows can read it in their merge ("" otherwise).
+    alerts_key: str
 
     async def get_raw(self, fingerprints: list[str]) -> list[bytes | None]: ...
     async def write(self, changes: list[PendingWrite], now: float) -> list[bool]: ...
@@ -94,6 +97,7 @@ class RedisAlertWriter:
     def __init__(self, store: AlertStore, router: Callable[[], Router]) -> None:
         self.store = store
         self.router = router
+        self.alerts_key = store.alerts_key
 
     async def get_raw(self, fingerprints: list[str]) -> list[bytes | None]:
         return await self.store.get_raw(fingerprints)
@@ -209,11 +213,11 @@ class Evaluator:
         if not touched:
             return []
         updates = [(rule, fp, win) for fp, (rule, win) in touched.items()]
-        merged = await self.windows.merge(updates, now)
+        merged, stored = await self.windows.merge(updates, now, self.writer.alerts_key)
         items: list[Item] = [
             (rule, fp, win) for (rule, fp, _), win in zip(updates, merged, strict=True)
         ]
-        return await self._evaluate(items, now)
+        return await self._evaluate(items, now, stored=stored)
 
     async def tick(self, now: float) -> list[PendingWrite]:
         """Clock evaluation: live alerts that are due (or all, on a sweep), and `age`
@@ -272,7 +276,11 @@ class Evaluator:
         return done
 
     async def _evaluate(
-        self, batch: list[Item], now: float, reschedule: bool = False
+        self,
+        batch: list[Item],
+        now: float,
+        reschedule: bool = False,
+        stored: list[bytes | None] | None = None,
     ) -> list[PendingWrite]:
         """Step every series and write the changes with compare-and-set.
 
@@ -280,14 +288,18 @@ class Evaluator:
         alert and its window: whoever moved the alert may have merged newer samples.
         With `reschedule`, the live alerts judged unchanged get their next `clock_at`
         (a write sets it for the changed ones). Without, an unchanged alert keeps the
-        one it has: new samples can only put its next change later.
+        one it has: new samples can only put its next change later. `stored`: the
+        batch's alerts as the window merge read them (saves the first read).
         """
         done: list[PendingWrite] = []
         clock: dict[str, float] = {}
         for rule, _, _ in batch:
             self.evaluations[rule.name] = self.evaluations.get(rule.name, 0) + 1
         for attempt in range(MAX_ATTEMPTS):
-            raw = await self.writer.get_raw([fp for _, fp, _ in batch])
+            if attempt == 0 and stored is not None:
+                raw = stored
+            else:
+                raw = await self.writer.get_raw([fp for _, fp, _ in batch])
             writes = []
             for item, r in zip(batch, raw, strict=True):
                 write, clock_at = _judge(item, r, now)

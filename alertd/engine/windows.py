@@ -52,14 +52,18 @@ _STORAGE = {
 }
 
 # Merge (ARGV[1] ttl > 0) or just read (ttl 0) several series of one rule, and answer each
-# with its window folded into one bucket. KEYS: [age index,] one hash per series.
-# ARGV: ttl_ms, first bucket in the window, storage, has index (1/0), and to merge, one
-# line per series: "newest_ts<TAB>fingerprint<TAB>labels JSON<TAB>ops" (one argument:
-# packing a hundred small ones costs the client more than the script's split).
+# with its window folded into one bucket. KEYS: [age index,] [alerts hash,] one hash per
+# series. ARGV: ttl_ms, first bucket in the window, storage, has index (1/0), reads alerts
+# (1/0), and to merge, one line per series: "newest_ts<TAB>fingerprint<TAB>labels
+# JSON<TAB>ops" (one argument: packing a hundred small ones costs the client more than
+# the script's split). With the alerts hash, a merge also answers each series' stored
+# alert, as it stands right after the merge (the evaluator's compare-and-set reads it).
 WINDOW_LUA = r"""
 local ttl, first, storage = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
 local off = (ARGV[4] == '1') and 1 or 0
 local index = (off == 1) and KEYS[1] or nil
+local alerts = (ARGV[5] == '1') and KEYS[off + 1] or nil
+if alerts then off = off + 1 end
 local function num(v) return string.format('%.17g', v) end
 local function int(v) return string.format('%d', v) end
 
@@ -157,13 +161,20 @@ local function fold(key)
   return out
 end
 
-local answers = {}
-local lines = string.gmatch(ARGV[5] or '', '[^\n]+')
+local answers, stored = {}, {}
+local lines = string.gmatch(ARGV[6] or '', '[^\n]+')
 for j = 1 + off, #KEYS do
-  if ttl > 0 then merge(KEYS[j], lines()) end
+  if ttl > 0 then
+    local packed = lines()
+    merge(KEYS[j], packed)
+    if alerts then
+      stored[#answers + 1] = redis.call('HGET', alerts, string.match(packed, '^[^\t]*\t([^\t]*)'))
+    end
+  end
   answers[#answers + 1] = fold(KEYS[j])
 end
 if index and ttl > 0 then redis.call('PEXPIRE', index, ttl) end
+if alerts then return {answers, stored} end
 return answers
 """
 # Series per script call: bounds how long one call holds Redis (a few ms).
@@ -388,26 +399,36 @@ class RedisWindows:
         return plan.window_ms + 2 * plan.width_ms + 60_000
 
     async def merge(
-        self, updates: list[tuple[Rule, str, SeriesWindow]], now: float
-    ) -> list[SeriesWindow]:
-        """Merge each (rule, fingerprint, batch window) and return the whole windows, in order."""
+        self, updates: list[tuple[Rule, str, SeriesWindow]], now: float, alerts_key: str = ""
+    ) -> tuple[list[SeriesWindow], list[bytes | None] | None]:
+        """Merge each (rule, fingerprint, batch window) and return the whole windows, in order.
+
+        With `alerts_key` (the hash of alerts by series fingerprint), each series' stored
+        alert as well, read in the same step; else None.
+        """
         packed = [
             f"{win.newest_ts!r}\t{fp}\t{orjson.dumps(win.labels).decode()}\t"
             + encode_ops(plan_of(rule), win)
             for rule, fp, win in updates
         ]
-        windows = await self._run(
-            [(rule, fp) for rule, fp, _ in updates], packed, now, [w.labels for _, _, w in updates]
+        windows, stored = await self._run(
+            [(rule, fp) for rule, fp, _ in updates],
+            packed,
+            now,
+            [w.labels for _, _, w in updates],
+            alerts_key,
         )
         # A merge always leaves a hash behind, so every answer holds a window.
-        return [
+        merged = [
             w or SeriesWindow(labels=win.labels)
             for w, (_, _, win) in zip(windows, updates, strict=True)
         ]
+        return merged, stored if alerts_key else None
 
     async def read(self, series: list[tuple[Rule, str]], now: float) -> list[SeriesWindow | None]:
         """The windows of (rule, fingerprint) pairs at `now`; None where a series has none."""
-        return await self._run(series, None, now)
+        windows, _ = await self._run(series, None, now)
+        return windows
 
     async def _run(
         self,
@@ -415,10 +436,12 @@ class RedisWindows:
         packed: list[str] | None,
         now: float,
         known: list[dict[str, str]] | None = None,
-    ) -> list[SeriesWindow | None]:
+        alerts_key: str = "",
+    ) -> tuple[list[SeriesWindow | None], list[bytes | None]]:
         """One pipeline: one script call per rule and CHUNK series."""
         if not series:
-            return []
+            return [], []
+        alerts_key = alerts_key if packed is not None else ""
         by_rule: dict[str, list[int]] = {}
         for i, (rule, _) in enumerate(series):
             by_rule.setdefault(rule.name, []).append(i)
@@ -434,12 +457,15 @@ class RedisWindows:
             for start in range(0, len(positions), CHUNK):
                 chunk = positions[start : start + CHUNK]
                 keys = [self.series_key(rule)] if indexed else []
+                if alerts_key:
+                    keys.append(alerts_key)
                 keys += [f"{prefix}w:{series[i][1]}:{suffix}" for i in chunk]
                 args: list[Any] = [
                     self.ttl_ms(plan) if packed is not None else 0,
                     first,
                     plan.storage,
                     "1" if indexed else "0",
+                    "1" if alerts_key else "0",
                 ]
                 if packed is not None:
                     args.append("\n".join([packed[i] for i in chunk]))
@@ -447,10 +473,15 @@ class RedisWindows:
                 calls.append((chunk, first, plan.storage))
         results = await pipe.execute()
         out: list[SeriesWindow | None] = [None] * len(series)
+        stored: list[bytes | None] = [None] * len(series) if alerts_key else []
         for (chunk, first, storage), answers in zip(calls, results, strict=True):
+            if alerts_key:
+                answers, alerts = answers
+                for i, raw_alert in zip(chunk, alerts, strict=True):
+                    stored[i] = raw_alert
             for i, raw in zip(chunk, answers, strict=True):
                 out[i] = decode_window(raw, first, storage, known[i] if known else None)
-        return out
+        return out, stored
 
     async def age_series(self, rule: Rule, now: float) -> list[tuple[str, float]]:
         """(fingerprint, newest sample time) of the rule's series, forgetting long-silent ones."""
@@ -470,8 +501,8 @@ class MemoryWindows:
         self.by_rule: dict[tuple[str, str], set[str]] = {}
 
     async def merge(
-        self, updates: list[tuple[Rule, str, SeriesWindow]], now: float
-    ) -> list[SeriesWindow]:
+        self, updates: list[tuple[Rule, str, SeriesWindow]], now: float, alerts_key: str = ""
+    ) -> tuple[list[SeriesWindow], list[bytes | None] | None]:
         out = []
         for rule, fp, win in updates:
             plan = plan_of(rule)
@@ -483,7 +514,7 @@ class MemoryWindows:
             current.prune(plan.first_bucket(now))
             self.by_rule.setdefault((rule.name, plan.version), set()).add(fp)
             out.append(current)
-        return out
+        return out, None  # alerts are not kept here
 
     async def read(self, series: list[tuple[Rule, str]], now: float) -> list[SeriesWindow | None]:
         return [self.windows.get((fp, plan_of(rule).version)) for rule, fp in series]
