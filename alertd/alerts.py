@@ -35,21 +35,21 @@ from alertd.notify.routing import GroupTarget
 APPLY_CHUNK = 500  # changes per Lua call: long enough to pay off, short enough not to stall Redis
 
 # Many compare-and-set changes in one call (one atomic step each; the whole call is one
-# command, so a batch of a thousand costs Redis one round trip and us one command to pack).
-# ARGV: prefix, then per change: fp, expected, new, now, new_state, n_targets, the window
-# key and the newest sample time the change was judged on ('' for none), when the clock
-# must next judge the alert ('' for never: it is no longer live), and 7 per target.
+# command, so a batch of a thousand costs Redis one round trip). ARGV: prefix, and the
+# changes as one JSON array (thousands of separate arguments cost the client more to pack
+# than cjson costs Redis). Per change: [fp, expected, new, now, new_state, the window key
+# and the newest sample time the change was judged on ('' for none), when the clock must
+# next judge the alert ('' for never: it is no longer live), targets], each target
+# [gid, group key, group labels JSON, route, group_wait, group_interval, immediate].
+# Every value is a string.
 APPLY_LUA = """
 local alerts, due, clock, prefix = KEYS[1], KEYS[2], KEYS[3], ARGV[1]
 local gone, version = prefix .. 'alerts:gone', prefix .. 'alerts:ver'
 local out = {}
-local i = 2
-while i <= #ARGV do
-  local fp, expected, new, now_s = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
-  local new_state, n_targets = ARGV[i + 4], tonumber(ARGV[i + 5])
-  local wkey, judged, clock_at = ARGV[i + 6], ARGV[i + 7], ARGV[i + 8]
-  local first, now = i + 9, tonumber(now_s)
-  i = first + 7 * n_targets
+for _, c in ipairs(cjson.decode(ARGV[2])) do
+  local fp, expected, new, now_s, new_state = c[1], c[2], c[3], c[4], c[5]
+  local wkey, judged, clock_at, targets = c[6], c[7], c[8], c[9]
+  local now = tonumber(now_s)
   local cur = redis.call('HGET', alerts, fp) or ''
   -- Judged on a window another replica has merged newer samples into since: that
   -- replica judges them (or this one again, on a fresh read). Never apply the older view.
@@ -75,10 +75,10 @@ while i <= #ARGV do
         redis.call('HSET', gone, fp, cur)
       end
     end
-    if n_targets > 0 then redis.call('INCR', version) end
-    for t = first, i - 1, 7 do
-      local gid, gkey, glabels, route = ARGV[t], ARGV[t + 1], ARGV[t + 2], ARGV[t + 3]
-      local wait, interval, immediate = tonumber(ARGV[t + 4]), tonumber(ARGV[t + 5]), ARGV[t + 6]
+    if #targets > 0 then redis.call('INCR', version) end
+    for _, t in ipairs(targets) do
+      local gid, gkey, glabels, route = t[1], t[2], t[3], t[4]
+      local wait, interval, immediate = tonumber(t[5]), tonumber(t[6]), t[7]
       local g = prefix .. 'group:' .. gid
       if redis.call('HSETNX', g, 'key', gkey) == 1 then
         redis.call('HSET', g, 'labels', glabels, 'route', route, 'created', now_s)
@@ -110,10 +110,6 @@ if #fps == 0 then return {{}, {}} end
 return {fps, redis.call('HMGET', KEYS[2], unpack(fps))}
 """
 DUE_LIMIT = 5000  # per clock evaluation (Lua's unpack takes at most ~8000)
-
-
-def encode(alert: Alert | None) -> bytes:
-    return b"" if alert is None else orjson.dumps(alert.to_dict())
 
 
 class AlertStore:
@@ -193,21 +189,27 @@ class AlertStore:
         compare-and-set, when that window has received newer samples since.
         `clock_at`: when the clock must next judge the alert (None: not live).
         """
-        new_state = "" if new is None else new.state
-        args: list[Any] = [fp, expected, encode(new), repr(now), new_state, len(targets)]
-        args += [window[0], repr(window[1])] if window is not None else ["", ""]
-        args.append("" if clock_at is None else repr(clock_at))
-        for t in targets:
-            args += [
-                t.gid,
-                t.group_key,
-                orjson.dumps(t.labels),
-                t.policy.route_id,
-                repr(t.policy.group_wait.total_seconds()),
-                repr(t.policy.group_interval.total_seconds()),
-                "1" if immediate else "0",
-            ]
-        return args
+        return [
+            fp,
+            expected.decode(errors="replace"),  # as stored: JSON text
+            "" if new is None else orjson.dumps(new.to_dict()).decode(),
+            repr(now),
+            "" if new is None else new.state,
+            *((window[0], repr(window[1])) if window is not None else ("", "")),
+            "" if clock_at is None else repr(clock_at),
+            [
+                [
+                    t.gid,
+                    t.group_key,
+                    orjson.dumps(t.labels).decode(),
+                    t.policy.route_id,
+                    repr(t.policy.group_wait.total_seconds()),
+                    repr(t.policy.group_interval.total_seconds()),
+                    "1" if immediate else "0",
+                ]
+                for t in targets
+            ],
+        ]
 
     async def apply_many(self, changes: list[list[Any]]) -> list[bool]:
         """Run compare-and-set changes, a few hundred per call, in one round trip.
@@ -218,10 +220,10 @@ class AlertStore:
             return []
         pipe = self.redis.pipeline(transaction=False)
         for start in range(0, len(changes), APPLY_CHUNK):
-            args: list[Any] = [self.prefix]
-            for change in changes[start : start + APPLY_CHUNK]:
-                args += change
+            chunk = orjson.dumps(changes[start : start + APPLY_CHUNK])
             await self._apply(
-                keys=[self.alerts_key, self.due_key, self.clock_key], args=args, client=pipe
+                keys=[self.alerts_key, self.due_key, self.clock_key],
+                args=[self.prefix, chunk],
+                client=pipe,
             )
         return [bool(r) for taken in await pipe.execute() for r in taken]
