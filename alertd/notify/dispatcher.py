@@ -105,9 +105,10 @@ return 0
 # Each group's flush, all or nothing, only while `token` holds its lease: notification
 # log entries (compare-and-set) with their outbox entries, told resolved alerts
 # forgotten, the group rescheduled or dropped once empty.
-# ARGV: prefix, token, now, ttl, then per group: gid, interval_s, sleep_s (when nothing is
-# left to tell: until the next repeat), n_notices, n_forgets,
-# 5 per notice (log key, expected, new, outbox stream or '', payload), 2 per forget.
+# ARGV: prefix, token, now, ttl, and the groups as one JSON array (cheaper to pack than
+# thousands of arguments), each [gid, interval_s, sleep_s (when nothing is left to tell:
+# until the next repeat), notices, forgets]; a notice is [log key, expected, new, outbox
+# stream or '', payload], a forget [fingerprint, alert as told]. Every value a string.
 # Returns per group: status (-1 lease lost, 0 dropped, 1 rescheduled, 2 a log moved
 # under us: nothing written, flushed again at once) and notifications queued.
 COMMIT_LUA = """
@@ -129,25 +130,25 @@ local function forget(gid, gm, fp, raw)
   end
 end
 
-local function commit(gid, interval_s, sleep_s, notices, n_notices, forgets, n_forgets)
+local function commit(gid, interval_s, sleep_s, notices, forgets)
   local g, gm = prefix .. 'group:' .. gid, prefix .. 'gm:' .. gid
   local held = redis.call('HMGET', g, 'lease', 'rush', 'dirty')
   if held[1] ~= token then return -1, 0 end
   local stale = false
-  for i = notices, notices + 5 * (n_notices - 1), 5 do
-    if (redis.call('GET', ARGV[i]) or '') ~= ARGV[i + 1] then stale = true end
+  for _, n in ipairs(notices) do
+    if (redis.call('GET', n[1]) or '') ~= n[2] then stale = true end
   end
   local queued = 0
   if not stale then
-    for i = notices, notices + 5 * (n_notices - 1), 5 do
-      redis.call('SET', ARGV[i], ARGV[i + 2], 'EX', ttl)
-      if ARGV[i + 3] ~= '' then
-        redis.call('XADD', ARGV[i + 3], '*', 'n', ARGV[i + 4])
+    for _, n in ipairs(notices) do
+      redis.call('SET', n[1], n[3], 'EX', ttl)
+      if n[4] ~= '' then
+        redis.call('XADD', n[4], '*', 'n', n[5])
         queued = queued + 1
       end
     end
-    for i = forgets, forgets + 2 * (n_forgets - 1), 2 do
-      forget(gid, gm, ARGV[i], ARGV[i + 1])
+    for _, f in ipairs(forgets) do
+      forget(gid, gm, f[1], f[2])
     end
   end
   if redis.call('SCARD', gm) == 0 then
@@ -166,16 +167,10 @@ local function commit(gid, interval_s, sleep_s, notices, n_notices, forgets, n_f
 end
 
 local out = {}
-local i = 5
-while i <= #ARGV do
-  local gid, interval_s, sleep_s = ARGV[i], tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])
-  local n_notices, n_forgets = tonumber(ARGV[i + 3]), tonumber(ARGV[i + 4])
-  local notices = i + 5
-  local forgets = notices + 5 * n_notices
-  local status, queued = commit(gid, interval_s, sleep_s, notices, n_notices, forgets, n_forgets)
+for _, p in ipairs(cjson.decode(ARGV[5])) do
+  local status, queued = commit(p[1], tonumber(p[2]), tonumber(p[3]), p[4], p[5])
   out[#out + 1] = status
   out[#out + 1] = queued
-  i = forgets + 2 * n_forgets
 end
 return out
 """
@@ -672,9 +667,8 @@ class Dispatcher:
             return 0
         for ch in {n.channel for p in plans for n in p.notices if n.notification is not None}:
             await self.outbox.ensure_group(ch)
-        args: list[Any] = [self.prefix, token, repr(now), NFLOG_TTL_S]
-        for p in plans:
-            args += self._commit_args(p)
+        groups = orjson.dumps([self._commit_args(p) for p in plans])
+        args: list[Any] = [self.prefix, token, repr(now), NFLOG_TTL_S, groups]
         results = await self._commit(keys=[self.store.due_key], args=args)
         queued = 0
         for i, p in enumerate(plans):
@@ -692,25 +686,21 @@ class Dispatcher:
         return queued
 
     def _commit_args(self, p: GroupPlan) -> list[Any]:
-        args: list[Any] = [
-            p.gid,
-            repr(p.interval_s),
-            repr(p.sleep_s),
-            len(p.notices),
-            len(p.forget),
-        ]
+        """One group's part of COMMIT_LUA's JSON argument."""
+        notices = []
         for notice in p.notices:
             n = notice.notification
-            args += [
-                self.nflog_key(notice.channel, p.gid),
-                notice.expected,
-                notice.entry.to_json(),
-                self.outbox.stream(notice.channel) if n is not None else "",
-                orjson.dumps(n.to_dict()) if n is not None else "",
-            ]
-        for fp, raw in p.forget:
-            args += [fp, raw]
-        return args
+            notices.append(
+                [
+                    self.nflog_key(notice.channel, p.gid),
+                    notice.expected.decode(errors="replace"),  # as stored: JSON text
+                    notice.entry.to_json().decode(),
+                    self.outbox.stream(notice.channel) if n is not None else "",
+                    orjson.dumps(n.to_dict()).decode() if n is not None else "",
+                ]
+            )
+        forgets = [[fp, raw.decode(errors="replace")] for fp, raw in p.forget]
+        return [p.gid, repr(p.interval_s), repr(p.sleep_s), notices, forgets]
 
     @staticmethod
     def _log_queued(n: Notification) -> None:
