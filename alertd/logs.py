@@ -10,6 +10,7 @@ import logging
 from collections.abc import Iterable, MutableMapping
 from typing import Any, TextIO
 
+import orjson
 import structlog
 
 from alertd.redact import redact
@@ -51,6 +52,11 @@ class SecretScrubber:
 SCRUBBER = SecretScrubber()
 
 
+def _json(event: Any, **_: Any) -> str:
+    """orjson for the log lines: several times faster than json.dumps at a line per alert."""
+    return orjson.dumps(event, default=repr, option=orjson.OPT_NON_STR_KEYS).decode()
+
+
 def configure(
     level: str = "info",
     fmt: str = "json",
@@ -60,7 +66,9 @@ def configure(
     """Set up logging; `stream` pins the output (default: sys.stdout as it is at each call)."""
     SCRUBBER.secrets = [s for s in secrets if s]
     renderer: structlog.types.Processor = (
-        structlog.dev.ConsoleRenderer() if fmt == "console" else structlog.processors.JSONRenderer()
+        structlog.dev.ConsoleRenderer()
+        if fmt == "console"
+        else structlog.processors.JSONRenderer(serializer=_json)
     )
     structlog.configure(
         processors=[
