@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import os
 import signal
 import socket
@@ -43,6 +44,7 @@ log = structlog.get_logger("alertd.app")
 
 TICK_REST = 3.0  # see App.tick
 COUNT_REST = 50.0  # see App._count_alerts
+GC_THRESHOLDS = (50_000, 20, 10)  # see run_daemon
 
 
 def default_consumer_name() -> str:
@@ -353,6 +355,12 @@ async def run_daemon(config_path: str | None) -> int:
         task.add_done_callback(reloads.discard)
 
     loop.add_signal_handler(signal.SIGHUP, hup)
+    # What start-up built (config, rules, modules) lives as long as the process: take it
+    # out of the collector's view, and collect less eagerly. With windows of 100k series
+    # in flight, a full collection every few thousand allocations cost a fifth of the
+    # CPU (measured by bench/); reference counting frees nearly everything anyway.
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
     try:
         await app.start()
     except OSError as exc:
