@@ -36,7 +36,7 @@ max_backoff = "200ms"
 """
 
 ROUTE = '\n[[routes]]\nchannels = ["hook"]\ngroup_by = ["alertname", "series"]\n'
-SERIES = 6  # more than the workers of a channel: some wait in the outbox unread
+SERIES = 6  # a burst the channel holds all at once
 
 
 async def queued_ids(redis: aioredis.Redis, channel: str = "hook") -> set[str]:
@@ -87,7 +87,7 @@ class TestCrashResume:
             return ids if len(ids) == SERIES else set()
 
         queued = await wait_for(all_queued)
-        await wait_for(lambda: len(ids_seen(receiver)) >= 4)  # every worker holds one
+        await wait_for(lambda: len(ids_seen(receiver)) >= 4)  # several in hand
         attempted = ids_seen(receiver)
         await crash(daemons, first)
 
@@ -270,6 +270,19 @@ class TestOutboxPrimitives:
             await outbox.touch("hook", "holder", entry_id),
             await outbox.touch("hook", "stranger", entry_id),
         )
+
+    async def test_touch_many_reports_what_the_holder_lost(self, redis: aioredis.Redis) -> None:
+        outbox = Outbox(redis, "alertd:")
+        for series in ("a", "b", "c"):
+            await outbox.enqueue(make_notification("hook", series=series))
+        held = [entry_id for entry_id, _ in await outbox.read("hook", "holder", 3, 10)]
+        await redis.xclaim("alertd:outbox:hook", GROUP, "other", 0, [held[1]])
+        await redis.xack("alertd:outbox:hook", GROUP, held[2])
+        await asyncio.sleep(0.05)
+
+        assert [held[1], held[2]] == await outbox.touch_many("hook", "holder", held)
+        [mine] = await redis.xpending_range("alertd:outbox:hook", GROUP, "-", "+", 10, "holder")
+        assert (held[0], True) == (mine["message_id"].decode(), mine["time_since_delivered"] < 50)
 
     async def test_claim_takes_only_idle_entries(self, redis: aioredis.Redis) -> None:
         outbox = Outbox(redis, "alertd:")

@@ -2,9 +2,10 @@
 
 A notification is added here before its first attempt and removed (XACK +
 XDEL) only after it was delivered or moved to the dead-letter stream. While a
-worker holds an entry it keeps resetting the entry's idle time (`touch`); an
-entry left idle longer than `claim_idle` belonged to a worker that died and
-is claimed by a live one, which delivers it with the same notification id.
+worker holds entries it keeps resetting their idle time (`touch_many`, all it
+holds in one call); an entry left idle longer than `claim_idle` belonged to a
+worker that died and is claimed by a live one, which delivers it with the same
+notification id.
 """
 
 from __future__ import annotations
@@ -18,12 +19,19 @@ from alertd.model import Notification
 
 GROUP = "alertd"
 
-# Reset the idle time of an entry, only while `consumer` still holds it.
+# Reset the idle time of entries ARGV[3..], each only while consumer ARGV[2] still holds
+# it; return the ids it no longer holds.
 TOUCH_LUA = """
-local held = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[3], ARGV[3], 1, ARGV[2])
-if #held == 0 then return 0 end
-redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[3], 'JUSTID')
-return 1
+local lost = {}
+for i = 3, #ARGV do
+  local held = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1, ARGV[2])
+  if #held == 0 then
+    table.insert(lost, ARGV[i])
+  else
+    redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'JUSTID')
+  end
+end
+return lost
 """
 
 # Set KEYS[1] unless it exists (ex ARGV[2] s) and, only then, queue ARGV[3..] on KEYS[2..].
@@ -110,14 +118,21 @@ class Outbox:
         return bool(await self._enqueue_if(keys=keys, args=args))
 
     async def read(
-        self, channel: str, consumer: str, count: int, block_ms: int, pending: bool = False
+        self,
+        channel: str,
+        consumer: str,
+        count: int,
+        block_ms: int,
+        pending: bool = False,
+        after: str = "0",
     ) -> list[Entry]:
-        """New entries (or, with pending=True, this consumer's own unacknowledged ones)."""
+        """New entries (or, with pending=True, this consumer's own unacknowledged ones
+        with ids above `after`)."""
         try:
             rows = await self.redis.xreadgroup(
                 GROUP,
                 consumer,
-                {self.stream(channel): "0" if pending else ">"},
+                {self.stream(channel): after if pending else ">"},
                 count=count,
                 block=None if pending else block_ms,
             )
@@ -149,9 +164,15 @@ class Outbox:
 
     async def touch(self, channel: str, consumer: str, entry_id: str) -> bool:
         """Reset the idle time of an entry `consumer` works on; False if it is no longer its."""
-        return bool(
-            await self._touch(keys=[self.stream(channel)], args=[GROUP, consumer, entry_id])
-        )
+        return not await self.touch_many(channel, consumer, [entry_id])
+
+    async def touch_many(self, channel: str, consumer: str, entry_ids: list[str]) -> list[str]:
+        """Reset the idle time of the entries `consumer` works on, in one call; returns
+        those it no longer holds (claimed by another consumer, or acknowledged)."""
+        if not entry_ids:
+            return []
+        lost = await self._touch(keys=[self.stream(channel)], args=[GROUP, consumer, *entry_ids])
+        return [e.decode() if isinstance(e, bytes) else str(e) for e in lost]
 
     async def prune_consumers(self, channel: str, idle_ms: int) -> list[str]:
         """Forget consumers of dead processes: nothing pending and silent for `idle_ms`."""
@@ -167,9 +188,10 @@ class Outbox:
         except (ValueError, KeyError, TypeError):
             return eid.decode(), None
 
-    def done_on(self, pipe: Pipeline, channel: str, entry_id: str) -> None:
-        pipe.xack(self.stream(channel), GROUP, entry_id)
-        pipe.xdel(self.stream(channel), entry_id)
+    def done_on(self, pipe: Pipeline, channel: str, *entry_ids: str) -> None:
+        """Queue the removal of entries (acknowledge and delete) on a pipeline."""
+        pipe.xack(self.stream(channel), GROUP, *entry_ids)
+        pipe.xdel(self.stream(channel), *entry_ids)
 
     async def depth(self, channel: str) -> int:
         return int(await self.redis.xlen(self.stream(channel)))

@@ -1,12 +1,15 @@
 """Per-channel delivery workers reading the outbox, and the health of each channel.
 
-Each channel has its own outbox stream and its own few workers, each holding
-at most one notification, so a slow or dead channel never delays another.
-A worker keeps the entry it holds fresh (`Outbox.touch`) so no other replica
-claims it while it retries; an entry whose worker died is claimed after
-`claim_idle`. The outcome (acknowledge, dead letter, hand to the fallback,
-the channel's failure count) is written in one MULTI under `asyncio.shield`,
-so a shutdown cannot cut it in half.
+Each channel has its own outbox stream and its own reader, so a slow or dead
+channel never delays another. The reader takes as many entries per XREADGROUP
+as it has free delivery slots and delivers them side by side (a group's
+notifications one after the other). One heartbeat per channel keeps every
+entry it holds fresh (`Outbox.touch_many`) so no other replica claims them
+while they retry; an entry another worker took over is left to it, and one
+whose worker died is claimed after `claim_idle`. The outcome (acknowledge,
+dead letter, hand to the fallback, the channel's failure count) is written by
+one writer task that puts the outcomes finishing close together in one MULTI,
+under `asyncio.shield`, so a shutdown cannot cut one in half.
 
 A channel that dead-letters FAILING_AFTER notifications in a row raises
 alertd's own alert `AlertdChannelFailing` through the other enabled channels,
@@ -26,6 +29,7 @@ from typing import Any
 
 import orjson
 import structlog
+from redis.asyncio.client import Pipeline
 from redis.exceptions import RedisError
 
 from alertd.channels.base import Channel
@@ -38,7 +42,11 @@ from alertd.notify.retry import Outcome
 
 log = structlog.get_logger("alertd.workers")
 
-WORKERS_PER_CHANNEL = 16  # the most notifications of one channel in hand at once
+IN_FLIGHT_PER_CHANNEL = 64  # the most notifications of one channel in hand at once
+# Email opens an SMTP connection per message and Slack waits for its rate-limit slot
+# inside the attempt's timeout: more at once would only hit connection limits and time out.
+IN_FLIGHT_BY_TYPE = {"email": 16, "slack": 16}
+OUTCOMES_PER_WRITE = 256  # the most outcomes in one MULTI
 FAILING_AFTER = 3  # consecutive dead letters before a channel counts as failing
 FAILING_ALERT = "AlertdChannelFailing"
 STATE_TTL_S = 7 * 86400  # failure counts and failing episodes of channels gone from config
@@ -68,6 +76,46 @@ class _GroupLock:
     users: int = 0
 
 
+@dataclass(eq=False, slots=True)
+class _Held:
+    """An outbox entry a channel's reader holds, and the job delivering it."""
+
+    entry_id: str
+    notification: Notification | None
+    job: asyncio.Task[None] | None = None
+    delivering: bool = True  # until the delivery has a result: a takeover cancels it
+    lost: bool = False  # another consumer took the entry over
+
+
+@dataclass(eq=False)
+class _Lane:
+    """What one channel's reader holds, under one consumer name, and its heartbeat.
+
+    Outlives a reader retired by a reload, so a successor never takes an entry a job
+    of its predecessor still delivers.
+    """
+
+    name: str
+    consumer: str
+    held: dict[str, _Held] = field(default_factory=dict)
+    room: asyncio.Event = field(default_factory=asyncio.Event)  # a delivery slot freed
+    beat: asyncio.Task[None] | None = None
+
+
+@dataclass(eq=False, slots=True)
+class _Outcome:
+    """One notification's outcome, waiting for the next coalesced write."""
+
+    channel: str
+    entry_id: str
+    written: asyncio.Future[None]
+    dead: dict[str, str] | None = None
+    follow: Notification | None = None
+    delivered: bool | None = None
+    # After a delivery: the failing episode it ends, if any; after a failure: the count.
+    reply: Any = None
+
+
 @dataclass
 class ChannelWorkers:
     """The workers of every configured channel, swapped channel by channel on reload."""
@@ -83,7 +131,11 @@ class ChannelWorkers:
     _tasks: dict[str, list[asyncio.Task[None]]] = field(default_factory=dict)
     _busy: set[asyncio.Task[Any]] = field(default_factory=set)
     _retired: set[asyncio.Task[None]] = field(default_factory=set)
+    _lanes: dict[str, _Lane] = field(default_factory=dict)
     _groups: dict[tuple[str, str], _GroupLock] = field(default_factory=dict)
+    _outcomes: list[_Outcome] = field(default_factory=list)
+    _writer: asyncio.Task[None] | None = None
+    _rng: random.Random = field(default_factory=random.Random)
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
@@ -114,10 +166,7 @@ class ChannelWorkers:
         for name, ch in channels.items():
             self.health.setdefault(name, ChannelHealth())
             if name not in self._tasks and ch.config.enabled:
-                self._tasks[name] = [
-                    asyncio.create_task(self._run(name, i), name=f"deliver:{name}:{i}")
-                    for i in range(WORKERS_PER_CHANNEL)
-                ]
+                self._tasks[name] = [asyncio.create_task(self._run(name), name=f"deliver:{name}")]
         for name, ch in old.items():
             if channels.get(name) is not ch:
                 self._spawn(ch.close())
@@ -154,17 +203,22 @@ class ChannelWorkers:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
         self._tasks.clear()
+        beats = [lane.beat for lane in self._lanes.values() if lane.beat is not None]
+        for t in beats:
+            t.cancel()
+        if beats:
+            await asyncio.wait(beats, timeout=1.0)
         for ch in self.channels.values():
             with contextlib.suppress(Exception):
                 await ch.close()
 
-    # --- the worker loop ---------------------------------------------------------------
+    # --- the reader --------------------------------------------------------------------
 
     def _workers(self) -> list[asyncio.Task[None]]:
         return [*(t for ts in self._tasks.values() for t in ts), *self._retired]
 
     def _current(self, name: str) -> bool:
-        """Whether the calling worker still serves `name` (a client library may swallow
+        """Whether the calling reader still serves `name` (a client library may swallow
         the cancel that retired it)."""
         return not self._stopping and asyncio.current_task() in self._tasks.get(name, ())
 
@@ -172,32 +226,53 @@ class ChannelWorkers:
         # Several beats per claim_idle, so a busy event loop does not lose an entry.
         return min(5.0, max(0.05, self.claim_idle_s / 5))
 
-    async def _run(self, name: str, index: int) -> None:
-        consumer = f"{self.consumer}:{index}"
+    def _in_flight_limit(self, name: str) -> int:
+        channel = self.channels.get(name)
+        kind = channel.config.type if channel is not None else ""
+        return IN_FLIGHT_BY_TYPE.get(kind, IN_FLIGHT_PER_CHANNEL)
+
+    def _lane(self, name: str) -> _Lane:
+        lane = self._lanes.get(name)
+        if lane is None:
+            # One consumer name per channel and process: a restart reads back its own first.
+            lane = self._lanes[name] = _Lane(name, f"{self.consumer}:0")
+        return lane
+
+    async def _run(self, name: str) -> None:
+        lane = self._lane(name)
         own_pending = True  # first, what a previous run under this name left unfinished
+        pending_after = "0"
         next_claim = 0.0
         next_prune = time.monotonic() + PRUNE_EVERY_S * random.random()
         backoff_s = 0.1
         while self._current(name):
+            free = self._in_flight_limit(name) - len(lane.held)
+            if free <= 0:
+                lane.room.clear()
+                await lane.room.wait()
+                continue
             try:
                 await self.outbox.ensure_group(name)
                 batch: list[Entry] = []
                 if own_pending:
-                    batch = await self.outbox.read(name, consumer, 1, 0, pending=True)
+                    batch = await self.outbox.read(
+                        name, lane.consumer, free, 0, pending=True, after=pending_after
+                    )
                     own_pending = bool(batch)
+                    pending_after = batch[-1][0] if batch else "0"
                 if not batch and time.monotonic() >= next_claim:
                     idle_ms = int(self.claim_idle_s * 1000)
-                    batch = await self.outbox.claim(name, consumer, idle_ms)
+                    batch = await self.outbox.claim(name, lane.consumer, idle_ms, free)
                     # One claimed suggests more: look again at once, else after a while.
                     pause_s = min(5.0, max(0.1, self.claim_idle_s / 2))
                     next_claim = (
                         0.0 if batch else time.monotonic() + pause_s * (0.5 + random.random())
                     )
-                if index == 0 and time.monotonic() >= next_prune:
+                if time.monotonic() >= next_prune:
                     next_prune = time.monotonic() + PRUNE_EVERY_S
                     await self.outbox.prune_consumers(name, PRUNE_IDLE_MS)
                 if not batch:
-                    batch = await self.outbox.read(name, consumer, 1, 1000)
+                    batch = await self.outbox.read(name, lane.consumer, free, 1000)
                 backoff_s = 0.1
             except asyncio.CancelledError:
                 raise
@@ -213,38 +288,83 @@ class ChannelWorkers:
             if not self._current(name):
                 break  # what it just read stays pending: its successor reads it first
             for entry_id, n in batch:
-                job = self._spawn(self._handle(name, consumer, entry_id, n))
-                # Cancelling the worker (stop, reload) leaves the job to finish on its own.
-                await asyncio.wait({job})
+                # Already ours (a claim or a pending read can return one in hand): in hand.
+                if entry_id not in lane.held:
+                    self._take(lane, entry_id, n)
+
+    def _take(self, lane: _Lane, entry_id: str, n: Notification | None) -> None:
+        held = lane.held[entry_id] = _Held(entry_id, n)
+        # Cancelling the reader (stop, reload) leaves the job to finish on its own.
+        held.job = self._spawn(self._handle(lane, held))
+        if lane.beat is None:
+            lane.beat = asyncio.create_task(self._beat(lane), name=f"heartbeat:{lane.name}")
+
+    async def _beat(self, lane: _Lane) -> None:
+        """Keep every entry the lane holds ours, in one call; stop what was taken over."""
+        try:
+            while lane.held:
+                await asyncio.sleep(self._heartbeat_s())
+                ids = list(lane.held)
+                if not ids:
+                    break
+                try:
+                    lost = await self.outbox.touch_many(lane.name, lane.consumer, ids)
+                except RedisError as exc:
+                    # Keep delivering: the outcome is written once Redis is back.
+                    log.debug(
+                        "outbox heartbeat failed", channel=lane.name, error=type(exc).__name__
+                    )
+                    continue
+                for entry_id in lost:
+                    held = lane.held.get(entry_id)
+                    # Not delivering any more: acknowledged, or its outcome being written.
+                    if held is not None and held.delivering and not held.lost:
+                        held.lost = True
+                        if held.job is not None:
+                            held.job.cancel()
+        finally:
+            if lane.beat is asyncio.current_task():
+                lane.beat = None
 
     # --- one notification --------------------------------------------------------------
 
-    async def _handle(
-        self, name: str, consumer: str, entry_id: str, n: Notification | None
-    ) -> None:
+    async def _handle(self, lane: _Lane, held: _Held) -> None:
+        try:
+            await self._handle_held(lane.name, held)
+        finally:
+            held.delivering = False
+            if lane.held.get(held.entry_id) is held:
+                del lane.held[held.entry_id]
+            lane.room.set()
+
+    async def _handle_held(self, name: str, held: _Held) -> None:
+        entry_id, n = held.entry_id, held.notification
         channel = self.channels.get(name)
+        if n is None or channel is None or not channel.config.enabled:
+            held.delivering = False  # nothing to interrupt if it is taken over meanwhile
         if n is None:
             log.error("unreadable outbox entry dropped", channel=name, entry=entry_id)
             await self._record(name, entry_id)
             return
-        bound = log.bind(channel=name, notification_id=n.id, reason=n.reason.value)
         if channel is not None and not channel.config.enabled:
-            # Stays pending: read first by this worker's successor when it is enabled again.
-            bound.info("channel disabled; notification stays queued")
+            # Stays pending: read first by this channel's next reader when it is enabled again.
+            self._bound(name, n).info("channel disabled; notification stays queued")
             return
         if channel is None:
             # Removed while queued: keep it where an operator can replay it.
             error = f"channel '{name}' is no longer configured"
-            bound.warning("notification dead-lettered", error=error)
+            self._bound(name, n).warning("notification dead-lettered", error=error)
             fields = self.dead.notification_fields(n, name, "channel unavailable", error)
             await self._record(name, entry_id, dead=fields)
             return
-        result = await self._deliver_held(channel, consumer, entry_id, n)
+        result = await self._deliver_held(channel, held, n)
         if result is None:
             if self._stopping:
-                bound.info("delivery interrupted by shutdown; it stays queued")
+                self._bound(name, n).info("delivery interrupted by shutdown; it stays queued")
             else:
-                bound.warning("another worker took this notification over; leaving it to them")
+                self._bound(name, n).warning(
+                    "another worker took this notification over; leaving it to them"
+                )
             return
         n.attempts += result.attempts
         if result.ok:
@@ -252,40 +372,25 @@ class ChannelWorkers:
         else:
             await self._failed(channel, entry_id, n, result)
 
-    async def _deliver_held(
-        self, channel: Channel[Any], consumer: str, entry_id: str, n: Notification
-    ) -> DeliveryResult | None:
-        """Deliver while keeping the entry ours; None when another worker took it over."""
-        name = channel.name
-        finished = asyncio.Event()
-        keeper = asyncio.create_task(self._keep(name, consumer, entry_id, finished))
-        attempt = asyncio.create_task(self._deliver_in_order(channel, n))
-        try:
-            await asyncio.wait({keeper, attempt}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            finished.set()  # ends the keeper even if a client library swallowed the cancel
-            keeper.cancel()
-            if not attempt.done():
-                attempt.cancel()
-        await asyncio.wait({attempt}, timeout=5.0)  # a cancelled attempt unwinds
-        if not attempt.done() or attempt.cancelled():
-            return None
-        return attempt.result()
+    @staticmethod
+    def _bound(name: str, n: Notification) -> Any:
+        return log.bind(channel=name, notification_id=n.id, reason=n.reason.value)
 
-    async def _keep(self, name: str, consumer: str, entry_id: str, finished: asyncio.Event) -> None:
-        """Reset the entry's idle time now and then; return once it is no longer ours."""
-        while True:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self._heartbeat_s()):
-                    await finished.wait()
-            if finished.is_set():
-                return
-            try:
-                if not await self.outbox.touch(name, consumer, entry_id):
-                    return
-            except RedisError as exc:
-                # Keep delivering: the outcome is written once Redis is back.
-                log.debug("outbox heartbeat failed", channel=name, error=type(exc).__name__)
+    async def _deliver_held(
+        self, channel: Channel[Any], held: _Held, n: Notification
+    ) -> DeliveryResult | None:
+        """Deliver while the entry is ours; None when another worker took it over (the
+        heartbeat then cancels this job) or a shutdown interrupted it."""
+        try:
+            result = await self._deliver_in_order(channel, n)
+        except asyncio.CancelledError:
+            if not (held.lost or self._stopping):
+                raise
+            return None
+        finally:
+            held.delivering = False
+        # A client library may swallow the cancel: the result still is not ours to record.
+        return None if held.lost else result
 
     async def _deliver_in_order(self, channel: Channel[Any], n: Notification) -> DeliveryResult:
         name = channel.name
@@ -299,7 +404,9 @@ class ChannelWorkers:
         async with self._group_turn(name, n.group_key):
             health.in_flight += 1
             try:
-                return await deliver(channel, n, on_attempt=count, sleep=self._backoff)
+                return await deliver(
+                    channel, n, rng=self._rng, on_attempt=count, sleep=self._backoff
+                )
             finally:
                 health.in_flight -= 1
 
@@ -346,8 +453,7 @@ class ChannelWorkers:
             attempts=result.attempts,
             latency_ms=round(result.latency_ms, 1),
         )
-        done = await self._record(name, entry_id, delivered=True)
-        failing = done[-1] if done else None
+        failing = await self._record(name, entry_id, delivered=True)
         if failing:
             await self._resolve_failing(name, failing)
 
@@ -356,7 +462,7 @@ class ChannelWorkers:
     ) -> None:
         name = channel.name
         health = self.health.setdefault(name, ChannelHealth())
-        bound = log.bind(channel=name, notification_id=n.id, reason=n.reason.value)
+        bound = self._bound(name, n)
         if health.last_error != result.error:
             bound.error("delivery failed", error=result.error, attempts=result.attempts)
         else:
@@ -367,9 +473,9 @@ class ChannelWorkers:
         reason = "permanent failure" if result.permanent else "retries exhausted"
         fields = self.dead.notification_fields(n, name, reason, result.error)
         follow = self._fallback_of(channel, n)
-        done = await self._record(name, entry_id, dead=fields, follow=follow, delivered=False)
+        reply = await self._record(name, entry_id, dead=fields, follow=follow, delivered=False)
         # The count is shared by the replicas; failures finishing together report out of order.
-        count = int(done[-2]) if done else health.consecutive_failures + 1
+        count = int(reply) if reply is not None else health.consecutive_failures + 1
         health.consecutive_failures = max(health.consecutive_failures, count)
         if health.consecutive_failures >= FAILING_AFTER:
             await self._raise_failing(name, health.consecutive_failures, result.error)
@@ -388,6 +494,8 @@ class ChannelWorkers:
             }
         )
 
+    # --- outcomes ----------------------------------------------------------------------
+
     async def _record(
         self,
         name: str,
@@ -396,56 +504,105 @@ class ChannelWorkers:
         dead: dict[str, str] | None = None,
         follow: Notification | None = None,
         delivered: bool | None = None,
-    ) -> list[Any] | None:
-        """`_finish`, shielded: a cancelled job still records its outcome (stop waits for it)."""
-        task = self._spawn(
-            self._finish(name, entry_id, dead=dead, follow=follow, delivered=delivered)
-        )
-        result: list[Any] | None = await asyncio.shield(task)
-        return result
+    ) -> Any:
+        """Remove the entry, and dead-letter / hand to the fallback / count, atomically.
 
-    async def _finish(
-        self,
-        name: str,
-        entry_id: str,
-        *,
-        dead: dict[str, str] | None = None,
-        follow: Notification | None = None,
-        delivered: bool | None = None,
-    ) -> list[Any] | None:
-        """Remove the entry, and dead-letter / hand to the fallback / count, in one MULTI.
-
-        Returns the MULTI's replies (after a delivery the last is the failing episode,
-        if any; after a failure the one before last is the consecutive failure count),
-        or None when Redis stayed away: the entry is then delivered again later.
+        Queued for the writer, which joins it with the other outcomes at hand in one
+        MULTI; shielded, so a cancelled job still records its outcome (stop waits for the
+        writer). Returns, after a delivery, the failing episode it ends (if any); after a
+        failure, the consecutive failure count; None when Redis stayed away (the entry is
+        then delivered again later).
         """
+        outcome = _Outcome(
+            name,
+            entry_id,
+            asyncio.get_running_loop().create_future(),
+            dead=dead,
+            follow=follow,
+            delivered=delivered,
+        )
+        self._outcomes.append(outcome)
+        if self._writer is None or self._writer.done():
+            self._writer = self._spawn(self._write_outcomes())
+        await asyncio.shield(outcome.written)
+        return outcome.reply
+
+    async def _write_outcomes(self) -> None:
+        """Write what is queued, a MULTI at a time; what queues meanwhile goes in the next."""
+        batch: list[_Outcome] = []
+        try:
+            while self._outcomes:
+                batch = self._outcomes[:OUTCOMES_PER_WRITE]
+                del self._outcomes[:OUTCOMES_PER_WRITE]
+                await self._write(batch)
+                for o in batch:
+                    if not o.written.done():
+                        o.written.set_result(None)
+                batch = []
+        finally:
+            # Cancelled (a stop past its deadline): what is unwritten is delivered again.
+            for o in [*batch, *self._outcomes]:
+                if not o.written.done():
+                    o.written.cancel()
+            self._outcomes.clear()
+
+    async def _write(self, batch: list[_Outcome]) -> None:
+        """One MULTI for the batch, retried while Redis is away (as a whole: nothing of
+        it was applied, or all of it)."""
         for attempt in range(20):
             try:
-                if follow is not None:
-                    await self.outbox.ensure_group(follow.receiver)
+                for receiver in {o.follow.receiver for o in batch if o.follow is not None}:
+                    await self.outbox.ensure_group(receiver)
                 async with self.outbox.redis.pipeline(transaction=True) as pipe:
-                    if dead is not None:
-                        self.dead.add_to(pipe, dead)
-                    if follow is not None:
-                        self.outbox.add_to(pipe, follow)
-                    self.outbox.done_on(pipe, name, entry_id)
-                    if delivered is True:
-                        pipe.delete(self.failures_key(name))
-                        pipe.get(self.failing_key(name))
-                    elif delivered is False:
-                        pipe.incr(self.failures_key(name))
-                        pipe.expire(self.failures_key(name), STATE_TTL_S)
-                    replies: list[Any] = await pipe.execute()
-                return replies
+                    replies_at = self._queue_outcomes(pipe, batch)
+                    # A command Redis refuses must not cost the others their outcome.
+                    replies: list[Any] = await pipe.execute(raise_on_error=False)
+                break
             except (RedisError, OSError) as exc:
-                log.debug("recording a delivery outcome failed", channel=name, error=str(exc))
+                log.debug("recording delivery outcomes failed", error=str(exc))
                 await asyncio.sleep(min(0.1 * 2**attempt, 2.0))
-        log.error(
-            "could not record delivery outcome; it will be delivered again",
-            channel=name,
-            entry=entry_id,
-        )
-        return None
+        else:
+            for o in batch:
+                log.error(
+                    "could not record delivery outcome; it will be delivered again",
+                    channel=o.channel,
+                    entry=o.entry_id,
+                )
+            return
+        for o, at in replies_at:
+            if not isinstance(replies[at], Exception):
+                o.reply = replies[at]
+        for error in {str(r) for r in replies if isinstance(r, Exception)}:
+            log.error("recording a delivery outcome failed", error=error)
+
+    def _queue_outcomes(self, pipe: Pipeline, batch: list[_Outcome]) -> list[tuple[_Outcome, int]]:
+        """Queue the batch's writes in order; returns where each outcome's reply will be.
+
+        Deliveries of one channel with no failure between share one reset of its failure
+        count; the entries of each channel are removed with one XACK and one XDEL.
+        """
+        replies_at: list[tuple[_Outcome, int]] = []
+        reset: set[str] = set()  # channels whose count is reset since their last failure
+        done: dict[str, list[str]] = {}
+        for o in batch:
+            if o.dead is not None:
+                self.dead.add_to(pipe, o.dead)
+            if o.follow is not None:
+                self.outbox.add_to(pipe, o.follow)
+            if o.delivered is True and o.channel not in reset:
+                reset.add(o.channel)
+                pipe.delete(self.failures_key(o.channel))
+                replies_at.append((o, len(pipe)))
+                pipe.get(self.failing_key(o.channel))
+            elif o.delivered is False:
+                reset.discard(o.channel)
+                replies_at.append((o, len(pipe)))
+                pipe.incr(self.failures_key(o.channel))
+                pipe.expire(self.failures_key(o.channel), STATE_TTL_S)
+            done.setdefault(o.channel, []).append(o.entry_id)
+        for channel, entry_ids in done.items():
+            self.outbox.done_on(pipe, channel, *entry_ids)
+        return replies_at
 
     # --- AlertdChannelFailing ----------------------------------------------------------
 
