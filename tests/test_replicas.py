@@ -154,6 +154,18 @@ class TestChangesDuringFlush:
         assert [("hook", "changed", "firing", 2)] == summary(await h.queued())
         assert [("hook", "changed", "firing", 3)] == summary(await h.flush(T0 + 25))
 
+    async def test_reload_between_claim_and_flush_tells_the_new_channels(
+        self, h: Harness, tmp_path: Path
+    ) -> None:
+        await h.fire(service="a")
+        h.now = T0 + 5
+        claim = await h.dispatcher.claim(h.now)  # read the logs of the old route's channels
+        h.rt = Runtime.build(write_config(tmp_path, '[[routes]]\nchannels = ["hook", "pager"]\n'))
+        await h.dispatcher.flush(claim, h.now)
+        assert [("hook", "first", "firing", 1), ("pager", "first", "firing", 1)] == sorted(
+            summary(await h.queued())
+        )
+
     async def test_alert_added_between_read_and_commit(self, h: Harness) -> None:
         await h.fire(service="a")
         h.now = T0 + 5

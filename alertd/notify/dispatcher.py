@@ -61,19 +61,23 @@ NFLOG_TTL_S = 8 * 86400
 BATCH_GROUPS = 500
 INHIBIT_REFRESH_S = 1.0
 
-# Take up to `limit` due groups, leasing each to `token` until `lease_until`; return
-# {number due, {gid, group hash (flat), members, gid, ...}} for the ones taken.
+# Take up to `limit` due groups, leasing each to `token` until `lease_until`, and read
+# what their flush needs: {number due, {gid, group hash (flat), members, their alerts,
+# {channel, notification log entry, ...}, gid, ...}} for the ones taken. ARGV[6]: JSON
+# {route id: [channels]} ('' for a route not in it), whose logs are read.
 CLAIM_LUA = """
-local due, prefix = KEYS[1], ARGV[1]
+local due, alerts, prefix = KEYS[1], KEYS[2], ARGV[1]
 local now, lease_until, token, limit = ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5])
+local routes = cjson.decode(ARGV[6])
 local gids = redis.call('ZRANGEBYSCORE', due, '-inf', now, 'LIMIT', 0, limit)
 local out = {}
 for _, gid in ipairs(gids) do
   local g = prefix .. 'group:' .. gid
   local h = redis.call('HGETALL', g)
-  local held_until = 0
+  local held_until, route = 0, 'default'
   for i = 1, #h, 2 do
     if h[i] == 'lease_until' then held_until = tonumber(h[i + 1]) end
+    if h[i] == 'route' then route = h[i + 1] end
   end
   if #h == 0 then
     redis.call('ZREM', due, gid)
@@ -82,9 +86,22 @@ for _, gid in ipairs(gids) do
   else
     redis.call('ZADD', due, lease_until, gid)
     redis.call('HSET', g, 'lease', token, 'lease_until', lease_until)
+    local members = redis.call('SMEMBERS', prefix .. 'gm:' .. gid)
+    local raws = {}
+    for i = 1, #members, 1000 do  -- unpack takes a few thousand at most
+      local part = redis.call('HMGET', alerts, unpack(members, i, math.min(i + 999, #members)))
+      for j = 1, #part do raws[#raws + 1] = part[j] end
+    end
+    local logs = {}
+    for _, ch in ipairs(routes[route] or routes['']) do
+      logs[#logs + 1] = ch
+      logs[#logs + 1] = redis.call('GET', prefix .. 'nflog:' .. ch .. ':' .. gid)
+    end
     out[#out + 1] = gid
     out[#out + 1] = h
-    out[#out + 1] = redis.call('SMEMBERS', prefix .. 'gm:' .. gid)
+    out[#out + 1] = members
+    out[#out + 1] = raws
+    out[#out + 1] = logs
   end
 end
 return {#gids, out}
@@ -288,6 +305,7 @@ class GroupSnapshot:
     members: list[Member] = field(default_factory=list)
     orphans: list[str] = field(default_factory=list)  # members whose alert no longer exists
     nflog: dict[str, bytes | None] = field(default_factory=dict)  # channel -> log entry read
+    raws: dict[str, bytes | None] = field(default_factory=dict)  # fingerprint -> alert read
 
 
 @dataclass(frozen=True, slots=True)
@@ -468,14 +486,23 @@ class Claim:
         return [g.gid for g in self.groups]
 
 
-def _snapshot(gid: bytes, flat: list[bytes], members: list[bytes]) -> GroupSnapshot:
+def _snapshot(
+    gid: bytes,
+    flat: list[bytes],
+    members: list[bytes],
+    raws: list[bytes | None],
+    logs: list[bytes | None],
+) -> GroupSnapshot:
     h = dict(zip(flat[::2], flat[1::2], strict=True))
+    fps = [m.decode() for m in members]
     return GroupSnapshot(
         gid.decode(),
         h.get(b"key", b"").decode(),
         orjson.loads(h.get(b"labels", b"{}")),
         h.get(b"route", b"default").decode(),
-        sorted(m.decode() for m in members),
+        sorted(fps),
+        raws=dict(zip(fps, raws, strict=True)),
+        nflog={logs[i].decode(): logs[i + 1] for i in range(0, len(logs), 2)},  # type: ignore[union-attr]
     )
 
 
@@ -506,6 +533,7 @@ class Dispatcher:
         self._runtime_seen: Runtime | None = None
         self._tokens = (f"{new_id()}:{n}" for n in itertools.count())
         self._inhibitor: _InhibitorCache | None = None
+        self._routes: tuple[Runtime, bytes] | None = None  # the claim's route -> channels
         self.notifications_created = 0
 
     def nflog_key(self, channel: str, gid: str) -> str:
@@ -576,11 +604,27 @@ class Dispatcher:
         """Lease up to `batch_groups` due groups to this replica, reading them as it does."""
         token = next(self._tokens)
         count, rows = await self._claim(
-            keys=[self.store.due_key],
-            args=[self.prefix, repr(now), repr(now + self.lease_s), token, self.batch_groups],
+            keys=[self.store.due_key, self.store.alerts_key],
+            args=[
+                self.prefix,
+                repr(now),
+                repr(now + self.lease_s),
+                token,
+                self.batch_groups,
+                self._route_channels(),
+            ],
         )
-        groups = [_snapshot(*rows[i : i + 3]) for i in range(0, len(rows), 3)]
+        groups = [_snapshot(*rows[i : i + 5]) for i in range(0, len(rows), 5)]
         return Claim(token, groups, int(count) >= self.batch_groups)
+
+    def _route_channels(self) -> bytes:
+        """{route id: its channels} of the current config, as CLAIM_LUA reads it."""
+        rt = self.runtime()
+        if self._routes is None or self._routes[0] is not rt:
+            routes = {rid: p.channels for rid, p in rt.router.by_id.items()}
+            routes[""] = rt.router.default.channels
+            self._routes = (rt, orjson.dumps(routes))
+        return self._routes[1]
 
     async def flush(self, claim: Claim, now: float) -> int:
         """Flush leased groups; how many notifications were queued."""
@@ -612,25 +656,32 @@ class Dispatcher:
         return inhibitor
 
     async def read(self, claim: Claim, rt: Runtime) -> list[GroupSnapshot]:
-        """The claimed groups' alerts and channel logs (one round trip, two when owed)."""
+        """The claimed groups' alerts and channel logs: what the claim read, plus what
+        it could not (channels of a config reloaded since; pending alerts' resolved
+        versions still owed). Usually no round trip at all."""
         snaps = claim.groups
-        fps = sorted({fp for snap in snaps for fp in snap.fingerprints})
+        raws: dict[str, bytes | None] = {}
+        for snap in snaps:
+            raws.update(snap.raws)
+        unread = sorted({fp for snap in snaps for fp in snap.fingerprints} - raws.keys())
         log_keys = [
             (snap, ch, self.nflog_key(ch, snap.gid))
             for snap in snaps
             for ch in policy_of(snap, rt).channels
+            if ch not in snap.nflog
         ]
-        pipe = self.redis.pipeline(transaction=False)
-        if fps:
-            pipe.hmget(self.store.alerts_key, fps)
-        if log_keys:
-            pipe.mget([k for _, _, k in log_keys])
-        res = await pipe.execute() if fps or log_keys else []
-        raw_alerts: list[bytes | None] = res.pop(0) if fps else []
-        raw_logs: list[bytes | None] = res.pop(0) if log_keys else []
-        for (snap, ch, _), entry in zip(log_keys, raw_logs, strict=True):
-            snap.nflog[ch] = entry
-        found, missing = await self._members(fps, raw_alerts)
+        if unread or log_keys:
+            pipe = self.redis.pipeline(transaction=False)
+            if unread:
+                pipe.hmget(self.store.alerts_key, unread)
+            if log_keys:
+                pipe.mget([k for _, _, k in log_keys])
+            res = await pipe.execute()
+            raws.update(zip(unread, res.pop(0) if unread else [], strict=True))
+            for (snap, ch, _), entry in zip(log_keys, res.pop(0) if log_keys else [], strict=True):
+                snap.nflog[ch] = entry
+        fps = sorted(raws)
+        found, missing = await self._members(fps, [raws[fp] for fp in fps])
         for snap in snaps:
             snap.members = [found[fp] for fp in snap.fingerprints if fp in found]
             snap.orphans = [fp for fp in snap.fingerprints if fp in missing]
