@@ -37,6 +37,7 @@ from alertd.notify.dispatcher import Dispatcher, Runtime
 from alertd.notify.outbox import Outbox
 from alertd.notify.workers import ChannelWorkers
 from alertd.ops import build_channels
+from alertd.redisconn import without_write_tasks
 from alertd.settings import Config, find_files, load_config
 from alertd.silences import SilenceStore
 
@@ -58,12 +59,14 @@ class App:
         s = config.settings
         self.prefix = s.redis.key_prefix
         self.consumer_name = s.daemon.consumer or default_consumer_name()
-        self.redis = Redis.from_url(
-            s.redis.url,
-            socket_timeout=max(5.0, s.daemon.block.total_seconds() + 5),
-            socket_connect_timeout=3,
-            health_check_interval=10,
-            max_connections=None,
+        self.redis = without_write_tasks(
+            Redis.from_url(
+                s.redis.url,
+                socket_timeout=max(5.0, s.daemon.block.total_seconds() + 5),
+                socket_connect_timeout=3,
+                health_check_interval=10,
+                max_connections=None,
+            )
         )
         self.metrics = Metrics()
         self.windows = RedisWindows(self.redis, self.prefix)
