@@ -29,6 +29,7 @@ import orjson
 import structlog
 
 from alertd.alerts import AlertStore
+from alertd.engine.aggregates import Bucket
 from alertd.engine.lifecycle import Change, held_severity, retire, series_fingerprint, step
 from alertd.engine.windows import SeriesWindow, WindowPlan, plan_of, series_value
 from alertd.matchers import matches_all
@@ -141,6 +142,39 @@ class RedisAlertWriter:
 Item = tuple[Rule, str, SeriesWindow | None]
 
 
+class _Reader:
+    """A rule reading one metric (its own, or its divide_by), with what ingest needs of
+    it per event at hand rather than behind properties."""
+
+    __slots__ = (
+        "denominator",
+        "fingerprints",
+        "group_by",
+        "is_age",
+        "name",
+        "rule",
+        "sketch",
+        "width_ms",
+    )
+
+    def __init__(
+        self,
+        rule: Rule,
+        plan: WindowPlan,
+        denominator: bool,
+        group_by: tuple[str, ...],
+        fingerprints: dict[tuple[str, ...], str],
+    ) -> None:
+        self.rule = rule
+        self.name = rule.name
+        self.denominator = denominator
+        self.group_by = group_by
+        self.fingerprints = fingerprints  # shared by the rule's readers
+        self.is_age = plan.is_age
+        self.width_ms = plan.width_ms
+        self.sketch = plan.needs_sketch
+
+
 class Evaluator:
     """Evaluates one config's rules; rebuilt on reload (state lives in Redis)."""
 
@@ -157,59 +191,74 @@ class Evaluator:
         self.writer = writer
         self.on_change = on_change
         self.log_changes = log_changes
-        self.by_metric: dict[str, list[tuple[Rule, WindowPlan, bool]]] = {}
+        self.by_metric: dict[str, list[_Reader]] = {}
+        # (group_by values) -> series fingerprint, per rule: a hash per event is the
+        # costliest step of ingest otherwise.
+        self._fingerprints: dict[str, dict[tuple[str, ...], str]] = {}
         for rule in rules:
             plan = plan_of(rule)
-            self.by_metric.setdefault(rule.spec.metric, []).append((rule, plan, False))
-            if rule.spec.divide_by:
-                self.by_metric.setdefault(rule.spec.divide_by, []).append((rule, plan, True))
+            fps = self._fingerprints.setdefault(rule.name, {})
+            for metric, denominator in ((rule.spec.metric, False), (rule.spec.divide_by, True)):
+                if metric:
+                    reader = _Reader(rule, plan, denominator, tuple(rule.spec.group_by), fps)
+                    self.by_metric.setdefault(metric, []).append(reader)
         self.evaluations: dict[str, int] = {}
         self.lost_writes = 0
-        # (rule, group_by values) -> series fingerprint: a hash per event is the costliest
-        # step of ingest otherwise.
-        self._fingerprints: dict[tuple[str, tuple[str, ...]], str] = {}
         self._next_sweep = -math.inf  # a new config judges every live alert first
 
     def fingerprint_of(self, rule: Rule, values: tuple[str, ...]) -> str:
-        key = (rule.name, values)
-        fp = self._fingerprints.get(key)
+        fps = self._fingerprints.setdefault(rule.name, {})
+        fp = fps.get(values)
         if fp is None:
-            if len(self._fingerprints) >= _FP_CACHE_MAX:
-                self._fingerprints.clear()
+            if len(fps) >= _FP_CACHE_MAX:
+                fps.clear()
             labels = dict(zip(rule.spec.group_by, values, strict=True))
-            fp = self._fingerprints[key] = series_fingerprint(rule, labels)
+            fp = fps[values] = series_fingerprint(rule, labels)
         return fp
 
     async def ingest(self, events: Iterable[Event], now: float) -> list[PendingWrite]:
         """Fold a batch into the windows and evaluate the series it touched."""
         touched: dict[str, tuple[Rule, SeriesWindow]] = {}
-        firsts: dict[str, int] = {}
+        # Per rule, the oldest sample time still inside its window: an older sample
+        # cannot change the value and is skipped (ages keep every sample time).
+        oldest: dict[str, float] = {}
+        for name, rule in self.rules.items():
+            plan = plan_of(rule)
+            start = plan.first_bucket(now) * plan.width_ms / 1000
+            oldest[name] = -math.inf if plan.is_age else start
         for ev in events:
-            entries = self.by_metric.get(ev.name)
-            if not entries:
+            readers = self.by_metric.get(ev.name)
+            if not readers:
                 continue
             ts = ev.ts if ev.ts <= now else now
-            for rule, plan, denominator in entries:
-                if rule.match and not matches_all(rule.match, ev.labels):
+            labels = ev.labels
+            for r in readers:
+                rule = r.rule
+                if rule.match and not matches_all(rule.match, labels):
                     continue
-                if not plan.is_age:
-                    first = firsts.get(rule.name)
-                    if first is None:
-                        first = firsts[rule.name] = plan.first_bucket(now)
-                    if plan.bucket_of(ts) < first:
-                        continue  # older than the window: it cannot change the value
-                values = tuple(ev.labels.get(k, "") for k in rule.spec.group_by)
-                fp = self.fingerprint_of(rule, values)
+                if ts < oldest[r.name]:
+                    continue
+                values = tuple([labels.get(k, "") for k in r.group_by])
+                fp = r.fingerprints.get(values) or self.fingerprint_of(rule, values)
                 entry = touched.get(fp)
                 if entry is None:
-                    labels = dict(zip(rule.spec.group_by, values, strict=True))
-                    entry = touched[fp] = (rule, SeriesWindow(labels=labels))
+                    series = dict(zip(r.group_by, values, strict=True))
+                    entry = touched[fp] = (rule, SeriesWindow(labels=series))
                 window = entry[1]
-                if plan.is_age:  # an age needs the newest time only, no buckets
-                    if ts > window.newest_ts:
-                        window.newest_ts = ts
+                if ts > window.newest_ts:
+                    window.newest_ts = ts
+                if r.is_age:  # an age needs the newest time only, no buckets
+                    continue
+                # SeriesWindow.add, inlined: this runs once per event and rule
+                buckets = window.den if r.denominator else window.num
+                index = int(ts * 1000) // r.width_ms
+                b = buckets.get(index)
+                if b is None:
+                    b = buckets[index] = Bucket()
+                if r.sketch:
+                    b.add(ev.value, ts)
                 else:
-                    window.add(ev.value, ts, plan.width_ms, denominator, plan.needs_sketch)
+                    b.add_summary(ev.value, ts)
         if not touched:
             return []
         updates = [(rule, fp, win) for fp, (rule, win) in touched.items()]
