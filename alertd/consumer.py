@@ -5,6 +5,13 @@ then new ones), claims entries idle in dead consumers with XAUTOCLAIM,
 dead-letters what is invalid, and acknowledges a batch only after the rule
 engine stored its effects. A Redis outage is waited out with backoff; the
 daemon never exits because Redis blinked.
+
+While behind, the next batch is read (and parsed) while the current one is
+processed, and a processed batch's acknowledgement travels while the next one
+is: alertd and Redis work at the same time. A batch read ahead is only
+delivered, not acknowledged: it stays pending in the group until its own turn,
+and a crash leaves it to be re-read or claimed like any other. A stop finishes
+every batch delivered, acknowledgement included.
 """
 
 from __future__ import annotations
@@ -12,25 +19,50 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
+from operator import itemgetter
+from typing import Any
 
 import structlog
 from redis.asyncio import Redis
+from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import RedisError, ResponseError
 
 from alertd.deadletters import DeadLetters
 from alertd.errors import EventError
-from alertd.events import dead_letter_payload, parse_entry
+from alertd.events import (
+    RawEntry,
+    Rejected,
+    dead_letter_payload,
+    fields_of,
+    parse_entries,
+    parse_entry,
+)
 from alertd.metrics import Metrics
 from alertd.model import Event
 from alertd.settings import RedisSettings
 
 log = structlog.get_logger("alertd.consumer")
 
-Entry = tuple[str, dict[bytes, bytes]]
-# Batches read and handled together while the consumer is behind (see next_batch).
+# Batches read and handled together while the consumer is behind (see _new).
 CATCH_UP_BATCHES = 10
+
+
+@dataclass
+class Batch:
+    """Entries delivered to this consumer, parsed; acknowledged only once handled."""
+
+    entries: list[RawEntry]
+    events: list[Event]
+    rejected: list[Rejected]
+    parse_s: float = 0.0
+
+    @classmethod
+    def parse(cls, entries: list[RawEntry]) -> Batch:
+        started = time.perf_counter()
+        events, rejected = parse_entries(entries)
+        return cls(entries, events, rejected, time.perf_counter() - started)
 
 
 def reason_label(reason: str) -> str:
@@ -68,6 +100,13 @@ class Consumer:
     _read_own_pending: bool = True
     _last_claim: float = field(default=0.0)
     _joined_before: bool = False
+    _reads: StreamReads = field(init=False, repr=False)
+    _ahead: asyncio.Task[Batch] | None = field(default=None, init=False, repr=False)
+    _spent: Batch | None = field(default=None, init=False, repr=False)
+    _committing: asyncio.Task[None] | None = field(default=None, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._reads = StreamReads(self.redis)  # connects on first use; run closes it
 
     async def join(self) -> None:
         """Create the consumer group if it is missing (MKSTREAM); an existing one is used as is."""
@@ -88,102 +127,155 @@ class Consumer:
         self._joined_before = True
 
     async def run(self, stopping: asyncio.Event) -> None:
-        """Consume until `stopping` is set; the batch in hand is always finished."""
+        """Consume until `stopping` is set; what was delivered to it is always finished."""
         backoff_s = 0.1
-        while not stopping.is_set():
+        try:
+            while self._ahead is not None or not stopping.is_set():
+                try:
+                    await self._step(stopping)
+                    backoff_s = 0.1
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    # What was read ahead stays pending: start again from what this
+                    # consumer holds, in order, once Redis (or the bug) lets it.
+                    await self._drop_ahead()
+                    with contextlib.suppress(Exception):  # its entries stay pending too
+                        await self.settle()
+                    self._read_own_pending = True
+                    if isinstance(exc, RedisError | OSError):
+                        lost_group = isinstance(exc, ResponseError) and "NOGROUP" in str(exc)
+                        self.joined = not lost_group
+                        log.warning(
+                            "redis unavailable; retrying",
+                            error=type(exc).__name__,
+                            retry_in_s=backoff_s,
+                        )
+                    else:  # a bug must not stop consumption for good
+                        log.exception("consumer loop failed; retrying", retry_in_s=backoff_s)
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(backoff_s):
+                            await stopping.wait()
+                    backoff_s = min(backoff_s * 2, 5.0)
+        finally:
+            await self._drop_ahead()
+            await self._reads.close()
             try:
-                if not self.joined:
-                    await self.join()
-                entries = await self.next_batch()
-                if entries:
-                    await asyncio.shield(self.handle(entries))
-                backoff_s = 0.1
-            except asyncio.CancelledError:
-                raise
-            except (RedisError, OSError) as exc:
-                self.joined = not isinstance(exc, ResponseError) or "NOGROUP" not in str(exc)
-                self._read_own_pending = True
-                log.warning(
-                    "redis unavailable; retrying", error=type(exc).__name__, retry_in_s=backoff_s
-                )
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(backoff_s):
-                        await stopping.wait()
-                backoff_s = min(backoff_s * 2, 5.0)
-            except Exception:  # a bug must not stop consumption for good
-                log.exception("consumer loop failed; retrying", retry_in_s=backoff_s)
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(backoff_s):
-                        await stopping.wait()
-                backoff_s = min(backoff_s * 2, 5.0)
+                await self.settle()
+            except Exception as exc:  # its entries stay pending, for a consumer to re-read
+                log.warning("last batch not acknowledged", error=type(exc).__name__)
 
-    async def next_batch(self) -> list[Entry]:
-        s = self.settings
+    async def _step(self, stopping: asyncio.Event) -> None:
+        """Handle one batch (the one read ahead, else one read now); while behind, read
+        the next one meanwhile."""
+        if not self.joined:
+            await self.join()
+        if self._ahead is not None:
+            ahead, self._ahead = self._ahead, None
+            batch = await ahead
+        else:
+            await self.settle()  # before waiting on a read: a failure shows now, not later
+            batch = Batch.parse(await self.next_batch())
+        if not batch.entries:
+            return
+        # A full read means more is waiting. Not while re-reading this consumer's own
+        # pending entries (that read would deliver the batch in hand a second time), nor
+        # when idle entries are due to be claimed (next_batch does that).
+        behind = len(batch.entries) >= self.batch_size and not self._read_own_pending
+        if behind and not self._claim_due() and not stopping.is_set():
+            # On the wire before the batch in hand takes the CPU: Redis reads while
+            # alertd works, and the reply waits in the socket.
+            reply = await self._reads.send(self._read_new(), CATCH_UP_BATCHES)
+            read_ahead = self._read_ahead(reply, self._spent)
+            self._ahead = asyncio.create_task(read_ahead, name="consumer-read-ahead")
+        self._spent = None
+        await asyncio.shield(self.handle(batch))
+        self._spent = batch
+
+    async def _drop_ahead(self) -> None:
+        """Drop a read-ahead: its entries stay pending in the group, to be read again."""
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None:
+            ahead.cancel()
+            await asyncio.wait([ahead])  # unlike `await ahead`, lets our own cancellation through
+            if not ahead.cancelled():
+                ahead.exception()  # retrieved: it is logged by the caller's failure, if any
+            await self._reads.reset()  # its reply may be half read, or not at all
+
+    @staticmethod
+    async def _read_ahead(reply: Reply, spent: Batch | None) -> Batch:
+        entries: list[RawEntry] = []
+        for one in await reply.get():
+            entries.extend(_entries(one))
+        batch = Batch.parse(entries)
+        # Freeing a batch's hundred thousand objects takes a few milliseconds: here
+        # they overlap the merge of the batch in hand instead of delaying the next.
+        del spent
+        return batch
+
+    def _claim_due(self) -> bool:
+        return time.monotonic() - self._last_claim > self.claim_idle_ms / 2000
+
+    async def next_batch(self) -> list[RawEntry]:
+        """This consumer's own pending entries first (after a start or a failure), then
+        entries idle in other consumers (now and then), then new ones."""
         if self._read_own_pending:
-            rows = await self.redis.xreadgroup(
-                s.group, self.consumer, {s.stream: "0"}, count=self.batch_size
-            )
-            entries = self._entries(rows)
+            entries = await self._own_pending()
             if entries:
                 return entries
             self._read_own_pending = False
-        now = time.monotonic()
-        if now - self._last_claim > self.claim_idle_ms / 2000:
-            self._last_claim = now
-            _, claimed, *_ = await self.redis.xautoclaim(
-                s.stream,
-                s.group,
-                self.consumer,
-                min_idle_time=self.claim_idle_ms,
-                start_id="0-0",
-                count=self.batch_size,
-            )
-            entries = [(eid.decode(), f) for eid, f in claimed if f is not None]
+        if self._claim_due():
+            self._last_claim = time.monotonic()
+            entries = await self._claim_idle()
             if entries:
                 log.info("claimed idle entries", count=len(entries))
                 return entries
-        rows = await self.redis.xreadgroup(
-            s.group, self.consumer, {s.stream: ">"}, count=self.batch_size, block=self.block_ms
-        )
-        entries = self._entries(rows)
+        return await self._new()
+
+    async def _own_pending(self) -> list[RawEntry]:
+        s = self.settings
+        args = ("XREADGROUP", "GROUP", s.group, self.consumer, "COUNT", self.batch_size)
+        reply = await self._reads.send((*args, "STREAMS", s.stream, "0"))
+        (pending,) = await reply.get()
+        # An entry deleted since its delivery comes back without fields: left out.
+        return [e for e in _entries(pending) if e[1] is not None]
+
+    async def _claim_idle(self) -> list[RawEntry]:
+        s = self.settings
+        args = (s.stream, s.group, self.consumer, self.claim_idle_ms, "0-0")
+        reply = await self._reads.send(("XAUTOCLAIM", *args, "COUNT", self.batch_size))
+        ((_, claimed, *_),) = await reply.get()
+        return [e for e in claimed if e[1] is not None]
+
+    def _read_new(self, block_ms: int | None = None) -> tuple[Any, ...]:
+        s = self.settings
+        args: tuple[Any, ...] = ("XREADGROUP", "GROUP", s.group, self.consumer)
+        args += ("COUNT", self.batch_size)
+        if block_ms is not None:
+            args += ("BLOCK", block_ms)
+        return (*args, "STREAMS", s.stream, ">")
+
+    async def _new(self) -> list[RawEntry]:
+        reads = self._reads
+        (first,) = await (await reads.send(self._read_new(self.block_ms))).get()
+        entries = _entries(first)
         if len(entries) == self.batch_size and CATCH_UP_BATCHES > 1:
-            # A full batch means a backlog: take a few more in the same round trip and
-            # handle them as one, so each series touched costs one merge, not one per batch.
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for _ in range(CATCH_UP_BATCHES - 1):
-                    pipe.xreadgroup(s.group, self.consumer, {s.stream: ">"}, count=self.batch_size)
-                for more in await pipe.execute():
-                    entries.extend(self._entries(more))
+            # A full batch means a backlog: take a few more in one round trip and handle
+            # them as one, so each series touched costs one merge, not one per batch.
+            reply = await reads.send(self._read_new(), CATCH_UP_BATCHES - 1)
+            for more in await reply.get():
+                entries.extend(_entries(more))
         return entries
 
-    @staticmethod
-    def _entries(
-        rows: list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes] | None]]]] | None,
-    ) -> list[Entry]:
-        out: list[Entry] = []
-        for _, entries in rows or []:
-            out.extend((eid.decode(), f) for eid, f in entries if f is not None)
-        return out
+    async def handle(self, batch: Batch) -> None:
+        """Process, dead-letter the invalid, then acknowledge: in that order.
 
-    async def handle(self, entries: list[Entry]) -> None:
-        """Parse, process, dead-letter the invalid, then acknowledge: in that order."""
-        started = time.perf_counter()
-        events: list[Event] = []
-        dead: list[dict[str, str]] = []
-        for stream_id, fields in entries:
-            try:
-                good, errors = parse_entry(stream_id, fields)
-            except Exception as exc:  # a parser bug must cost one entry, not the stream
-                log.exception("entry could not be parsed", stream_id=stream_id)
-                good, errors = [], [EventError(f"internal error: {type(exc).__name__}")]
-            events.extend(good)
-            if errors:
-                reason = "; ".join(str(e) for e in errors[:20])
-                if len(errors) > 20:
-                    reason += f"; and {len(errors) - 20} more"
-                dead.append(self.dead.event_fields(stream_id, dead_letter_payload(fields), reason))
-                for e in errors:
-                    self.metrics.events_invalid.labels(reason_label(e.reason)).inc()
+        The acknowledgement is left in flight: the next batch's work overlaps it, and
+        waits for it (`settle`) before acknowledging in turn.
+        """
+        started = time.perf_counter() - batch.parse_s
+        entries, events = batch.entries, batch.events
+        dead = [self._dead_letter(entries[i], errors) for i, errors in batch.rejected]
         try:
             await self.process(events, self.clock())
         except (RedisError, OSError):
@@ -191,13 +283,31 @@ class Consumer:
         except Exception:
             log.exception("batch failed; processing its entries one by one")
             events, dead = await self._one_by_one(entries, dead)
-        async with self.redis.pipeline(transaction=True) as pipe:
-            for letter in dead:
-                self.dead.add_to(pipe, letter)
-            pipe.xack(self.settings.stream, self.settings.group, *[eid for eid, _ in entries])
-            await pipe.execute()
+        await self.settle()
+        commit = self._commit(entries, len(events), dead, started)
+        self._committing = asyncio.create_task(commit, name="consumer-ack")
+
+    async def settle(self) -> None:
+        """Wait for the acknowledgement in flight, if any; raise what it raised."""
+        committing, self._committing = self._committing, None
+        if committing is not None:
+            await asyncio.shield(committing)  # a durable write: never cut short
+
+    async def _commit(
+        self, entries: list[RawEntry], consumed: int, dead: list[dict[str, str]], started: float
+    ) -> None:
+        """A processed batch's dead letters and XACK, then its metrics."""
+        ids = map(itemgetter(0), entries)
+        if dead:  # each dead letter is written if and only if its entry is acknowledged
+            async with self.redis.pipeline(transaction=True) as pipe:
+                for letter in dead:
+                    self.dead.add_to(pipe, letter)
+                pipe.xack(self.settings.stream, self.settings.group, *ids)
+                await pipe.execute()
+        else:
+            await self._ack(ids)
         self.batches += 1
-        self.metrics.events_consumed.inc(len(events))
+        self.metrics.events_consumed.inc(consumed)
         if dead:
             self.metrics.dead_letters.labels("event").inc(len(dead))
             log.warning(
@@ -208,15 +318,47 @@ class Consumer:
             )
         self.metrics.batch_duration.observe(time.perf_counter() - started)
 
+    async def _ack(self, ids: Iterable[bytes]) -> None:
+        # redis-py packs a command's arguments one by one: for the ten thousand IDs of a
+        # catch-up batch that took longer than Redis takes to acknowledge them.
+        s = self.settings
+        command = _pack_command([b"XACK", s.stream.encode(), s.group.encode(), *ids])
+        pool = self.redis.connection_pool
+        conn = await pool.get_connection()
+
+        async def send() -> None:
+            await conn.send_packed_command(command)
+            await conn.read_response()
+
+        try:  # retried as redis-py retries its own commands: XACK is idempotent
+            await conn.retry.call_with_retry(send, lambda _: conn.disconnect())
+        finally:
+            await pool.release(conn)
+
+    def _dead_letter(self, entry: RawEntry, errors: list[EventError]) -> dict[str, str]:
+        stream_id = entry[0].decode()
+        if errors[0].__cause__ is not None:  # a parser bug must cost one entry, not the stream
+            log.error(
+                "entry could not be parsed", stream_id=stream_id, exc_info=errors[0].__cause__
+            )
+        reason = "; ".join(str(e) for e in errors[:20])
+        if len(errors) > 20:
+            reason += f"; and {len(errors) - 20} more"
+        for e in errors:
+            self.metrics.events_invalid.labels(reason_label(e.reason)).inc()
+        return self.dead.event_fields(stream_id, dead_letter_payload(fields_of(entry[1])), reason)
+
     async def _one_by_one(
-        self, entries: list[Entry], dead: list[dict[str, str]]
+        self, entries: list[RawEntry], dead: list[dict[str, str]]
     ) -> tuple[list[Event], list[dict[str, str]]]:
         """Isolate the entry that breaks processing: dead-letter it, keep the rest."""
         done: list[Event] = []
         already = {d["stream_id"] for d in dead}
-        for stream_id, fields in entries:
+        for entry_id, pairs in entries:
+            stream_id = entry_id.decode()
             if stream_id in already:
                 continue
+            fields = fields_of(pairs)
             good, _ = parse_entry(stream_id, fields)
             try:
                 await self.process(good, self.clock())
@@ -239,3 +381,79 @@ class Consumer:
                 lag = g.get("lag")
                 return (int(lag) if lag is not None else None), int(g.get("pending", 0))
         return None, 0
+
+
+_BULK_HEADERS: dict[int, bytes] = {}
+
+
+def _pack_command(args: list[bytes]) -> bytes:
+    """A command in the Redis protocol, its arguments bytes already."""
+    headers = _BULK_HEADERS
+    out = [b"*%d" % len(args)]
+    for arg in args:
+        header = headers.get(len(arg))
+        if header is None:
+            header = headers[len(arg)] = b"\r\n$%d\r\n" % len(arg)
+        out.append(header)
+        out.append(arg)
+    out.append(b"\r\n")
+    return b"".join(out)
+
+
+class StreamReads:
+    """The consumer's stream reads, on a connection of their own (from the client's
+    pool settings). A read is sent at once and its reply taken later, as Redis sent it:
+    redis-py's per-entry reshaping (a tuple and a dict per entry) cost more than
+    validating the event. One read at a time."""
+
+    def __init__(self, redis: Redis) -> None:
+        self._conn: AbstractConnection = redis.connection_pool.make_connection()
+        self._reply: Reply | None = None
+
+    async def send(self, command: tuple[Any, ...], times: int = 1) -> Reply:
+        """Send `command` `times` over (one round trip); its replies come with `get`."""
+        if self._reply is not None and not self._reply.done:
+            await self.reset()  # an abandoned reply would answer the next read
+        conn = self._conn
+        await conn.send_packed_command(conn.pack_commands([command] * times))
+        self._reply = Reply(conn, times)
+        return self._reply
+
+    async def reset(self) -> None:
+        """Drop whatever is unread: the next read reconnects."""
+        self._reply = None
+        await self._conn.disconnect(nowait=True)
+
+    async def close(self) -> None:
+        self._reply = None
+        await self._conn.disconnect()
+
+
+class Reply:
+    """The replies to one `StreamReads.send`."""
+
+    def __init__(self, conn: AbstractConnection, count: int) -> None:
+        self._conn = conn
+        self._count = count
+        self.done = False
+
+    async def get(self) -> list[Any]:
+        replies = []
+        try:
+            for _ in range(self._count):
+                replies.append(await self._conn.read_response())
+        except ResponseError:
+            # The rest of the round trip is still on the wire: leave no half-read reply.
+            await self._conn.disconnect(nowait=True)
+            raise
+        finally:
+            self.done = True
+        return replies
+
+
+def _entries(reply: Any) -> list[RawEntry]:
+    """The entries of a raw XREADGROUP reply on one stream (RESP2 pairs, RESP3 a map)."""
+    if not reply:
+        return []
+    ((_, entries),) = reply.items() if isinstance(reply, dict) else reply
+    return entries  # type: ignore[no-any-return]

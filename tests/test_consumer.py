@@ -1,17 +1,68 @@
-"""The consumer: a poison entry costs itself, never the stream."""
+"""The consumer: a poison entry costs itself, never the stream; while behind, the next
+batch is read during the work on one, and a stop or a crash loses none of it."""
 
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
+from collections.abc import Awaitable, Callable
 
+import orjson
+import pytest
 import redis.asyncio as aioredis
 
-from alertd.consumer import Consumer
+from alertd.consumer import CATCH_UP_BATCHES, Consumer
 from alertd.deadletters import DeadLetters
 from alertd.metrics import Metrics
 from alertd.model import Event
 from alertd.settings import RedisSettings
 from tests.conftest import wait_for
+
+SETTINGS = RedisSettings()
+BATCH = 10
+# What one read takes while behind: a full batch and the catch-up batches after it.
+READ = BATCH * CATCH_UP_BATCHES
+
+
+def make_consumer(
+    redis: aioredis.Redis,
+    process: Callable[[list[Event], float], Awaitable[None]],
+    name: str = "c1",
+    claim_idle_ms: int = 30_000,
+) -> Consumer:
+    return Consumer(
+        redis=redis,
+        settings=SETTINGS,
+        consumer=name,
+        batch_size=BATCH,
+        block_ms=50,
+        claim_idle_ms=claim_idle_ms,
+        dead=DeadLetters(redis, SETTINGS.dead_letter_stream),
+        metrics=Metrics(),
+        process=process,
+    )
+
+
+async def publish(redis: aioredis.Redis, count: int) -> list[bytes]:
+    """`count` JSON events, label `n` numbering them from 0; their entry IDs."""
+    async with redis.pipeline(transaction=False) as pipe:
+        for n in range(count):
+            event = {"name": "load", "value": n, "labels": {"n": str(n)}}
+            pipe.xadd(SETTINGS.stream, {"data": orjson.dumps(event)})
+        return list(await pipe.execute())
+
+
+async def pending_count(redis: aioredis.Redis) -> int:
+    return int((await redis.xpending(SETTINGS.stream, SETTINGS.group))["pending"])
+
+
+async def pending_of(redis: aioredis.Redis, consumer: str) -> int:
+    summary = await redis.xpending(SETTINGS.stream, SETTINGS.group)
+    return sum(c["pending"] for c in summary["consumers"] if c["name"] == consumer.encode())
+
+
+class Crash(BaseException):
+    """Stands for the process dying: nothing in the consumer catches it."""
 
 
 class TestPoisonEntries:
@@ -25,22 +76,11 @@ class TestPoisonEntries:
                 raise ZeroDivisionError("a bug")
             seen.extend(e.labels.get("n", "") for e in events)
 
-        settings = RedisSettings()
-        consumer = Consumer(
-            redis=redis,
-            settings=settings,
-            consumer="c1",
-            batch_size=100,
-            block_ms=50,
-            claim_idle_ms=30_000,
-            dead=DeadLetters(redis, settings.dead_letter_stream),
-            metrics=Metrics(),
-            process=process,
-        )
+        consumer = make_consumer(redis, process)
         await consumer.join()
-        await redis.xadd(settings.stream, {"name": "ok", "n": "1"})
-        await redis.xadd(settings.stream, {"name": "poison"})
-        await redis.xadd(settings.stream, {"name": "ok", "n": "2"})
+        await redis.xadd(SETTINGS.stream, {"name": "ok", "n": "1"})
+        await redis.xadd(SETTINGS.stream, {"name": "poison"})
+        await redis.xadd(SETTINGS.stream, {"name": "ok", "n": "2"})
         stopping = asyncio.Event()
         task = asyncio.create_task(consumer.run(stopping))
         try:
@@ -48,13 +88,125 @@ class TestPoisonEntries:
             assert ["1", "2"] == seen
 
             async def dead_letter() -> list[object]:
-                return list(await redis.xrange(settings.dead_letter_stream))
+                return list(await redis.xrange(SETTINGS.dead_letter_stream))
 
             rows = await wait_for(dead_letter)
             assert 1 == len(rows)
             assert rows[0][1][b"reason"].startswith(b"internal error")
-            assert 0 == (await redis.xpending(settings.stream, settings.group))["pending"]
+            assert 0 == (await redis.xpending(SETTINGS.stream, SETTINGS.group))["pending"]
             assert not task.done()
         finally:
             stopping.set()
             await asyncio.wait_for(task, 5)
+
+
+class TestReadAhead:
+    """Behind on the stream, the consumer reads the next batch while it processes one:
+    every event is still processed once, in order, and acknowledged after its effect."""
+
+    async def test_next_batch_arrives_while_one_is_processed(self, redis: aioredis.Redis) -> None:
+        total = 3 * READ + 7
+        seen: list[int] = []
+        acked_too_early: list[int] = []
+        first_started, release = asyncio.Event(), asyncio.Event()
+
+        async def process(events: list[Event], now: float) -> None:
+            first_started.set()
+            await release.wait()
+            pending = await redis.xpending_range(
+                SETTINGS.stream, SETTINGS.group, min="-", max="+", count=total
+            )
+            held = {p["message_id"] for p in pending}
+            numbers = [int(e.labels["n"]) for e in events]
+            acked_too_early.extend(n for n in numbers if ids[n] not in held)
+            seen.extend(numbers)
+
+        consumer = make_consumer(redis, process)
+        await consumer.join()
+        ids = await publish(redis, total)
+        stopping = asyncio.Event()
+        task = asyncio.create_task(consumer.run(stopping))
+        try:
+            await wait_for(first_started.is_set)
+
+            async def next_batch_delivered() -> bool:
+                return await pending_count(redis) == 2 * READ
+
+            # The first batch is held in processing; the next one is delivered meanwhile.
+            await wait_for(next_batch_delivered)
+            release.set()
+
+            async def drained() -> bool:
+                return len(seen) == total and await pending_count(redis) == 0
+
+            await wait_for(drained)
+            assert list(range(total)) == seen
+            assert [] == acked_too_early
+            assert not task.done()
+        finally:
+            release.set()
+            stopping.set()
+            await asyncio.wait_for(task, 5)
+
+    async def test_crash_mid_batch_loses_nothing_read_ahead(self, redis: aioredis.Redis) -> None:
+        total = 5 * READ
+        stored: Counter[int] = Counter()
+        batches = 0
+
+        async def dies_in_second_batch(events: list[Event], now: float) -> None:
+            nonlocal batches
+            batches += 1
+            if batches == 2:
+                raise Crash
+            stored.update(int(e.labels["n"]) for e in events)
+
+        first = make_consumer(redis, dies_in_second_batch, name="c1")
+        await first.join()
+        await publish(redis, total)
+        with pytest.raises(Crash):
+            await asyncio.wait_for(first.run(asyncio.Event()), 10)
+        # It died holding the batch it was processing and the one it had read ahead.
+        assert 2 * READ == await pending_of(redis, "c1")
+        assert READ == len(stored)
+
+        async def process(events: list[Event], now: float) -> None:
+            stored.update(int(e.labels["n"]) for e in events)
+
+        second = make_consumer(redis, process, name="c2", claim_idle_ms=100)
+        stopping = asyncio.Event()
+        task = asyncio.create_task(second.run(stopping))
+        try:
+
+            async def drained() -> bool:
+                summary = await redis.xpending(SETTINGS.stream, SETTINGS.group)
+                return len(stored) == total and summary["pending"] == 0
+
+            await wait_for(drained)
+            assert {n: 1 for n in range(total)} == dict(stored)
+        finally:
+            stopping.set()
+            await asyncio.wait_for(task, 5)
+
+
+class TestStop:
+    """A stop in the middle of a backlog finishes everything delivered to the consumer:
+    nothing is left pending for another replica to claim later."""
+
+    async def test_stop_mid_backlog_leaves_nothing_pending(self, redis: aioredis.Redis) -> None:
+        total = 5 * READ
+        seen: list[int] = []
+        stopping = asyncio.Event()
+
+        async def process(events: list[Event], now: float) -> None:
+            stopping.set()  # the operator stops the daemon in the middle of the first batch
+            await asyncio.sleep(0)
+            seen.extend(int(e.labels["n"]) for e in events)
+
+        consumer = make_consumer(redis, process)
+        await consumer.join()
+        await publish(redis, total)
+        await asyncio.wait_for(consumer.run(stopping), 10)
+        group = (await redis.xinfo_groups(SETTINGS.stream))[0]
+        assert 0 == group["pending"]
+        assert list(range(group["entries-read"])) == seen
+        assert 0 < group["lag"]
