@@ -97,6 +97,7 @@ local function merge(key, packed)
   redis.call('HSETNX', key, 'L', labels)
   redis.call('PEXPIRE', key, ttl)
   if index then redis.call('ZADD', index, 'GT', newest, fp) end
+  return fp
 end
 
 local function fold(key)
@@ -165,11 +166,8 @@ local answers, stored = {}, {}
 local lines = string.gmatch(ARGV[6] or '', '[^\n]+')
 for j = 1 + off, #KEYS do
   if ttl > 0 then
-    local packed = lines()
-    merge(KEYS[j], packed)
-    if alerts then
-      stored[#answers + 1] = redis.call('HGET', alerts, string.match(packed, '^[^\t]*\t([^\t]*)'))
-    end
+    local fp = merge(KEYS[j], lines())
+    if alerts then stored[#answers + 1] = redis.call('HGET', alerts, fp) end
   end
   answers[#answers + 1] = fold(KEYS[j])
 end

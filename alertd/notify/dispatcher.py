@@ -656,29 +656,22 @@ class Dispatcher:
         return inhibitor
 
     async def read(self, claim: Claim, rt: Runtime) -> list[GroupSnapshot]:
-        """The claimed groups' alerts and channel logs: what the claim read, plus what
-        it could not (channels of a config reloaded since; pending alerts' resolved
-        versions still owed). Usually no round trip at all."""
+        """The claimed groups' alerts (the claim read them) and channel logs, with what
+        the claim could not read: logs of channels a reload added since, and pending
+        alerts' resolved versions still owed. Usually no round trip at all."""
         snaps = claim.groups
         raws: dict[str, bytes | None] = {}
         for snap in snaps:
             raws.update(snap.raws)
-        unread = sorted({fp for snap in snaps for fp in snap.fingerprints} - raws.keys())
         log_keys = [
             (snap, ch, self.nflog_key(ch, snap.gid))
             for snap in snaps
             for ch in policy_of(snap, rt).channels
             if ch not in snap.nflog
         ]
-        if unread or log_keys:
-            pipe = self.redis.pipeline(transaction=False)
-            if unread:
-                pipe.hmget(self.store.alerts_key, unread)
-            if log_keys:
-                pipe.mget([k for _, _, k in log_keys])
-            res = await pipe.execute()
-            raws.update(zip(unread, res.pop(0) if unread else [], strict=True))
-            for (snap, ch, _), entry in zip(log_keys, res.pop(0) if log_keys else [], strict=True):
+        if log_keys:
+            entries = await self.redis.mget([k for _, _, k in log_keys])
+            for (snap, ch, _), entry in zip(log_keys, entries, strict=True):
                 snap.nflog[ch] = entry
         fps = sorted(raws)
         found, missing = await self._members(fps, [raws[fp] for fp in fps])
