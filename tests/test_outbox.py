@@ -266,9 +266,9 @@ class TestOutboxPrimitives:
         await outbox.enqueue(make_notification("hook"))
         [(entry_id, _)] = await outbox.read("hook", "holder", 1, 10)
 
-        assert (True, False) == (
-            await outbox.touch("hook", "holder", entry_id),
-            await outbox.touch("hook", "stranger", entry_id),
+        assert ([], [entry_id]) == (
+            await outbox.touch_many("hook", "holder", [entry_id]),
+            await outbox.touch_many("hook", "stranger", [entry_id]),
         )
 
     async def test_touch_many_reports_what_the_holder_lost(self, redis: aioredis.Redis) -> None:

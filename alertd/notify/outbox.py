@@ -162,10 +162,6 @@ class Outbox:
         # Entries deleted while pending come back without fields: XAUTOCLAIM drops them.
         return [self._decode(e) for e in res[1] if e[1] is not None]
 
-    async def touch(self, channel: str, consumer: str, entry_id: str) -> bool:
-        """Reset the idle time of an entry `consumer` works on; False if it is no longer its."""
-        return not await self.touch_many(channel, consumer, [entry_id])
-
     async def touch_many(self, channel: str, consumer: str, entry_ids: list[str]) -> list[str]:
         """Reset the idle time of the entries `consumer` works on, in one call; returns
         those it no longer holds (claimed by another consumer, or acknowledged)."""
