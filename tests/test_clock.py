@@ -9,7 +9,6 @@ judges every live alert once.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
@@ -18,18 +17,11 @@ from alertd.alerts import AlertStore
 from alertd.engine.evaluator import Evaluator, RedisAlertWriter, clock_of
 from alertd.engine.lifecycle import step
 from alertd.engine.windows import MemoryWindows, RedisWindows, SeriesWindow, plan_of
-from alertd.matchers import parse_matchers
 from alertd.model import Event
 from alertd.notify.routing import Router
 from alertd.ruletest import MemoryAlerts
-from alertd.settings import Rule, RuleSpec, load_config
-
-T0 = 1_700_000_000.0  # a whole number of seconds: buckets start on it
-
-
-def make_rule(**fields: Any) -> Rule:
-    spec = RuleSpec.model_validate({"name": "R", "metric": "m", **fields})
-    return Rule(spec=spec, file="rules/test.toml", match=parse_matchers(spec.match))
+from alertd.settings import Rule, load_config
+from tests.test_lifecycle import T0, make_rule  # T0: a whole second, buckets start on it
 
 
 def window_with(rule: Rule, *samples: tuple[float, float]) -> SeriesWindow:
