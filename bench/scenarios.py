@@ -20,7 +20,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -367,15 +367,15 @@ def _latency_summary(samples: list[float], timeouts: int) -> dict[str, Any]:
     }
 
 
-async def _probe_alertd(
-    bench: Bench, r: aioredis.Redis, tag: str, n: int
+async def _probe(
+    bench: Bench, tag: str, n: int, send: Callable[[str], Awaitable[None]]
 ) -> tuple[list[float], int]:
+    """`n` probes one at a time: from just before `send(id)` to the receiver's arrival."""
     samples, timeouts = [], 0
     for i in range(n):
         aid = f"{tag}-{i}"
-        body = orjson.dumps({"name": "bench_latency", "value": 1, "labels": {"id": aid}})
         sent = time.time()
-        await r.xadd(STREAM, {"data": body})
+        await send(aid)
         at = (await bench.rx("GET", "/_bench/arrival", id=aid, timeout_s=PROBE_TIMEOUT_S))["at"]
         if at is None:
             timeouts += 1
@@ -387,30 +387,32 @@ async def _probe_alertd(
     return samples, timeouts
 
 
+async def _probe_alertd(
+    bench: Bench, r: aioredis.Redis, tag: str, n: int
+) -> tuple[list[float], int]:
+    async def send(aid: str) -> None:
+        body = orjson.dumps({"name": "bench_latency", "value": 1, "labels": {"id": aid}})
+        await r.xadd(STREAM, {"data": body})
+
+    return await _probe(bench, tag, n, send)
+
+
 async def _probe_alertmanager(bench: Bench, am: Proc, tag: str, n: int) -> tuple[list[float], int]:
     assert bench.http is not None
+    http = bench.http
     url = f"http://127.0.0.1:{am.port}/api/v2/alerts"
-    samples, timeouts = [], 0
-    for i in range(n):
-        aid = f"{tag}-{i}"
+
+    async def send(aid: str) -> None:
         alert = [
             {
                 "labels": {"alertname": "BenchLatency", "id": aid, "severity": "critical"},
                 "annotations": {"summary": f"latency probe {aid}"},
             }
         ]
-        sent = time.time()
-        async with bench.http.post(url, data=orjson.dumps(alert), headers=_JSON) as resp:
+        async with http.post(url, data=orjson.dumps(alert), headers=_JSON) as resp:
             resp.raise_for_status()
-        at = (await bench.rx("GET", "/_bench/arrival", id=aid, timeout_s=PROBE_TIMEOUT_S))["at"]
-        if at is None:
-            timeouts += 1
-            if timeouts >= MAX_TIMEOUTS:
-                log(f"latency: {timeouts} probes never arrived; giving up on this repetition")
-                break
-        else:
-            samples.append(at - sent)
-    return samples, timeouts
+
+    return await _probe(bench, tag, n, send)
 
 
 _JSON = {"Content-Type": "application/json"}
