@@ -9,6 +9,7 @@ import redis.asyncio as aioredis
 
 from tests.conftest import DaemonFactory, Receiver, wait_for
 from tests.test_cli_alerts import cli
+from tests.test_e2e import hook
 
 RULES = """
 [[rules]]
@@ -21,17 +22,6 @@ warning = "> 1000"
 
 ROUTE = '\n[[routes]]\nchannels = ["hook"]\ngroup_by = ["alertname", "service"]\n'
 SERVICES = [f"svc{i}" for i in range(5)]
-
-
-def hook(receiver: Receiver) -> str:
-    return f"""
-[channels.hook]
-type = "webhook"
-url = "{receiver.url}/hook"
-[channels.hook.retry]
-initial_backoff = "50ms"
-max_backoff = "200ms"
-"""
 
 
 async def publish_fifty(redis: aioredis.Redis) -> None:

@@ -19,6 +19,7 @@ from alertd.model import fingerprint
 from alertd.notify.dispatcher import Runtime, plan_group
 from tests.conftest import DaemonFactory, Receiver, wait_for
 from tests.test_dispatch import PREFIX, T0, Harness, summary, write_config
+from tests.test_e2e import hook
 from tests.test_grouping_e2e import settle
 
 LEASE_S = 30.0
@@ -267,17 +268,6 @@ metric = "queue_depth"
 window = "1m"
 group_by = ["service", "queue"]
 warning = "> 1000"
-"""
-
-
-def hook(receiver: Receiver) -> str:
-    return f"""
-[channels.hook]
-type = "webhook"
-url = "{receiver.url}/hook"
-[channels.hook.retry]
-initial_backoff = "50ms"
-max_backoff = "200ms"
 """
 
 

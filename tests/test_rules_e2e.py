@@ -26,6 +26,7 @@ from alertd.model import Event
 from alertd.ruletest import MemoryAlerts
 from tests.conftest import DaemonFactory, Receiver, wait_for
 from tests.test_aggregates import reference
+from tests.test_e2e import hook
 from tests.test_lifecycle import make_rule
 
 T0 = 1_700_000_000.0
@@ -171,17 +172,6 @@ class TestRatio:
 
 
 # --- end to end -------------------------------------------------------------------------
-
-
-def hook(receiver: Receiver) -> str:
-    return f"""
-[channels.hook]
-type = "webhook"
-url = "{receiver.url}/hook"
-[channels.hook.retry]
-initial_backoff = "50ms"
-max_backoff = "200ms"
-"""
 
 
 ROUTE = '\n[[routes]]\nchannels = ["hook"]\n'
