@@ -19,7 +19,6 @@ from typing import Any
 import aiohttp
 import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from alertd import __version__
@@ -37,9 +36,11 @@ from alertd.notify.dispatcher import Dispatcher, Runtime
 from alertd.notify.outbox import Outbox
 from alertd.notify.workers import ChannelWorkers
 from alertd.ops import build_channels
-from alertd.redisconn import without_write_tasks
+from alertd.ownership import Ownership
+from alertd.redisconn import close, connect, pinned
 from alertd.settings import Config, find_files, load_config
 from alertd.silences import SilenceStore
+from alertd.storage import keys
 
 log = structlog.get_logger("alertd.app")
 
@@ -57,22 +58,25 @@ class App:
         self.config = config
         self.clock = clock
         s = config.settings
-        self.prefix = s.redis.key_prefix
+        self.prefix = keys.state_prefix(s.redis.key_prefix)
         self.consumer_name = s.daemon.consumer or default_consumer_name()
-        self.redis = without_write_tasks(
-            Redis.from_url(
-                s.redis.url,
-                socket_timeout=max(5.0, s.daemon.block.total_seconds() + 5),
-                socket_connect_timeout=3,
-                health_check_interval=10,
-                max_connections=None,
-            )
+        # Streams and dead letters through a client that finds each key's node; the
+        # state, all in one partition, on that partition's master (the same client on
+        # one Redis or behind Sentinel).
+        self.routed = connect(
+            s.redis,
+            socket_timeout=max(5.0, s.daemon.block.total_seconds() + 5),
+            socket_connect_timeout=3,
+            health_check_interval=10,
         )
+        self.redis = pinned(self.routed, self.prefix)
         self.metrics = Metrics()
+        takeover_s = s.daemon.takeover.total_seconds()
+        self.ownership = Ownership(self.redis, self.prefix, self.consumer_name, takeover_s)
         self.windows = RedisWindows(self.redis, self.prefix)
         self.store = AlertStore(self.redis, self.prefix)
         self.silences = SilenceStore(self.redis, self.prefix)
-        self.dead = DeadLetters(self.redis, s.redis.dead_letter_stream)
+        self.dead = DeadLetters(self.routed, s.redis.dead_letter_stream)
         self.outbox = Outbox(self.redis, self.prefix)
         self.runtime = Runtime.build(config)
         self.evaluator = self._evaluator(config)
@@ -82,22 +86,30 @@ class App:
             self.silences,
             lambda: self.runtime,
             clock,
-            # A dead replica's (or an interrupted) flush is taken over as soon as its
-            # events would be: a 30 s lease loses alerts that fire and resolve meanwhile.
-            lease_s=max(5.0, s.daemon.claim_idle.total_seconds()),
+            # A dead replica's (or an interrupted) flush is taken over within `takeover`:
+            # a 30 s lease loses alerts that fire and resolve meanwhile.
+            lease_s=max(2.0, takeover_s),
         )
-        self.consumer = Consumer(
-            redis=self.redis,
-            settings=s.redis,
-            consumer=self.consumer_name,
-            batch_size=s.daemon.batch_size,
-            block_ms=int(s.daemon.block.total_seconds() * 1000),
-            claim_idle_ms=int(s.daemon.claim_idle.total_seconds() * 1000),
-            dead=self.dead,
-            metrics=self.metrics,
-            process=self.process,
-            clock=clock,
-        )
+        # One consumer per stream (`redis.stream` and its shards), sharing the engine.
+        self.consumers = [
+            Consumer(
+                redis=self.routed,
+                settings=s.redis,
+                consumer=self.consumer_name,
+                batch_size=s.daemon.batch_size,
+                block_ms=int(s.daemon.block.total_seconds() * 1000),
+                claim_idle_ms=int(s.daemon.claim_idle.total_seconds() * 1000),
+                dead=self.dead,
+                metrics=self.metrics,
+                process=self.process,
+                clock=clock,
+                stream=stream,
+                ownership=self.ownership,
+            )
+            for stream in s.redis.streams
+        ]
+        self.consumer = self.consumers[0]
+        self._ingesting = asyncio.Lock()  # the engine takes one batch at a time
         self.channel_ctx = ChannelContext(
             redis=self.redis, key_prefix=self.prefix, external_url=s.external_url, now=clock
         )
@@ -107,7 +119,9 @@ class App:
             self.dead,
             self.metrics,
             self.consumer_name,
-            s.daemon.claim_idle.total_seconds(),
+            # Held entries are touched several times per this: a dead worker's are
+            # taken over within `takeover`.
+            min(s.daemon.claim_idle, s.daemon.takeover).total_seconds(),
         )
         self.stopping = asyncio.Event()
         self.started_at = time.time()
@@ -138,7 +152,8 @@ class App:
     async def process(self, events: list[Event], now: float) -> None:
         """The consumer's effect: window + alert state stored before the batch is acked."""
         if events:
-            await self.evaluator.ingest(events, now)
+            async with self._ingesting:
+                await self.evaluator.ingest(events, now)
 
     # --- lifecycle -------------------------------------------------------------
 
@@ -149,12 +164,18 @@ class App:
         self.channels = build_channels(self.config.channels, self.channel_ctx)
         self.workers.set_channels(self.channels)
         with contextlib.suppress(RedisError, OSError):
-            await self.consumer.join()
+            await self.beat()
+        for consumer in self.consumers:
+            with contextlib.suppress(RedisError, OSError):
+                await consumer.join()
         # A new config's first clock evaluation judges every live alert: do it before
         # events arrive, not in the middle of the first burst.
         await self.tick()
         self._tasks = [
-            asyncio.create_task(self.consumer.run(self.stopping), name="consumer"),
+            *(
+                asyncio.create_task(c.run(self.stopping), name=f"consumer {c.stream}")
+                for c in self.consumers
+            ),
             asyncio.create_task(self.dispatcher.run(self.stopping), name="dispatcher"),
         ]
         sched = AsyncIOScheduler()
@@ -166,6 +187,14 @@ class App:
             max_instances=1,
             coalesce=True,
             id="tick",
+        )
+        sched.add_job(
+            self.beat,
+            "interval",
+            seconds=max(0.05, d.takeover.total_seconds() / 3),
+            max_instances=1,
+            coalesce=True,
+            id="beat",
         )
         sched.add_job(
             self.housekeeping, "interval", seconds=5, max_instances=1, coalesce=True, id="house"
@@ -203,25 +232,39 @@ class App:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
         await self.workers.stop(max(0.1, deadline - time.monotonic()))
+        with contextlib.suppress(RedisError, OSError):
+            await self.ownership.leave()
         if self._http is not None:
             await self._http.cleanup()
         if self.channel_ctx.http is not None:
             await self.channel_ctx.http.close()
-        await self.redis.aclose()
+        if self.routed is not self.redis:
+            await self.redis.aclose()
+        await close(self.routed)
         log.info("alertd stopped")
 
     # --- clock -----------------------------------------------------------------
 
+    async def beat(self) -> None:
+        """Heartbeat and partition lease; claim what dead daemons left pending."""
+        try:
+            await self.ownership.beat()
+            self.metrics.partitions_owned.set(self.ownership.owned)
+            for consumer in self.consumers:
+                await consumer.take_over()
+        except (RedisError, OSError) as exc:
+            log.debug("heartbeat skipped", error=type(exc).__name__)
+
     async def tick(self) -> None:
-        """Clock evaluation, by one replica at a time (a short lease)."""
-        if time.monotonic() < self._tick_rest_until:
+        """Clock evaluation, by the partition's owner, one tick at a time (a short lease)."""
+        if time.monotonic() < self._tick_rest_until or not self.ownership.owned:
             return
         d = self.config.settings.daemon
         lease_ms = max(100, int(d.eval_interval.total_seconds() * 900))
         started = time.monotonic()
         try:
             if await self.redis.set(
-                f"{self.prefix}lease:tick", self.consumer_name, nx=True, px=lease_ms
+                keys.tick_lease(self.prefix), self.consumer_name, nx=True, px=lease_ms
             ):
                 await self.evaluator.tick(self.clock())
         except (RedisError, OSError) as exc:
@@ -236,7 +279,7 @@ class App:
         try:
             now = self.clock()
             await self.silences.cleanup(now)
-            lag, pending = await self.consumer.lag_and_pending()
+            lag, pending = await self.lag_and_pending()
             if lag is not None:
                 self.metrics.consumer_lag.set(lag)
             self.metrics.consumer_pending.set(pending)
@@ -247,6 +290,16 @@ class App:
             self.evaluator.evaluations.clear()
         except (RedisError, OSError) as exc:
             log.debug("housekeeping skipped", error=type(exc).__name__)
+
+    async def lag_and_pending(self) -> tuple[int | None, int]:
+        """The consumer group's lag and pending entries, over every stream read."""
+        lag: int | None = 0
+        pending = 0
+        for consumer in self.consumers:
+            one_lag, one_pending = await consumer.lag_and_pending()
+            lag = None if lag is None or one_lag is None else lag + one_lag
+            pending += one_pending
+        return lag, pending
 
     async def _count_alerts(self) -> None:
         """The alerts gauge. It reads every alert: with tens of thousands that takes a
@@ -299,7 +352,8 @@ class App:
             self.config = new
             self.runtime = Runtime.build(new)
             self.evaluator = self._evaluator(new)
-            self.consumer.process = self.process
+            for consumer in self.consumers:
+                consumer.process = self.process
             changed = {n for n, c in new.channels.items() if old.channels.get(n) != c}
             channels = {
                 n: ch for n, ch in self.channels.items() if n in new.channels and n not in changed

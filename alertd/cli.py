@@ -19,7 +19,9 @@ from alertd import __version__
 from alertd.errors import AlertdError, ConfigErrors, EventError, NotFoundError
 from alertd.events import event_from_object
 from alertd.redact import redact
+from alertd.redisconn import close, connect
 from alertd.settings import DEFAULT_CONFIG_PATH, Config, load_config
+from alertd.storage import keys
 
 
 class CliError(Exception):
@@ -31,7 +33,7 @@ def _config(args: argparse.Namespace) -> Config:
 
 
 def _redis(config: Config) -> Redis:
-    return Redis.from_url(config.settings.redis.url, socket_connect_timeout=3, socket_timeout=10)
+    return connect(config.settings.redis, socket_connect_timeout=3, socket_timeout=10)
 
 
 def _table(rows: list[list[str]], headers: list[str]) -> str:
@@ -105,13 +107,13 @@ def cmd_publish(args: argparse.Namespace) -> int:
     ev = event_from_object(obj, time.time())
 
     async def go() -> list[str]:
-        from alertd.ops import publish
+        from alertd.ops import publish, stream_for
 
         redis = _redis(config)
         try:
-            return await publish(redis, config.settings.redis.stream, [ev])
+            return await publish(redis, stream_for(config.settings.redis, ev.labels), [ev])
         finally:
-            await redis.aclose()
+            await close(redis)
 
     ids = asyncio.run(go())
     print(f"published {ev.name}={ev.value:g} {orjson.dumps(ev.labels).decode()} as {ids[0]}")
@@ -134,7 +136,7 @@ def cmd_test_alert(args: argparse.Namespace) -> int:
         redis = _redis(config)
         ctx = ChannelContext(
             redis=redis,
-            key_prefix=config.settings.redis.key_prefix,
+            key_prefix=keys.state_prefix(config.settings.redis.key_prefix),
             external_url=config.settings.external_url,
         )
         async with aiohttp.ClientSession() as session:
@@ -145,7 +147,7 @@ def cmd_test_alert(args: argparse.Namespace) -> int:
             finally:
                 for ch in channels.values():
                     await ch.close()
-                await redis.aclose()
+                await close(redis)
 
     results = asyncio.run(go())
     if not results:
@@ -171,7 +173,7 @@ def cmd_alerts(args: argparse.Namespace) -> int:
             filters = dict(f.split("=", 1) for f in args.filter or [] if "=" in f)
             return await list_alerts(redis, config, time.time(), args.state, args.severity, filters)
         finally:
-            await redis.aclose()
+            await close(redis)
 
     alerts = asyncio.run(go())
     if args.json:
@@ -205,7 +207,7 @@ def cmd_silence(args: argparse.Namespace) -> int:
 
     async def go() -> int:
         redis = _redis(config)
-        store = SilenceStore(redis, config.settings.redis.key_prefix)
+        store = SilenceStore(redis, keys.state_prefix(config.settings.redis.key_prefix))
         now = time.time()
         try:
             if args.silence_cmd == "add":
@@ -263,7 +265,7 @@ def cmd_silence(args: argparse.Namespace) -> int:
                 print(f"expired {args.id}")
             return 0
         finally:
-            await redis.aclose()
+            await close(redis)
 
     return asyncio.run(go())
 
@@ -304,7 +306,7 @@ def cmd_dlq(args: argparse.Namespace) -> int:
                 print(f"  {f['id']}: {f['error']}")
             return 0 if not result["failed"] and not result["not_found"] else 1
         finally:
-            await redis.aclose()
+            await close(redis)
 
     return asyncio.run(go())
 

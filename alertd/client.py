@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import time
+import zlib
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
@@ -60,6 +61,16 @@ def entry_fields(
     return {"data": orjson.dumps(data)}
 
 
+def shard_stream(stream: str, shards: int, labels: Mapping[str, str] | None) -> str:
+    """Where an event goes when the daemon reads `shards` shards `<stream>:<i>`
+    (`redis.stream_shards`): a shard chosen by a hash of its labels, so one series
+    stays in one shard, in order. With one shard, `stream` itself."""
+    if shards <= 1:
+        return stream
+    digest = zlib.crc32(orjson.dumps(dict(labels or {}), option=orjson.OPT_SORT_KEYS))
+    return f"{stream}:{digest % shards}"
+
+
 def _entry_id(raw: bytes | str) -> str:
     return raw.decode() if isinstance(raw, bytes) else str(raw)
 
@@ -73,9 +84,14 @@ def publish(
     redis_url: str | None = None,
     stream: str = DEFAULT_STREAM,
     client: redis.Redis | None = None,
+    stream_shards: int = 1,
 ) -> str:
-    """Add one event to the stream; returns the entry ID. Raises EventError when invalid."""
+    """Add one event to the stream; returns the entry ID. Raises EventError when invalid.
+
+    `stream_shards`: the daemon's `redis.stream_shards` (the event goes to one shard).
+    """
     fields = entry_fields(name, value, labels, ts)
+    stream = shard_stream(stream, stream_shards, labels)
     if client is not None:
         return _entry_id(client.xadd(stream, fields))
     own = redis.Redis.from_url(_redis_url(redis_url), socket_connect_timeout=3, socket_timeout=10)
@@ -94,9 +110,11 @@ async def apublish(
     redis_url: str | None = None,
     stream: str = DEFAULT_STREAM,
     client: redis.asyncio.Redis | None = None,
+    stream_shards: int = 1,
 ) -> str:
     """`publish` for asyncio code (redis.asyncio)."""
     fields = entry_fields(name, value, labels, ts)
+    stream = shard_stream(stream, stream_shards, labels)
     if client is not None:
         return _entry_id(await client.xadd(stream, fields))
     own = redis.asyncio.Redis.from_url(

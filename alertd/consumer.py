@@ -41,6 +41,8 @@ from alertd.events import (
 )
 from alertd.metrics import Metrics
 from alertd.model import Event
+from alertd.ownership import Ownership
+from alertd.redisconn import is_cluster, pinned
 from alertd.settings import RedisSettings
 
 log = structlog.get_logger("alertd.consumer")
@@ -100,13 +102,38 @@ class Consumer:
     _read_own_pending: bool = True
     _last_claim: float = field(default=0.0)
     _joined_before: bool = False
-    _reads: StreamReads = field(init=False, repr=False)
+    stream: str = ""  # the stream (or stream shard) read; default settings.stream
+    ownership: Ownership | None = None  # who is alive: for takeover
+    _dead: set[str] = field(default_factory=set, init=False, repr=False)
+    _node: Redis | None = field(default=None, init=False, repr=False)
+    _reads: StreamReads | None = field(default=None, init=False, repr=False)
     _ahead: asyncio.Task[Batch] | None = field(default=None, init=False, repr=False)
     _spent: Batch | None = field(default=None, init=False, repr=False)
     _committing: asyncio.Task[None] | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self._reads = StreamReads(self.redis)  # connects on first use; run closes it
+        self.stream = self.stream or self.settings.stream
+
+    async def node(self) -> Redis:
+        """The client of the Redis that serves the stream (on a Cluster, a node's own)."""
+        if self._node is None:
+            self._node = pinned(self.redis, self.stream)
+            self._reads = StreamReads(self._node)  # connects on first use
+        return self._node
+
+    @property
+    def reads(self) -> StreamReads:
+        if self._reads is None:
+            raise RuntimeError("stream reads before node()")
+        return self._reads
+
+    async def _disconnect(self) -> None:
+        node, reads = self._node, self._reads
+        self._node = self._reads = None
+        if reads is not None:
+            await reads.close()
+        if node is not None and node is not self.redis:
+            await node.aclose()
 
     async def join(self) -> None:
         """Create the consumer group if it is missing (MKSTREAM); an existing one is used as is."""
@@ -115,11 +142,9 @@ class Consumer:
         start = "0" if self._joined_before else self.settings.group_start
         try:
             await self.redis.xgroup_create(
-                self.settings.stream, self.settings.group, id=start, mkstream=True
+                self.stream, self.settings.group, id=start, mkstream=True
             )
-            log.info(
-                "consumer group created", stream=self.settings.stream, group=self.settings.group
-            )
+            log.info("consumer group created", stream=self.stream, group=self.settings.group)
         except ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise
@@ -143,12 +168,15 @@ class Consumer:
                     with contextlib.suppress(Exception):  # its entries stay pending too
                         await self.settle()
                     self._read_own_pending = True
+                    if is_cluster(self.redis):
+                        await self._disconnect()  # the stream may have moved: ask again
                     if isinstance(exc, RedisError | OSError):
                         lost_group = isinstance(exc, ResponseError) and "NOGROUP" in str(exc)
                         self.joined = not lost_group
                         log.warning(
                             "redis unavailable; retrying",
                             error=type(exc).__name__,
+                            detail=str(exc)[:200],
                             retry_in_s=backoff_s,
                         )
                     else:  # a bug must not stop consumption for good
@@ -159,7 +187,7 @@ class Consumer:
                     backoff_s = min(backoff_s * 2, 5.0)
         finally:
             await self._drop_ahead()
-            await self._reads.close()
+            await self._disconnect()
             try:
                 await self.settle()
             except Exception as exc:  # its entries stay pending, for a consumer to re-read
@@ -168,6 +196,7 @@ class Consumer:
     async def _step(self, stopping: asyncio.Event) -> None:
         """Handle one batch (the one read ahead, else one read now); while behind, read
         the next one meanwhile."""
+        await self.node()
         if not self.joined:
             await self.join()
         if self._ahead is not None:
@@ -185,7 +214,7 @@ class Consumer:
         if behind and not self._claim_due() and not stopping.is_set():
             # On the wire before the batch in hand takes the CPU: Redis reads while
             # alertd works, and the reply waits in the socket.
-            reply = await self._reads.send(self._read_new(), CATCH_UP_BATCHES)
+            reply = await self.reads.send(self._read_new(), CATCH_UP_BATCHES)
             read_ahead = self._read_ahead(reply, self._spent)
             self._ahead = asyncio.create_task(read_ahead, name="consumer-read-ahead")
         self._spent = None
@@ -200,7 +229,8 @@ class Consumer:
             await asyncio.wait([ahead])  # unlike `await ahead`, lets our own cancellation through
             if not ahead.cancelled():
                 ahead.exception()  # retrieved: it is logged by the caller's failure, if any
-            await self._reads.reset()  # its reply may be half read, or not at all
+            if self._reads is not None:
+                await self._reads.reset()  # its reply may be half read, or not at all
 
     @staticmethod
     async def _read_ahead(reply: Reply, spent: Batch | None) -> Batch:
@@ -224,6 +254,11 @@ class Consumer:
             if entries:
                 return entries
             self._read_own_pending = False
+        while self._dead:
+            entries = await self._claim_dead()
+            if entries:
+                log.info("took over a dead daemon's entries", count=len(entries))
+                return entries
         if self._claim_due():
             self._last_claim = time.monotonic()
             entries = await self._claim_idle()
@@ -235,16 +270,43 @@ class Consumer:
     async def _own_pending(self) -> list[RawEntry]:
         s = self.settings
         args = ("XREADGROUP", "GROUP", s.group, self.consumer, "COUNT", self.batch_size)
-        reply = await self._reads.send((*args, "STREAMS", s.stream, "0"))
+        reply = await self.reads.send((*args, "STREAMS", self.stream, "0"))
         (pending,) = await reply.get()
         # An entry deleted since its delivery comes back without fields: left out.
         return [e for e in _entries(pending) if e[1] is not None]
 
     async def _claim_idle(self) -> list[RawEntry]:
         s = self.settings
-        args = (s.stream, s.group, self.consumer, self.claim_idle_ms, "0-0")
-        reply = await self._reads.send(("XAUTOCLAIM", *args, "COUNT", self.batch_size))
+        args = (self.stream, s.group, self.consumer, self.claim_idle_ms, "0-0")
+        reply = await self.reads.send(("XAUTOCLAIM", *args, "COUNT", self.batch_size))
         ((_, claimed, *_),) = await reply.get()
+        return [e for e in claimed if e[1] is not None]
+
+    async def take_over(self) -> None:
+        """Claim, at the next batch, what daemons with no heartbeat left pending here."""
+        if self.ownership is None:
+            return
+        s = self.settings
+        holders = [
+            name
+            for c in await self.redis.xinfo_consumers(self.stream, s.group)
+            if int(c.get("pending", 0)) > 0 and (name := _text(c.get("name"))) != self.consumer
+        ]
+        self._dead |= set(holders) - await self.ownership.alive(holders)
+
+    async def _claim_dead(self) -> list[RawEntry]:
+        s = self.settings
+        dead = next(iter(self._dead))
+        rows = await self.redis.xpending_range(
+            self.stream, s.group, "-", "+", self.batch_size, consumername=dead
+        )
+        if len(rows) < self.batch_size:
+            self._dead.discard(dead)
+        if not rows:
+            return []
+        ids = [r["message_id"] for r in rows]
+        reply = await self.reads.send(("XCLAIM", self.stream, s.group, self.consumer, 0, *ids))
+        (claimed,) = await reply.get()
         return [e for e in claimed if e[1] is not None]
 
     def _read_new(self, block_ms: int | None = None) -> tuple[Any, ...]:
@@ -253,10 +315,10 @@ class Consumer:
         args += ("COUNT", self.batch_size)
         if block_ms is not None:
             args += ("BLOCK", block_ms)
-        return (*args, "STREAMS", s.stream, ">")
+        return (*args, "STREAMS", self.stream, ">")
 
     async def _new(self) -> list[RawEntry]:
-        reads = self._reads
+        reads = self.reads
         (first,) = await (await reads.send(self._read_new(self.block_ms))).get()
         entries = _entries(first)
         if len(entries) == self.batch_size and CATCH_UP_BATCHES > 1:
@@ -298,11 +360,19 @@ class Consumer:
     ) -> None:
         """A processed batch's dead letters and XACK, then its metrics."""
         ids = map(itemgetter(0), entries)
-        if dead:  # each dead letter is written if and only if its entry is acknowledged
+        if dead and is_cluster(self.redis):
+            # The dead-letter stream is in another slot: written first, so a crash
+            # before the XACK repeats a dead letter rather than loses one.
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for letter in dead:
+                    self.dead.add_to(pipe, letter)
+                await pipe.execute()
+            await self._ack(ids)
+        elif dead:  # each dead letter is written if and only if its entry is acknowledged
             async with self.redis.pipeline(transaction=True) as pipe:
                 for letter in dead:
                     self.dead.add_to(pipe, letter)
-                pipe.xack(self.settings.stream, self.settings.group, *ids)
+                pipe.xack(self.stream, self.settings.group, *ids)
                 await pipe.execute()
         else:
             await self._ack(ids)
@@ -322,8 +392,8 @@ class Consumer:
         # redis-py packs a command's arguments one by one: for the ten thousand IDs of a
         # catch-up batch that took longer than Redis takes to acknowledge them.
         s = self.settings
-        command = _pack_command([b"XACK", s.stream.encode(), s.group.encode(), *ids])
-        pool = self.redis.connection_pool
+        command = _pack_command([b"XACK", self.stream.encode(), s.group.encode(), *ids])
+        pool = (await self.node()).connection_pool
         conn = await pool.get_connection()
 
         async def send() -> None:
@@ -346,7 +416,8 @@ class Consumer:
             reason += f"; and {len(errors) - 20} more"
         for e in errors:
             self.metrics.events_invalid.labels(reason_label(e.reason)).inc()
-        return self.dead.event_fields(stream_id, dead_letter_payload(fields_of(entry[1])), reason)
+        payload = dead_letter_payload(fields_of(entry[1]))
+        return self.dead.event_fields(stream_id, payload, reason, self.stream)
 
     async def _one_by_one(
         self, entries: list[RawEntry], dead: list[dict[str, str]]
@@ -368,19 +439,24 @@ class Consumer:
             except Exception as exc:
                 log.exception("entry breaks processing; dead-lettered", stream_id=stream_id)
                 reason = f"internal error while processing: {type(exc).__name__}"
-                dead.append(self.dead.event_fields(stream_id, dead_letter_payload(fields), reason))
+                payload = dead_letter_payload(fields)
+                dead.append(self.dead.event_fields(stream_id, payload, reason, self.stream))
         return done, dead
 
     async def lag_and_pending(self) -> tuple[int | None, int]:
         """(lag, pending) of the group, for /health and metrics."""
         s = self.settings
-        groups = await self.redis.xinfo_groups(s.stream)
+        groups = await self.redis.xinfo_groups(self.stream)
         for g in groups:
             name = g.get("name")
             if (name.decode() if isinstance(name, bytes) else name) == s.group:
                 lag = g.get("lag")
                 return (int(lag) if lag is not None else None), int(g.get("pending", 0))
         return None, 0
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 _BULK_HEADERS: dict[int, bytes] = {}
@@ -415,6 +491,8 @@ class StreamReads:
         if self._reply is not None and not self._reply.done:
             await self.reset()  # an abandoned reply would answer the next read
         conn = self._conn
+        if not conn.is_connected:
+            await conn.connect()  # where a Sentinel or a Cluster says the master is now
         await conn.send_packed_command(conn.pack_commands([command] * times))
         self._reply = Reply(conn, times)
         return self._reply

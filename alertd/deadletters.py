@@ -35,11 +35,12 @@ class DeadLetters:
         self.stream = stream
 
     @staticmethod
-    def event_fields(stream_id: str, payload: str, reason: str) -> dict[str, str]:
+    def event_fields(stream_id: str, payload: str, reason: str, stream: str) -> dict[str, str]:
         return {
             "source": "event",
             "reason": reason[:1000],
             "at": rfc3339(time.time()),
+            "stream": stream,
             "stream_id": stream_id,
             "payload": _clip(payload),
         }

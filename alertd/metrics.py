@@ -58,6 +58,9 @@ class Metrics:
             p + "dead_letters_total", "Dead letters written", ["source"], registry=r
         )
         self.rules_loaded = Gauge(p + "rules_loaded", "Rules loaded", registry=r)
+        self.partitions_owned = Gauge(
+            p + "partitions_owned", "State partitions this daemon owns", registry=r
+        )
         self.config_reloads = Counter(
             p + "config_reloads_total", "Configuration reloads", ["result"], registry=r
         )

@@ -12,14 +12,16 @@ from redis.asyncio import Redis
 
 from alertd.alerts import AlertStore
 from alertd.channels import CHANNEL_TYPES, Channel, ChannelConfig, ChannelContext
+from alertd.client import shard_stream
 from alertd.deadletters import DeadLetters
 from alertd.errors import NotFoundError
 from alertd.inhibit import Inhibitor, InhibitRule
 from alertd.model import Alert, Event, Notification, NotifyReason, fingerprint, new_id, rfc3339
 from alertd.notify.delivery import DeliveryResult, deliver
 from alertd.notify.outbox import Outbox
-from alertd.settings import Config
+from alertd.settings import Config, RedisSettings
 from alertd.silences import SilenceStore, silenced_by
+from alertd.storage import keys
 
 TEST_SEVERITIES = ("info", "warning", "critical")
 
@@ -29,6 +31,11 @@ def event_fields(ev: Event) -> dict[str, bytes]:
     return {
         "data": orjson.dumps({"name": ev.name, "value": ev.value, "labels": ev.labels, "ts": ev.ts})
     }
+
+
+def stream_for(settings: RedisSettings, labels: Mapping[str, str]) -> str:
+    """The stream `alertd publish` writes an event to (a shard, with stream_shards > 1)."""
+    return shard_stream(settings.stream, settings.stream_shards, labels)
 
 
 async def publish(redis: Redis, stream: str, events: list[Event]) -> list[str]:
@@ -64,7 +71,7 @@ async def list_alerts(
     filters: Mapping[str, str] | None = None,
 ) -> list[dict[str, Any]]:
     """Current (pending and firing) alerts with silencedBy / inhibitedBy, filtered."""
-    prefix = config.settings.redis.key_prefix
+    prefix = keys.state_prefix(config.settings.redis.key_prefix)
     alerts = [a for a in await AlertStore(redis, prefix).all() if a.state != "resolved"]
     silences = await SilenceStore(redis, prefix).active(now)
     rules = [InhibitRule.from_settings(s) for s in config.settings.inhibit]
@@ -167,7 +174,7 @@ async def replay_dead_letters(
     """Re-queue dead notifications (same id) and re-add dead events to the stream."""
     s = config.settings.redis
     dead = DeadLetters(redis, s.dead_letter_stream)
-    outbox = Outbox(redis, s.key_prefix)
+    outbox = Outbox(redis, keys.state_prefix(s.key_prefix))
     if ids:
         entries = await dead.get(ids)
         missing = sorted(set(ids) - {eid for eid, _ in entries})
@@ -193,7 +200,10 @@ async def replay_dead_letters(
                 payload = orjson.loads(fields.get("payload", "{}"))
                 if not isinstance(payload, dict) or not payload:
                     raise ValueError("no payload to replay")
-                await redis.xadd(s.stream, {str(k): str(v) for k, v in payload.items()})
+                # Back to the stream it came from, if alertd still reads it.
+                stream = fields.get("stream", s.stream)
+                stream = stream if stream in s.streams else s.stream
+                await redis.xadd(stream, {str(k): str(v) for k, v in payload.items()})
         except (ValueError, KeyError, TypeError) as exc:
             failed.append({"id": eid, "error": str(exc)[:200]})
             continue

@@ -224,6 +224,34 @@ class RedisSettings(StrictModel):
     group_start: str = "$"
     key_prefix: str = "alertd:"
     dead_letter_stream: str = "alertd:dead"
+    mode: Literal["standalone", "cluster", "sentinel"] = "standalone"
+    sentinels: list[str] = Field(default_factory=list)  # "host:port" of each Sentinel
+    master: str = "mymaster"  # the name Sentinels know the master by
+    partitions: int = Field(default=16, ge=1, le=1024)
+    stream_shards: int = Field(default=1, ge=1, le=256)
+    wait_replicas: int = Field(default=0, ge=0, le=16)
+
+    @field_validator("sentinels")
+    @classmethod
+    def _sentinel_addresses(cls, v: list[str]) -> list[str]:
+        for address in v:
+            _, sep, port = address.rpartition(":")
+            if not sep or not port.isdigit() or not 0 < int(port) <= 65535:
+                raise ValueError(f"a sentinel must be HOST:PORT, got {address!r}")
+        return v
+
+    @model_validator(mode="after")
+    def _sentinel_mode(self) -> RedisSettings:
+        if self.mode == "sentinel" and not self.sentinels:
+            raise ValueError('mode = "sentinel" needs sentinels = ["HOST:PORT", ...]')
+        return self
+
+    @property
+    def streams(self) -> list[str]:
+        """Every stream events are read from: `stream`, and its shards `<stream>:<i>`."""
+        if self.stream_shards == 1:
+            return [self.stream]
+        return [self.stream, *(f"{self.stream}:{i}" for i in range(self.stream_shards))]
 
 
 class DaemonSettings(StrictModel):
@@ -232,6 +260,7 @@ class DaemonSettings(StrictModel):
     block: Duration = timedelta(seconds=1)
     eval_interval: Duration = timedelta(seconds=1)
     claim_idle: Duration = timedelta(seconds=30)
+    takeover: Duration = timedelta(seconds=5)
     shutdown_timeout: Duration = timedelta(seconds=10)
 
 

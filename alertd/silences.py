@@ -22,6 +22,7 @@ from alertd.errors import NotFoundError
 from alertd.matchers import Matcher, matches_all, parse_matcher, parse_matchers
 from alertd.model import new_id, parse_rfc3339, rfc3339
 from alertd.settings import LABEL_RE
+from alertd.storage import keys
 
 log = structlog.get_logger("alertd.silences")
 
@@ -234,7 +235,7 @@ class SilenceStore:
 
     def __init__(self, redis: aioredis.Redis, key_prefix: str) -> None:
         self._redis = redis
-        self._key = f"{key_prefix}silences"
+        self._key = keys.silences(key_prefix)
         # (fetched at, silences not yet expired then); a generation guards against a
         # fetch that started before a create/expire overwriting the invalidation.
         self._cache: tuple[float, builtins.list[Silence]] | None = None

@@ -198,6 +198,7 @@ async def receiver(_receiver_server: Receiver) -> AsyncIterator[Receiver]:
 FAST_DAEMON = """
 [redis]
 url = "{redis_url}"
+{redis_extra}
 [daemon]
 block = "100ms"
 eval_interval = "200ms"
@@ -222,6 +223,7 @@ class DaemonFactory:
     dir: Path
     redis_url: str
     apps: list[Any] = field(default_factory=list)
+    redis_extra: str = ""  # more [redis] keys: mode, sentinels, ...
 
     def write(
         self,
@@ -239,6 +241,7 @@ class DaemonFactory:
         cfg.write_text(
             FAST_DAEMON.format(
                 redis_url=self.redis_url,
+                redis_extra=self.redis_extra,
                 http_port=free_port(),
                 group_wait=group_wait,
                 group_interval=group_interval,
@@ -274,3 +277,46 @@ async def daemons(
     yield factory
     for app in list(factory.apps):
         await factory.stop(app)
+
+
+# --- beyond one Redis (tests/topologies.py) ----------------------------------------
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A Redis Cluster of 3 masters and 3 replicas, for the session."""
+    from tests.topologies import Cluster
+
+    cluster = Cluster(tmp_path_factory.mktemp("cluster"))
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def private_cluster(tmp_path: Path) -> Iterator[Any]:
+    """A Redis Cluster of this test's own, for tests that kill a master."""
+    from tests.topologies import Cluster
+
+    cluster = Cluster(tmp_path / "cluster")
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def sentinel_set(tmp_path: Path) -> Iterator[Any]:
+    """A master, a replica and a Sentinel of this test's own."""
+    from tests.topologies import SentinelSet
+
+    s = SentinelSet(tmp_path / "sentinel")
+    s.dir.mkdir(parents=True)
+    try:
+        s.start()
+        yield s
+    finally:
+        s.stop()

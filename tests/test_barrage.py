@@ -287,7 +287,7 @@ class TestStreamBarrage:
         assert len(bad_by_construction) + 1 <= n_letters
 
         async def all_good_fired() -> bool:
-            raw = await redis.hmget("alertd:alerts", [firing_fp(s) for s in good])
+            raw = await redis.hmget("alertd:{p0}:alerts", [firing_fp(s) for s in good])
             return all(r is not None and orjson.loads(r)["state"] == "firing" for r in raw)
 
         await wait_for(all_good_fired, timeout_s=10)
@@ -393,7 +393,7 @@ class TestApiBarrage:
         assert not any(t.done() for t in app._tasks)
 
         async def all_good_fired() -> bool:
-            raw = await redis.hmget("alertd:alerts", [firing_fp(s) for s in good])
+            raw = await redis.hmget("alertd:{p0}:alerts", [firing_fp(s) for s in good])
             return all(r is not None and orjson.loads(r)["state"] == "firing" for r in raw)
 
         await wait_for(all_good_fired, timeout_s=10)

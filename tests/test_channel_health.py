@@ -80,7 +80,7 @@ class TestChannelFailingAlert:
         )
         daemons.write(channels=channels)
         apps = [await daemons.start(consumer="a"), await daemons.start(consumer="b")]
-        outbox = Outbox(redis, "alertd:")
+        outbox = Outbox(redis, "alertd:{p0}:")
         for i in range(FAILING_AFTER + 2):
             await outbox.enqueue(make_notification("bad", series=f"s{i}"))
 
@@ -113,7 +113,7 @@ class TestChannelFailingAlert:
         )
         daemons.write(channels=channels)
         app = await daemons.start()
-        outbox = Outbox(redis, "alertd:")
+        outbox = Outbox(redis, "alertd:{p0}:")
         for i in range(FAILING_AFTER):
             await outbox.enqueue(make_notification("bad", series=f"first{i}"))
         await wait_for(lambda: failing_bodies(receiver, "firing"))
@@ -139,7 +139,7 @@ class TestChannelFailingAlert:
         )
         daemons.write(channels=channels)
         app = await daemons.start()
-        outbox = Outbox(redis, "alertd:")
+        outbox = Outbox(redis, "alertd:{p0}:")
         for i in range(FAILING_AFTER - 1):
             await outbox.enqueue(make_notification("bad", series=f"s{i}"))
 
@@ -164,7 +164,7 @@ class TestHealthEndpoint:
         )
         daemons.write(channels=channels)
         app = await daemons.start(http=True)
-        outbox = Outbox(redis, "alertd:")
+        outbox = Outbox(redis, "alertd:{p0}:")
         await outbox.enqueue(make_notification("good"))
         for i in range(FAILING_AFTER):
             await outbox.enqueue(make_notification("bad", series=f"s{i}"))

@@ -75,7 +75,7 @@ def fp(service: str, name: str) -> str:
 
 
 async def alert_count_is(redis: aioredis.Redis, n: int) -> bool:
-    return bool(n == await redis.hlen("alertd:alerts"))
+    return bool(n == await redis.hlen("alertd:{p0}:alerts"))
 
 
 class TestAlerts:

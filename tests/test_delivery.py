@@ -77,7 +77,7 @@ async def dead_letters(redis: aioredis.Redis) -> list[dict[str, str]]:
 
 
 async def outbox_len(redis: aioredis.Redis, channel: str) -> int:
-    return int(await redis.xlen(f"alertd:outbox:{channel}"))
+    return int(await redis.xlen(f"alertd:{{p0}}:outbox:{channel}"))
 
 
 def outbox_empty(redis: aioredis.Redis, channel: str) -> Callable[[], Awaitable[bool]]:
@@ -107,7 +107,7 @@ class TestRetriedUntilDelivered:
         await daemons.start()
         receiver.script = [(500, {}, "oops"), (500, {}, "oops")]
         n = make_notification("hook")
-        await Outbox(redis, "alertd:").enqueue(n)
+        await Outbox(redis, "alertd:{p0}:").enqueue(n)
 
         await wait_for(lambda: len(receiver.received) >= 3)
         await wait_for(outbox_empty(redis, "hook"))
@@ -124,7 +124,7 @@ class TestRetriedUntilDelivered:
         daemons.write(channels=webhook("hook", f"{receiver.url}/hook"))
         await daemons.start()
         receiver.script = [(429, {"Retry-After": "1"}, "slow down")]
-        await Outbox(redis, "alertd:").enqueue(make_notification("hook"))
+        await Outbox(redis, "alertd:{p0}:").enqueue(make_notification("hook"))
 
         await wait_for(lambda: len(receiver.received) >= 2, timeout_s=5)
         first, second = receiver.received[:2]
@@ -143,7 +143,7 @@ class TestPermanentFailure:
         bare = SECRET.removeprefix("whsec_")
         receiver.script = [(400, {}, f"bad signature for {SECRET} / {bare}")]
         n = make_notification("hook")
-        await Outbox(redis, "alertd:").enqueue(n)
+        await Outbox(redis, "alertd:{p0}:").enqueue(n)
 
         letters = await wait_for(lambda: dead_letters(redis))
         await wait_for(outbox_empty(redis, "hook"))
@@ -172,7 +172,7 @@ class TestPermanentFailure:
         daemons.write(channels=webhook("hook", f"{receiver.url}/hook", retry=retry))
         await daemons.start()
         receiver.default = (503, {}, "maintenance")
-        await Outbox(redis, "alertd:").enqueue(make_notification("hook"))
+        await Outbox(redis, "alertd:{p0}:").enqueue(make_notification("hook"))
 
         letters = await wait_for(lambda: dead_letters(redis))
         assert ("retries exhausted", "3", "HTTP 503: maintenance") == (
@@ -339,7 +339,7 @@ class TestFallback:
         await daemons.start()
         receiver.script = [(400, {}, "no such team")]
         n = make_notification("primary")
-        await Outbox(redis, "alertd:").enqueue(n)
+        await Outbox(redis, "alertd:{p0}:").enqueue(n)
 
         backup = (await wait_for(lambda: receiver.bodies("/backup")))[0]
         primary = receiver.bodies("/primary")[0]
@@ -355,7 +355,7 @@ class TestFallback:
         daemons.write(channels=channels)
         await daemons.start()
         receiver.default = (400, {}, "no")
-        await Outbox(redis, "alertd:").enqueue(make_notification("a"))
+        await Outbox(redis, "alertd:{p0}:").enqueue(make_notification("a"))
 
         letters = await wait_for(dead_letters_at_least(redis, 2))
         await asyncio.sleep(0.3)
@@ -380,7 +380,7 @@ class TestSlackThroughTheDaemon:
     ) -> None:
         self.config(daemons, receiver)
         await daemons.start()
-        await Outbox(redis, "alertd:").enqueue(make_notification("slack"))
+        await Outbox(redis, "alertd:{p0}:").enqueue(make_notification("slack"))
 
         body = (await wait_for(lambda: receiver.bodies()))[0]
         assert "[FIRING:1] DiskFull (critical)" == body["text"]
@@ -393,7 +393,7 @@ class TestSlackThroughTheDaemon:
         self.config(daemons, receiver)
         await daemons.start()
         receiver.script = [(429, {"Retry-After": "1"}, "rate_limited")]
-        await Outbox(redis, "alertd:").enqueue(make_notification("slack"))
+        await Outbox(redis, "alertd:{p0}:").enqueue(make_notification("slack"))
 
         await wait_for(lambda: len(receiver.received) >= 2, timeout_s=5)
         await wait_for(outbox_empty(redis, "slack"))
@@ -407,7 +407,7 @@ class TestSlackThroughTheDaemon:
         await daemons.start()
         receiver.script = [(400, {}, "invalid_payload")]
         n = make_notification("slack")
-        await Outbox(redis, "alertd:").enqueue(n)
+        await Outbox(redis, "alertd:{p0}:").enqueue(n)
 
         letter = (await wait_for(lambda: dead_letters(redis)))[0]
         assert ("slack", n.id, "permanent failure", "HTTP 400: invalid_payload") == (
@@ -432,7 +432,7 @@ class TestReload:
         channel_file.write_text(webhook("hook", f"{receiver.url}/hook", "enabled = false"))
         assert None is await app.reload()
         n = make_notification("hook")
-        await Outbox(redis, "alertd:").enqueue(n)
+        await Outbox(redis, "alertd:{p0}:").enqueue(n)
 
         await asyncio.sleep(0.3)
         assert ([], 1) == (receiver.received, await outbox_len(redis, "hook"))

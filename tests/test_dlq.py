@@ -19,7 +19,7 @@ async def dead_lettered(daemons: DaemonFactory, redis: aioredis.Redis, receiver:
     await daemons.start()
     receiver.script = [(400, {}, "unknown team")]
     n = make_notification("hook")
-    await Outbox(redis, "alertd:").enqueue(n)
+    await Outbox(redis, "alertd:{p0}:").enqueue(n)
     await wait_for(lambda: dead_letters(redis))
     await wait_for(outbox_empty(redis, "hook"))
     return n.id

@@ -41,9 +41,11 @@ async def settle(redis: aioredis.Redis, groups: int) -> None:
     since = time.time()
 
     async def settled() -> bool:
-        due = dict(await redis.zrange("alertd:groups:due", 0, -1, withscores=True))
-        flushed = [await redis.hget(f"alertd:group:{gid.decode()}", "last_flush") for gid in due]
-        outboxes = [await redis.xlen(k) for k in await redis.keys("alertd:outbox:*")]
+        due = dict(await redis.zrange("alertd:{p0}:groups:due", 0, -1, withscores=True))
+        flushed = [
+            await redis.hget(f"alertd:{{p0}}:group:{gid.decode()}", "last_flush") for gid in due
+        ]
+        outboxes = [await redis.xlen(k) for k in await redis.keys("alertd:{p0}:outbox:*")]
         return (
             groups == len(due)
             and all(
@@ -94,4 +96,4 @@ class TestSilenceFromCli:
         await wait_for(lambda: len(receiver.bodies("/hook")) >= 4)
         await settle(redis, 5)
         assert {s: 10 for s in SERVICES if s != "svc2"} == by_service(receiver)
-        assert 50 == await redis.hlen("alertd:alerts")  # silenced alerts are still tracked
+        assert 50 == await redis.hlen("alertd:{p0}:alerts")  # silenced alerts are still tracked

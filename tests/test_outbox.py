@@ -40,7 +40,7 @@ SERIES = 6  # a burst the channel holds all at once
 
 
 async def queued_ids(redis: aioredis.Redis, channel: str = "hook") -> set[str]:
-    rows = await redis.xrange(f"alertd:outbox:{channel}")
+    rows = await redis.xrange(f"alertd:{{p0}}:outbox:{channel}")
     return {orjson.loads(f[b"n"])["id"] for _, f in rows}
 
 
@@ -115,7 +115,7 @@ class TestCrashResume:
         receiver.default = (503, {}, "down")
         app = await daemons.start(consumer="web-1")
         n = make_notification("hook")
-        await Outbox(redis, "alertd:").enqueue(n)
+        await Outbox(redis, "alertd:{p0}:").enqueue(n)
         await wait_for(lambda: receiver.received)
         await crash(daemons, app)
 
@@ -197,14 +197,14 @@ class TestStoredBeforeSent:
         await daemons.start()
         receiver.delay_s = 0.5
         n = make_notification("hook")
-        await Outbox(redis, "alertd:").enqueue(n)
+        await Outbox(redis, "alertd:{p0}:").enqueue(n)
 
         await wait_for(lambda: receiver.received)
         assert {n.id} == await queued_ids(redis)
-        pending = await redis.xpending("alertd:outbox:hook", GROUP)
+        pending = await redis.xpending("alertd:{p0}:outbox:hook", GROUP)
         assert 1 == pending["pending"]
         await wait_for(outbox_empty(redis, "hook"))
-        assert 0 == (await redis.xpending("alertd:outbox:hook", GROUP))["pending"]
+        assert 0 == (await redis.xpending("alertd:{p0}:outbox:hook", GROUP))["pending"]
 
 
 class TestReplicas:
@@ -218,7 +218,7 @@ class TestReplicas:
         await daemons.start(consumer="b")
         receiver.delay_s = 2.5  # claim_idle is 1s
         n = make_notification("hook")
-        await Outbox(redis, "alertd:").enqueue(n)
+        await Outbox(redis, "alertd:{p0}:").enqueue(n)
 
         await wait_for(outbox_empty(redis, "hook"), timeout_s=10)
         assert [n.id] == [r.json()["id"] for r in receiver.received]
@@ -229,7 +229,7 @@ class TestReplicas:
         daemons.write(channels=HOOK.format(url=receiver.url))
         await daemons.start(consumer="a")
         await daemons.start(consumer="b")
-        outbox = Outbox(redis, "alertd:")
+        outbox = Outbox(redis, "alertd:{p0}:")
         ns = [make_notification("hook", series=f"s{i}") for i in range(40)]
         for n in ns:
             await outbox.enqueue(n)
@@ -244,16 +244,16 @@ class TestReplicas:
         config.write_text(config.read_text().replace('claim_idle = "1s"', 'claim_idle = "3s"'))
         app = await daemons.start(consumer="a")
         receiver.delay_s = 2.0
-        await Outbox(redis, "alertd:").enqueue(make_notification("hook"))
+        await Outbox(redis, "alertd:{p0}:").enqueue(make_notification("hook"))
         await wait_for(lambda: receiver.received)
-        [(entry_id, _)] = await redis.xrange("alertd:outbox:hook")
+        [(entry_id, _)] = await redis.xrange("alertd:{p0}:outbox:hook")
 
-        await redis.xclaim("alertd:outbox:hook", GROUP, "other", 0, [entry_id])
+        await redis.xclaim("alertd:{p0}:outbox:hook", GROUP, "other", 0, [entry_id])
         await wait_for(lambda: app.workers.health["hook"].in_flight == 0, timeout_s=2)
-        [held] = await redis.xpending_range("alertd:outbox:hook", GROUP, "-", "+", 10)
+        [held] = await redis.xpending_range("alertd:{p0}:outbox:hook", GROUP, "-", "+", 10)
         assert (entry_id, b"other") == (held["message_id"], held["consumer"])
-        await redis.xack("alertd:outbox:hook", GROUP, entry_id)  # the new holder is done
-        await redis.xdel("alertd:outbox:hook", entry_id)
+        await redis.xack("alertd:{p0}:outbox:hook", GROUP, entry_id)  # the new holder is done
+        await redis.xdel("alertd:{p0}:outbox:hook", entry_id)
         outcomes = [s.labels for m in app.metrics.notifications.collect() for s in m.samples]
         assert [] == outcomes
 
@@ -262,7 +262,7 @@ class TestOutboxPrimitives:
     """The Redis steps the workers build on."""
 
     async def test_touch_only_by_the_holder(self, redis: aioredis.Redis) -> None:
-        outbox = Outbox(redis, "alertd:")
+        outbox = Outbox(redis, "alertd:{p0}:")
         await outbox.enqueue(make_notification("hook"))
         [(entry_id, _)] = await outbox.read("hook", "holder", 1, 10)
 
@@ -272,20 +272,22 @@ class TestOutboxPrimitives:
         )
 
     async def test_touch_many_reports_what_the_holder_lost(self, redis: aioredis.Redis) -> None:
-        outbox = Outbox(redis, "alertd:")
+        outbox = Outbox(redis, "alertd:{p0}:")
         for series in ("a", "b", "c"):
             await outbox.enqueue(make_notification("hook", series=series))
         held = [entry_id for entry_id, _ in await outbox.read("hook", "holder", 3, 10)]
-        await redis.xclaim("alertd:outbox:hook", GROUP, "other", 0, [held[1]])
-        await redis.xack("alertd:outbox:hook", GROUP, held[2])
+        await redis.xclaim("alertd:{p0}:outbox:hook", GROUP, "other", 0, [held[1]])
+        await redis.xack("alertd:{p0}:outbox:hook", GROUP, held[2])
         await asyncio.sleep(0.05)
 
         assert [held[1], held[2]] == await outbox.touch_many("hook", "holder", held)
-        [mine] = await redis.xpending_range("alertd:outbox:hook", GROUP, "-", "+", 10, "holder")
+        [mine] = await redis.xpending_range(
+            "alertd:{p0}:outbox:hook", GROUP, "-", "+", 10, "holder"
+        )
         assert (held[0], True) == (mine["message_id"].decode(), mine["time_since_delivered"] < 50)
 
     async def test_claim_takes_only_idle_entries(self, redis: aioredis.Redis) -> None:
-        outbox = Outbox(redis, "alertd:")
+        outbox = Outbox(redis, "alertd:{p0}:")
         n = make_notification("hook")
         await outbox.enqueue(n)
         await outbox.read("hook", "dead", 1, 10)
@@ -295,7 +297,7 @@ class TestOutboxPrimitives:
         assert [n.id] == [c.id for _, c in claimed if c is not None]
 
     async def test_enqueue_once_per_key(self, redis: aioredis.Redis) -> None:
-        outbox = Outbox(redis, "alertd:")
+        outbox = Outbox(redis, "alertd:{p0}:")
         first = await outbox.enqueue_once("k", b"v", 60, [make_notification("log")])
         second = await outbox.enqueue_once("k", b"v", 60, [make_notification("log")])
         assert (True, False, 1) == (first, second, await outbox.depth("log"))
@@ -303,7 +305,7 @@ class TestOutboxPrimitives:
     async def test_enqueue_if_only_when_the_key_holds_the_value(
         self, redis: aioredis.Redis
     ) -> None:
-        outbox = Outbox(redis, "alertd:")
+        outbox = Outbox(redis, "alertd:{p0}:")
         await redis.set("k", b"mine")
         other = await outbox.enqueue_if("k", b"theirs", [make_notification("log")])
         mine = await outbox.enqueue_if("k", b"mine", [make_notification("log")])
@@ -317,12 +319,12 @@ class TestOutboxPrimitives:
     async def test_prune_forgets_idle_consumers_with_nothing_pending(
         self, redis: aioredis.Redis
     ) -> None:
-        outbox = Outbox(redis, "alertd:")
+        outbox = Outbox(redis, "alertd:{p0}:")
         await outbox.enqueue(make_notification("hook", series="a"))
         await outbox.enqueue(make_notification("hook", series="b"))
         await outbox.read("hook", "busy", 1, 10)
         [(entry_id, _)] = await outbox.read("hook", "idle", 1, 10)
-        await redis.xack("alertd:outbox:hook", GROUP, entry_id)
+        await redis.xack("alertd:{p0}:outbox:hook", GROUP, entry_id)
         await asyncio.sleep(0.05)
 
         assert ["idle"] == await outbox.prune_consumers("hook", idle_ms=10)

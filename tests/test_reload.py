@@ -19,10 +19,11 @@ import orjson
 import redis.asyncio as aioredis
 
 from alertd.app import App
+from alertd.storage import keys
 from tests.conftest import DaemonFactory, Receiver, wait_for
 from tests.test_rules_e2e import ROUTE, hook, publish, stored_alerts, told, told_n
 
-PREFIX = "alertd:"
+PREFIX = keys.state_prefix("alertd:")  # the daemon's state keys
 
 QUEUE = """
 [[rules]]

@@ -24,13 +24,14 @@ from alertd.engine.windows import (
 )
 from alertd.model import Event
 from alertd.ruletest import MemoryAlerts
+from alertd.storage import keys
 from tests.conftest import DaemonFactory, Receiver, wait_for
 from tests.test_aggregates import reference
 from tests.test_e2e import hook
 from tests.test_lifecycle import make_rule
 
 T0 = 1_700_000_000.0
-PREFIX = "alertd:"
+PREFIX = keys.state_prefix("alertd:")  # the daemon's state keys
 
 
 def samples_for(seed: int, n: int, now: float, span_s: float) -> list[tuple[float, float]]:

@@ -17,7 +17,7 @@ PATIENT = 'attempts = 100\ninitial_backoff = "50ms"\nmax_backoff = "200ms"\n'
 
 async def enqueue_at_once(redis: aioredis.Redis, ns: list[Notification]) -> None:
     """Queue `ns` in one MULTI, so a worker's next read finds them all."""
-    outbox = Outbox(redis, "alertd:")
+    outbox = Outbox(redis, "alertd:{p0}:")
     for receiver in {n.receiver for n in ns}:
         await outbox.ensure_group(receiver)
     async with redis.pipeline(transaction=True) as pipe:
@@ -73,15 +73,15 @@ class TestTakeover:
         receiver.delay_s = 2.0
         await enqueue_at_once(redis, [make_notification("hook", series=f"s{i}") for i in range(5)])
         await wait_for(lambda: len(receiver.received) == 5)
-        entry_ids = [eid for eid, _ in await redis.xrange("alertd:outbox:hook")]
+        entry_ids = [eid for eid, _ in await redis.xrange("alertd:{p0}:outbox:hook")]
         taken = entry_ids[2]
 
-        await redis.xclaim("alertd:outbox:hook", GROUP, "other", 0, [taken])
+        await redis.xclaim("alertd:{p0}:outbox:hook", GROUP, "other", 0, [taken])
         await wait_for(lambda: app.workers.health["hook"].in_flight == 0, timeout_s=4)
         await wait_for(lambda: delivered(app) == 4)
-        pending = await redis.xpending_range("alertd:outbox:hook", GROUP, "-", "+", 10)
+        pending = await redis.xpending_range("alertd:{p0}:outbox:hook", GROUP, "-", "+", 10)
         assert [(taken, b"other")] == [(p["message_id"], p["consumer"]) for p in pending]
-        assert [taken] == [eid for eid, _ in await redis.xrange("alertd:outbox:hook")]
+        assert [taken] == [eid for eid, _ in await redis.xrange("alertd:{p0}:outbox:hook")]
         failed = app.metrics.registry.get_sample_value(
             "alertd_notifications_total", {"channel": "hook", "result": "failed"}
         )

@@ -36,6 +36,7 @@ from alertd.matchers import matches_all
 from alertd.model import Alert, Event
 from alertd.notify.routing import Router
 from alertd.settings import Rule
+from alertd.storage import keys
 
 log = structlog.get_logger("alertd.engine")
 
@@ -113,7 +114,7 @@ class RedisAlertWriter:
             guard = None
             if w.window is not None:
                 version, newest = w.window
-                guard = (f"{self.store.prefix}w:{w.fingerprint}:{version}", newest)
+                guard = (keys.window(self.store.prefix, w.fingerprint, version), newest)
             args.append(
                 self.store.apply_args(
                     w.fingerprint,

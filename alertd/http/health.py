@@ -41,7 +41,7 @@ async def ping_redis(app: App) -> tuple[float | None, str]:
 
 async def lag_and_pending(app: App) -> tuple[int | None, int | None]:
     try:
-        return await asyncio.wait_for(app.consumer.lag_and_pending(), PROBE_TIMEOUT_S)
+        return await asyncio.wait_for(app.lag_and_pending(), PROBE_TIMEOUT_S)
     except (RedisError, OSError, TimeoutError):
         return None, None
 

@@ -135,7 +135,7 @@ async def post_events(request: web.Request) -> web.Response:
     app = app_of(request)
     events = parse_events(await read_json(request, required=True), time.time())
     if events:
-        await ops.publish(app.redis, app.config.settings.redis.stream, events)
+        await ops.publish(app.routed, app.config.settings.redis.stream, events)
     return reply({"accepted": len(events)}, status=202)
 
 
@@ -261,7 +261,7 @@ async def replay_dead_letters(request: web.Request) -> web.Response:
             raise ApiError(
                 400, "invalid body", [f"{i[:60]!r} is not a dead letter id" for i in bad]
             )
-    result = await ops.replay_dead_letters(app.redis, app.config, ids)
+    result = await ops.replay_dead_letters(app.routed, app.config, ids)
     return reply(result)
 
 

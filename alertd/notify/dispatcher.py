@@ -52,6 +52,8 @@ from alertd.notify.outbox import Outbox
 from alertd.notify.routing import RoutePolicy, Router, routing_digest
 from alertd.settings import Config
 from alertd.silences import Silence, SilenceStore, silenced_by
+from alertd.storage import keys
+from alertd.storage.scripts import lua
 from alertd.timeintervals import TimeInterval, muted
 
 log = structlog.get_logger("alertd.dispatch")
@@ -60,137 +62,6 @@ LEASE_S = 30.0
 NFLOG_TTL_S = 8 * 86400
 BATCH_GROUPS = 500
 INHIBIT_REFRESH_S = 1.0
-
-# Take up to `limit` due groups, leasing each to `token` until `lease_until`, and read
-# what their flush needs: {number due, {gid, group hash (flat), members, their alerts,
-# {channel, notification log entry, ...}, gid, ...}} for the ones taken. ARGV[6]: JSON
-# {route id: [channels]} ('' for a route not in it), whose logs are read.
-CLAIM_LUA = """
-local due, alerts, prefix = KEYS[1], KEYS[2], ARGV[1]
-local now, lease_until, token, limit = ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5])
-local routes = cjson.decode(ARGV[6])
-local gids = redis.call('ZRANGEBYSCORE', due, '-inf', now, 'LIMIT', 0, limit)
-local out = {}
-for _, gid in ipairs(gids) do
-  local g = prefix .. 'group:' .. gid
-  local h = redis.call('HGETALL', g)
-  local held_until, route = 0, 'default'
-  for i = 1, #h, 2 do
-    if h[i] == 'lease_until' then held_until = tonumber(h[i + 1]) end
-    if h[i] == 'route' then route = h[i + 1] end
-  end
-  if #h == 0 then
-    redis.call('ZREM', due, gid)
-  elseif held_until > tonumber(now) then
-    redis.call('ZADD', due, held_until, gid)  -- someone else's flush: theirs until then
-  else
-    redis.call('ZADD', due, lease_until, gid)
-    redis.call('HSET', g, 'lease', token, 'lease_until', lease_until)
-    local members = redis.call('SMEMBERS', prefix .. 'gm:' .. gid)
-    local raws = {}
-    for i = 1, #members, 1000 do  -- unpack takes a few thousand at most
-      local part = redis.call('HMGET', alerts, unpack(members, i, math.min(i + 999, #members)))
-      for j = 1, #part do raws[#raws + 1] = part[j] end
-    end
-    local logs = {}
-    for _, ch in ipairs(routes[route] or routes['']) do
-      logs[#logs + 1] = ch
-      logs[#logs + 1] = redis.call('GET', prefix .. 'nflog:' .. ch .. ':' .. gid)
-    end
-    out[#out + 1] = gid
-    out[#out + 1] = h
-    out[#out + 1] = members
-    out[#out + 1] = raws
-    out[#out + 1] = logs
-  end
-end
-return {#gids, out}
-"""
-
-# After a reload: every group flushed before is looked at again now (routes may lead
-# to new channels); groups still in group_wait keep it.
-RESCHEDULE_LUA = """
-local due, prefix, now = KEYS[1], ARGV[1], ARGV[2]
-for i = 3, #ARGV do
-  if redis.call('HEXISTS', prefix .. 'group:' .. ARGV[i], 'last_flush') == 1 then
-    redis.call('ZADD', due, 'LT', now, ARGV[i])
-  end
-end
-return 0
-"""
-
-# Each group's flush, all or nothing, only while `token` holds its lease: notification
-# log entries (compare-and-set) with their outbox entries, told resolved alerts
-# forgotten, the group rescheduled or dropped once empty.
-# ARGV: prefix, token, now, ttl, and the groups as one JSON array (cheaper to pack than
-# thousands of arguments), each [gid, interval_s, sleep_s (when nothing is left to tell:
-# until the next repeat), notices, forgets]; a notice is [log key, expected, new, outbox
-# stream or '', payload], a forget [fingerprint, alert as told]. Every value a string.
-# Returns per group: status (-1 lease lost, 0 dropped, 1 rescheduled, 2 a log moved
-# under us: nothing written, flushed again at once) and notifications queued.
-COMMIT_LUA = """
-local prefix, token, now_s, ttl = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-local now = tonumber(now_s)
-local alerts, gone, due = prefix .. 'alerts', prefix .. 'alerts:gone', prefix .. 'groups:due'
-
-local function forget(gid, gm, fp, raw)
-  local cur, old = redis.call('HGET', alerts, fp), redis.call('HGET', gone, fp)
-  -- Told, unless the alert moved on since it was read: then this group still owes it.
-  if cur == raw or old == raw or (raw == '' and not cur and not old) then
-    local ag = prefix .. 'ag:' .. fp
-    redis.call('SREM', gm, fp)
-    redis.call('SREM', ag, gid)
-    if redis.call('SCARD', ag) == 0 then
-      if cur == raw then redis.call('HDEL', alerts, fp) end
-      if old then redis.call('HDEL', gone, fp) end
-    end
-  end
-end
-
-local function commit(gid, interval_s, sleep_s, notices, forgets)
-  local g, gm = prefix .. 'group:' .. gid, prefix .. 'gm:' .. gid
-  local held = redis.call('HMGET', g, 'lease', 'rush', 'dirty')
-  if held[1] ~= token then return -1, 0 end
-  local stale = false
-  for _, n in ipairs(notices) do
-    if (redis.call('GET', n[1]) or '') ~= n[2] then stale = true end
-  end
-  local queued = 0
-  if not stale then
-    for _, n in ipairs(notices) do
-      redis.call('SET', n[1], n[3], 'EX', ttl)
-      if n[4] ~= '' then
-        redis.call('XADD', n[4], '*', 'n', n[5])
-        queued = queued + 1
-      end
-    end
-    for _, f in ipairs(forgets) do
-      forget(gid, gm, f[1], f[2])
-    end
-  end
-  if redis.call('SCARD', gm) == 0 then
-    redis.call('DEL', g, gm)
-    redis.call('ZREM', due, gid)
-    return 0, queued
-  end
-  redis.call('HDEL', g, 'lease', 'lease_until', 'rush', 'dirty')
-  local at = now + sleep_s
-  if held[3] then at = math.min(at, now + interval_s) end
-  if stale or held[2] then at = now end
-  if not stale then redis.call('HSET', g, 'last_flush', now_s) end
-  redis.call('ZADD', due, at, gid)
-  if stale then return 2, 0 end
-  return 1, queued
-end
-
-local out = {}
-for _, p in ipairs(cjson.decode(ARGV[5])) do
-  local status, queued = commit(p[1], tonumber(p[2]), tonumber(p[3]), p[4], p[5])
-  out[#out + 1] = status
-  out[#out + 1] = queued
-end
-return out
-"""
 
 
 @dataclass(frozen=True)
@@ -527,9 +398,9 @@ class Dispatcher:
         self.lease_s = lease_s
         self.batch_groups = batch_groups
         self.wake = asyncio.Event()
-        self._claim = self.redis.register_script(CLAIM_LUA)
-        self._commit = self.redis.register_script(COMMIT_LUA)
-        self._reschedule = self.redis.register_script(RESCHEDULE_LUA)
+        self._claim = self.redis.register_script(lua("claim_groups"))
+        self._commit = self.redis.register_script(lua("commit_groups"))
+        self._reschedule = self.redis.register_script(lua("reschedule_groups"))
         self._runtime_seen: Runtime | None = None
         self._tokens = (f"{new_id()}:{n}" for n in itertools.count())
         self._inhibitor: _InhibitorCache | None = None
@@ -537,7 +408,7 @@ class Dispatcher:
         self.notifications_created = 0
 
     def nflog_key(self, channel: str, gid: str) -> str:
-        return f"{self.prefix}nflog:{channel}:{gid}"
+        return keys.nflog(self.prefix, channel, gid)
 
     async def run(self, stopping: asyncio.Event) -> None:
         """Flush due groups until `stopping` is set; wake early when poked."""
@@ -582,7 +453,7 @@ class Dispatcher:
         again now, so channels a route newly leads to hear about what already fires.
         """
         digest = routing_digest(rt.config)
-        old = await self.redis.set(f"{self.prefix}dispatch:routing", digest, get=True)
+        old = await self.redis.set(keys.routing_digest(self.prefix), digest, get=True)
         reloaded = self._runtime_seen is not None
         if reloaded or (old is not None and old.decode() != digest):
             log.info("configuration changed; every notified group is looked at again")
@@ -618,7 +489,7 @@ class Dispatcher:
         return Claim(token, groups, int(count) >= self.batch_groups)
 
     def _route_channels(self) -> bytes:
-        """{route id: its channels} of the current config, as CLAIM_LUA reads it."""
+        """{route id: its channels} of the current config, as claim_groups.lua reads it."""
         rt = self.runtime()
         if self._routes is None or self._routes[0] is not rt:
             routes = {rid: p.channels for rid, p in rt.router.by_id.items()}
@@ -730,7 +601,7 @@ class Dispatcher:
         return queued
 
     def _commit_args(self, p: GroupPlan) -> list[Any]:
-        """One group's part of COMMIT_LUA's JSON argument."""
+        """One group's part of commit_groups.lua's JSON argument."""
         notices = []
         for notice in p.notices:
             n = notice.notification

@@ -16,53 +16,11 @@ from redis.asyncio.client import Pipeline
 from redis.exceptions import ResponseError
 
 from alertd.model import Notification
+from alertd.storage import keys
+from alertd.storage.scripts import lua
 
 GROUP = "alertd"
 
-# Reset the idle time of entries ARGV[3..], each only while consumer ARGV[2] still holds
-# it; return the ids it no longer holds.
-TOUCH_LUA = """
-local lost = {}
-for i = 3, #ARGV do
-  local held = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1, ARGV[2])
-  if #held == 0 then
-    table.insert(lost, ARGV[i])
-  else
-    redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'JUSTID')
-  end
-end
-return lost
-"""
-
-# Set KEYS[1] unless it exists (ex ARGV[2] s) and, only then, queue ARGV[3..] on KEYS[2..].
-ENQUEUE_ONCE_LUA = """
-if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then return 0 end
-for i = 2, #KEYS do redis.call('XADD', KEYS[i], '*', 'n', ARGV[i + 1]) end
-return 1
-"""
-
-# Delete KEYS[1] if it holds ARGV[1] and, only then, queue ARGV[2..] on KEYS[2..].
-ENQUEUE_IF_LUA = """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-redis.call('DEL', KEYS[1])
-for i = 2, #KEYS do redis.call('XADD', KEYS[i], '*', 'n', ARGV[i]) end
-return 1
-"""
-
-# Delete the consumers of group ARGV[1] with nothing pending, idle at least ARGV[2] ms.
-# Atomic, so a consumer cannot be handed an entry between the check and the delete.
-PRUNE_LUA = """
-local gone = {}
-for _, c in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])) do
-  local f = {}
-  for i = 1, #c, 2 do f[c[i]] = c[i + 1] end
-  if f['pending'] == 0 and f['idle'] >= tonumber(ARGV[2]) then
-    redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], f['name'])
-    table.insert(gone, f['name'])
-  end
-end
-return gone
-"""
 
 Entry = tuple[str, Notification | None]
 
@@ -72,13 +30,13 @@ class Outbox:
         self.redis = redis
         self.prefix = key_prefix
         self._groups: set[str] = set()
-        self._touch = redis.register_script(TOUCH_LUA)
-        self._enqueue_once = redis.register_script(ENQUEUE_ONCE_LUA)
-        self._enqueue_if = redis.register_script(ENQUEUE_IF_LUA)
-        self._prune = redis.register_script(PRUNE_LUA)
+        self._touch = redis.register_script(lua("touch_entries"))
+        self._enqueue_once = redis.register_script(lua("enqueue_once"))
+        self._enqueue_if = redis.register_script(lua("enqueue_if"))
+        self._prune = redis.register_script(lua("prune_consumers"))
 
     def stream(self, channel: str) -> str:
-        return f"{self.prefix}outbox:{channel}"
+        return keys.outbox(self.prefix, channel)
 
     async def ensure_group(self, channel: str) -> None:
         stream = self.stream(channel)

@@ -39,6 +39,7 @@ from alertd.model import Alert, Notification, NotifyReason, fingerprint, new_id
 from alertd.notify.delivery import DeliveryResult, deliver
 from alertd.notify.outbox import Entry, Outbox
 from alertd.notify.retry import Outcome
+from alertd.storage import keys
 
 log = structlog.get_logger("alertd.workers")
 
@@ -145,11 +146,11 @@ class ChannelWorkers:
     # --- keys --------------------------------------------------------------------------
 
     def failures_key(self, channel: str) -> str:
-        return f"{self.outbox.prefix}channel:failures:{channel}"
+        return keys.channel_failures(self.outbox.prefix, channel)
 
     def failing_key(self, channel: str) -> str:
         """Exists while `channel` is in a failing episode; holds the alert's start."""
-        return f"{self.outbox.prefix}channel:failing:{channel}"
+        return keys.channel_failing(self.outbox.prefix, channel)
 
     # --- lifecycle ---------------------------------------------------------------------
 

@@ -308,7 +308,7 @@ async def queue_state(client: aioredis.Redis) -> dict[str, Any]:
     group = groups.get(GROUP, {})
     last = info["last-generated-id"]
     outboxes: dict[str, tuple[int, int]] = {}
-    async for key in client.scan_iter(match="alertd:outbox:*"):
+    async for key in client.scan_iter(match="alertd:{p0}:outbox:*"):
         name = key.decode()
         outbox_pending = (await client.xpending(name, "alertd"))["pending"]
         outboxes[name] = (await client.xlen(name), outbox_pending)

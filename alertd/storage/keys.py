@@ -1,0 +1,128 @@
+"""Every Redis key alertd uses, named in one place.
+
+State keys begin with `redis.key_prefix` and a partition's hash tag,
+`alertd:{p0}:`, so that every multi-key operation (a Lua script, a MULTI)
+touches one hash slot and runs unchanged on a Redis Cluster. This version
+keeps all state in partition 0; the event and dead-letter streams keep their
+configured names (each is one key).
+
+| key (after the state prefix)   | type   | holds |
+| ---                            | ---    | --- |
+| `w:{fingerprint}:{version}`    | hash   | a series' window (engine/windows.py) |
+| `series:{rule}:{version}`      | zset   | series of an `age` rule -> newest sample time |
+| `alerts`                       | hash   | fingerprint -> alert JSON |
+| `alerts:clock`                 | zset   | fingerprint -> when the clock must next judge it |
+| `alerts:gone`                  | hash   | fingerprint -> resolved alert its groups still owe |
+| `alerts:ver`                   | string | bumped by every change filed into groups |
+| `ag:{fingerprint}`             | set    | groups still holding the alert |
+| `groups:due`                   | zset   | group id -> next flush (or lease end) |
+| `group:{gid}`                  | hash   | group key, labels, route, last flush, lease |
+| `gm:{gid}`                     | set    | the group's fingerprints |
+| `nflog:{channel}:{gid}`        | string | what the channel was last told of the group |
+| `dispatch:routing`             | string | digest of the routing groups were flushed under |
+| `outbox:{channel}`             | stream | notifications waiting for delivery |
+| `channel:failures:{channel}`   | string | consecutive failures |
+| `channel:failing:{channel}`    | string | the AlertdChannelFailing episode |
+| `silences`                     | hash   | silence id -> JSON |
+| `lease:tick`                   | string | the replica running the current clock tick |
+| `lease:partition`              | string | the partition's owner and fencing token (`name:token`) |
+| `lease:fence`                  | int    | the last fencing token handed out |
+| `daemon:{consumer}`            | string | a live daemon's heartbeat (expires after `takeover`) |
+| `email:msgid:...`, `slack:rl:...` | string | threading and rate-limit slots of channels |
+
+The Lua scripts in `lua/` name the keys of a group or an alert they find
+(`group:`, `gm:`, `ag:`, `nflog:`) from the same state prefix, passed as ARGV.
+"""
+
+from __future__ import annotations
+
+PARTITION = 0  # the partition every state key is in (see the module docstring)
+
+
+def hash_tag(partition: int = PARTITION) -> str:
+    return f"{{p{partition}}}"
+
+
+def state_prefix(key_prefix: str) -> str:
+    """What every state key begins with: `alertd:{p0}:` for key_prefix `alertd:`."""
+    return f"{key_prefix}{hash_tag()}:"
+
+
+def window(prefix: str, fingerprint: str, version: str) -> str:
+    return f"{prefix}w:{fingerprint}:{version}"
+
+
+def age_series(prefix: str, rule: str, version: str) -> str:
+    return f"{prefix}series:{rule}:{version}"
+
+
+def alerts(prefix: str) -> str:
+    return f"{prefix}alerts"
+
+
+def alerts_clock(prefix: str) -> str:
+    return f"{prefix}alerts:clock"
+
+
+def alerts_gone(prefix: str) -> str:
+    return f"{prefix}alerts:gone"
+
+
+def alerts_version(prefix: str) -> str:
+    return f"{prefix}alerts:ver"
+
+
+def alert_groups(prefix: str, fingerprint: str) -> str:
+    return f"{prefix}ag:{fingerprint}"
+
+
+def groups_due(prefix: str) -> str:
+    return f"{prefix}groups:due"
+
+
+def group(prefix: str, gid: str) -> str:
+    return f"{prefix}group:{gid}"
+
+
+def group_members(prefix: str, gid: str) -> str:
+    return f"{prefix}gm:{gid}"
+
+
+def nflog(prefix: str, channel: str, gid: str) -> str:
+    return f"{prefix}nflog:{channel}:{gid}"
+
+
+def routing_digest(prefix: str) -> str:
+    return f"{prefix}dispatch:routing"
+
+
+def outbox(prefix: str, channel: str) -> str:
+    return f"{prefix}outbox:{channel}"
+
+
+def channel_failures(prefix: str, channel: str) -> str:
+    return f"{prefix}channel:failures:{channel}"
+
+
+def channel_failing(prefix: str, channel: str) -> str:
+    return f"{prefix}channel:failing:{channel}"
+
+
+def silences(prefix: str) -> str:
+    return f"{prefix}silences"
+
+
+def tick_lease(prefix: str) -> str:
+    return f"{prefix}lease:tick"
+
+
+def partition_lease(prefix: str) -> str:
+    return f"{prefix}lease:partition"
+
+
+def partition_fence(prefix: str) -> str:
+    return f"{prefix}lease:fence"
+
+
+def daemon_heartbeat(prefix: str, consumer: str) -> str:
+    return f"{prefix}daemon:{consumer}"

@@ -1,0 +1,66 @@
+-- Many compare-and-set changes in one call (one atomic step each; the whole call is one
+-- command, so a batch of a thousand costs Redis one round trip). ARGV: prefix, and the
+-- changes as one JSON array (thousands of separate arguments cost the client more to pack
+-- than cjson costs Redis). Per change: [fp, expected, new, now, new_state, the window key
+-- and the newest sample time the change was judged on ('' for none), when the clock must
+-- next judge the alert ('' for never: it is no longer live), targets], each target
+-- [gid, group key, group labels JSON, route, group_wait, group_interval, immediate].
+-- Every value is a string.
+local alerts, due, clock, prefix = KEYS[1], KEYS[2], KEYS[3], ARGV[1]
+local gone, version = prefix .. 'alerts:gone', prefix .. 'alerts:ver'
+local out = {}
+for _, c in ipairs(cjson.decode(ARGV[2])) do
+  local fp, expected, new, now_s, new_state = c[1], c[2], c[3], c[4], c[5]
+  local wkey, judged, clock_at, targets = c[6], c[7], c[8], c[9]
+  local now = tonumber(now_s)
+  local cur = redis.call('HGET', alerts, fp) or ''
+  -- Judged on a window another replica has merged newer samples into since: that
+  -- replica judges them (or this one again, on a fresh read). Never apply the older view.
+  local newer = wkey ~= '' and tonumber(redis.call('HGET', wkey, 'T') or '-1') > tonumber(judged)
+  if cur ~= expected or newer then
+    out[#out + 1] = 0
+  else
+    out[#out + 1] = 1
+    local ag = prefix .. 'ag:' .. fp
+    if new == '' then redis.call('HDEL', alerts, fp) else redis.call('HSET', alerts, fp, new) end
+    if clock_at == '' then
+      redis.call('ZREM', clock, fp)
+    else
+      redis.call('ZADD', clock, clock_at, fp)
+    end
+    if new_state == 'firing' then
+      redis.call('HDEL', gone, fp)
+    elseif new_state ~= 'resolved' and cur ~= '' and redis.call('EXISTS', ag) == 1 then
+      -- A resolved alert going pending (or away) before its groups told receivers:
+      -- keep the resolved version for them.
+      local ok, old = pcall(cjson.decode, cur)
+      if ok and type(old) == 'table' and old['state'] == 'resolved' then
+        redis.call('HSET', gone, fp, cur)
+      end
+    end
+    if #targets > 0 then redis.call('INCR', version) end
+    for _, t in ipairs(targets) do
+      local gid, gkey, glabels, route = t[1], t[2], t[3], t[4]
+      local wait, interval, immediate = tonumber(t[5]), tonumber(t[6]), t[7]
+      local g = prefix .. 'group:' .. gid
+      if redis.call('HSETNX', g, 'key', gkey) == 1 then
+        redis.call('HSET', g, 'labels', glabels, 'route', route, 'created', now_s)
+      end
+      redis.call('SADD', prefix .. 'gm:' .. gid, fp)
+      redis.call('SADD', ag, gid)
+      local lease_until = tonumber(redis.call('HGET', g, 'lease_until') or '0')
+      if lease_until > now then
+        -- A flush holds the group and reschedules it when done: leave word of the change.
+        redis.call('HSET', g, immediate == '1' and 'rush' or 'dirty', '1')
+      else
+        local lf = redis.call('HGET', g, 'last_flush')
+        local at
+        if immediate == '1' and lf then at = now
+        elseif not lf then at = now + wait
+        else at = math.max(tonumber(lf) + interval, now) end
+        redis.call('ZADD', due, 'LT', at, gid)
+      end
+    end
+  end
+end
+return out

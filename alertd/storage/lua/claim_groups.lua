@@ -1,0 +1,43 @@
+-- Take up to `limit` due groups, leasing each to `token` until `lease_until`, and read
+-- what their flush needs: {number due, {gid, group hash (flat), members, their alerts,
+-- {channel, notification log entry, ...}, gid, ...}} for the ones taken. ARGV[6]: JSON
+-- {route id: [channels]} ('' for a route not in it), whose logs are read.
+local due, alerts, prefix = KEYS[1], KEYS[2], ARGV[1]
+local now, lease_until, token, limit = ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5])
+local routes = cjson.decode(ARGV[6])
+local gids = redis.call('ZRANGEBYSCORE', due, '-inf', now, 'LIMIT', 0, limit)
+local out = {}
+for _, gid in ipairs(gids) do
+  local g = prefix .. 'group:' .. gid
+  local h = redis.call('HGETALL', g)
+  local held_until, route = 0, 'default'
+  for i = 1, #h, 2 do
+    if h[i] == 'lease_until' then held_until = tonumber(h[i + 1]) end
+    if h[i] == 'route' then route = h[i + 1] end
+  end
+  if #h == 0 then
+    redis.call('ZREM', due, gid)
+  elseif held_until > tonumber(now) then
+    redis.call('ZADD', due, held_until, gid)  -- someone else's flush: theirs until then
+  else
+    redis.call('ZADD', due, lease_until, gid)
+    redis.call('HSET', g, 'lease', token, 'lease_until', lease_until)
+    local members = redis.call('SMEMBERS', prefix .. 'gm:' .. gid)
+    local raws = {}
+    for i = 1, #members, 1000 do  -- unpack takes a few thousand at most
+      local part = redis.call('HMGET', alerts, unpack(members, i, math.min(i + 999, #members)))
+      for j = 1, #part do raws[#raws + 1] = part[j] end
+    end
+    local logs = {}
+    for _, ch in ipairs(routes[route] or routes['']) do
+      logs[#logs + 1] = ch
+      logs[#logs + 1] = redis.call('GET', prefix .. 'nflog:' .. ch .. ':' .. gid)
+    end
+    out[#out + 1] = gid
+    out[#out + 1] = h
+    out[#out + 1] = members
+    out[#out + 1] = raws
+    out[#out + 1] = logs
+  end
+end
+return {#gids, out}

@@ -1,0 +1,70 @@
+-- Each group's flush, all or nothing, only while `token` holds its lease: notification
+-- log entries (compare-and-set) with their outbox entries, told resolved alerts
+-- forgotten, the group rescheduled or dropped once empty.
+-- ARGV: prefix, token, now, ttl, and the groups as one JSON array (cheaper to pack than
+-- thousands of arguments), each [gid, interval_s, sleep_s (when nothing is left to tell:
+-- until the next repeat), notices, forgets]; a notice is [log key, expected, new, outbox
+-- stream or '', payload], a forget [fingerprint, alert as told]. Every value a string.
+-- Returns per group: status (-1 lease lost, 0 dropped, 1 rescheduled, 2 a log moved
+-- under us: nothing written, flushed again at once) and notifications queued.
+local prefix, token, now_s, ttl = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local now = tonumber(now_s)
+local alerts, gone, due = prefix .. 'alerts', prefix .. 'alerts:gone', prefix .. 'groups:due'
+
+local function forget(gid, gm, fp, raw)
+  local cur, old = redis.call('HGET', alerts, fp), redis.call('HGET', gone, fp)
+  -- Told, unless the alert moved on since it was read: then this group still owes it.
+  if cur == raw or old == raw or (raw == '' and not cur and not old) then
+    local ag = prefix .. 'ag:' .. fp
+    redis.call('SREM', gm, fp)
+    redis.call('SREM', ag, gid)
+    if redis.call('SCARD', ag) == 0 then
+      if cur == raw then redis.call('HDEL', alerts, fp) end
+      if old then redis.call('HDEL', gone, fp) end
+    end
+  end
+end
+
+local function commit(gid, interval_s, sleep_s, notices, forgets)
+  local g, gm = prefix .. 'group:' .. gid, prefix .. 'gm:' .. gid
+  local held = redis.call('HMGET', g, 'lease', 'rush', 'dirty')
+  if held[1] ~= token then return -1, 0 end
+  local stale = false
+  for _, n in ipairs(notices) do
+    if (redis.call('GET', n[1]) or '') ~= n[2] then stale = true end
+  end
+  local queued = 0
+  if not stale then
+    for _, n in ipairs(notices) do
+      redis.call('SET', n[1], n[3], 'EX', ttl)
+      if n[4] ~= '' then
+        redis.call('XADD', n[4], '*', 'n', n[5])
+        queued = queued + 1
+      end
+    end
+    for _, f in ipairs(forgets) do
+      forget(gid, gm, f[1], f[2])
+    end
+  end
+  if redis.call('SCARD', gm) == 0 then
+    redis.call('DEL', g, gm)
+    redis.call('ZREM', due, gid)
+    return 0, queued
+  end
+  redis.call('HDEL', g, 'lease', 'lease_until', 'rush', 'dirty')
+  local at = now + sleep_s
+  if held[3] then at = math.min(at, now + interval_s) end
+  if stale or held[2] then at = now end
+  if not stale then redis.call('HSET', g, 'last_flush', now_s) end
+  redis.call('ZADD', due, at, gid)
+  if stale then return 2, 0 end
+  return 1, queued
+end
+
+local out = {}
+for _, p in ipairs(cjson.decode(ARGV[5])) do
+  local status, queued = commit(p[1], tonumber(p[2]), tonumber(p[3]), p[4], p[5])
+  out[#out + 1] = status
+  out[#out + 1] = queued
+end
+return out
