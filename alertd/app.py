@@ -37,10 +37,11 @@ from alertd.notify.outbox import Outbox
 from alertd.notify.workers import ChannelWorkers
 from alertd.ops import build_channels
 from alertd.ownership import Ownership
-from alertd.redisconn import close, connect, pinned
+from alertd.redisconn import close, connect, is_cluster, pinned
 from alertd.settings import Config, find_files, load_config
 from alertd.silences import SilenceStore
 from alertd.storage import keys
+from alertd.storage.migrate import migrate_unpartitioned
 
 log = structlog.get_logger("alertd.app")
 
@@ -158,6 +159,11 @@ class App:
     # --- lifecycle -------------------------------------------------------------
 
     async def start(self, http: bool = True) -> None:
+        if not is_cluster(self.routed):  # before anything writes a key in the new place
+            with contextlib.suppress(RedisError, OSError):
+                r = self.config.settings.redis
+                streams = {*r.streams, r.dead_letter_stream}
+                await migrate_unpartitioned(self.redis, r.key_prefix, streams)
         self.channel_ctx.http = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=256, limit_per_host=64)
         )

@@ -287,9 +287,13 @@ class Consumer:
         if self.ownership is None:
             return
         s = self.settings
+        try:
+            consumers = await self.redis.xinfo_consumers(self.stream, s.group)
+        except ResponseError:  # no stream or group yet: nothing pending anywhere
+            return
         holders = [
             name
-            for c in await self.redis.xinfo_consumers(self.stream, s.group)
+            for c in consumers
             if int(c.get("pending", 0)) > 0 and (name := _text(c.get("name"))) != self.consumer
         ]
         self._dead |= set(holders) - await self.ownership.alive(holders)

@@ -69,6 +69,8 @@ async def crash(daemons: DaemonFactory, app: Any) -> None:
     await asyncio.wait(tasks, timeout=5)
     await app.channel_ctx.http.close()
     await app.redis.aclose()
+    if app.routed is not app.redis:
+        await app.routed.aclose()
 
 
 class TestCrashResume:

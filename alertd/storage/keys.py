@@ -27,6 +27,7 @@ configured names (each is one key).
 | `lease:tick`                   | string | the replica running the current clock tick |
 | `lease:partition`              | string | the partition's owner and fencing token (`name:token`) |
 | `lease:fence`                  | int    | the last fencing token handed out |
+| `migrated`                     | string | old-layout keys were moved in (storage/migrate.py) |
 | `daemon:{consumer}`            | string | a live daemon's heartbeat (expires after `takeover`) |
 | `email:msgid:...`, `slack:rl:...` | string | threading and rate-limit slots of channels |
 
@@ -122,6 +123,11 @@ def partition_lease(prefix: str) -> str:
 
 def partition_fence(prefix: str) -> str:
     return f"{prefix}lease:fence"
+
+
+def migrated(prefix: str) -> str:
+    """Set once state of the unpartitioned layout was looked for (storage/migrate.py)."""
+    return f"{prefix}migrated"
 
 
 def daemon_heartbeat(prefix: str, consumer: str) -> str:
