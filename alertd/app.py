@@ -38,6 +38,7 @@ from alertd.notify.workers import ChannelWorkers
 from alertd.ops import build_channels
 from alertd.ownership import Ownership
 from alertd.redisconn import close, connect, is_cluster, pinned
+from alertd.replication import Replication
 from alertd.settings import Config, find_files, load_config
 from alertd.silences import SilenceStore
 from alertd.storage import keys
@@ -125,6 +126,10 @@ class App:
             min(s.daemon.claim_idle, s.daemon.takeover).total_seconds(),
         )
         self.stopping = asyncio.Event()
+        self.replication = Replication(
+            self.redis, self.prefix, s.redis.wait_replicas, self.stopping
+        )
+        self.workers.confirm = self.replication.confirm
         self.started_at = time.time()
         self.last_reload_error: str | None = None
         self.last_reload_errors: list[str] = []
@@ -155,6 +160,7 @@ class App:
         if events:
             async with self._ingesting:
                 await self.evaluator.ingest(events, now)
+        await self.replication.confirm()  # before the batch is acknowledged
 
     # --- lifecycle -------------------------------------------------------------
 

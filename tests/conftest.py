@@ -297,12 +297,13 @@ def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 
 @pytest.fixture
 def private_cluster(tmp_path: Path) -> Iterator[Any]:
-    """A Redis Cluster of this test's own, for tests that kill a master."""
+    """A Redis Cluster of this test's own, for tests that kill a master: 3 masters with
+    2 replicas each, so a promoted replica still has one to confirm writes."""
     from tests.topologies import Cluster
 
     cluster = Cluster(tmp_path / "cluster")
     try:
-        cluster.start()
+        cluster.start(replicas_per_master=2)
         yield cluster
     finally:
         cluster.stop()

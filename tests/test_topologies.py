@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 import redis.asyncio as aioredis
 from redis.asyncio import RedisCluster
@@ -95,3 +98,94 @@ class TestSentinel:
         finally:
             for app in list(factory.apps):
                 await factory.stop(app)
+
+
+PER_SERIES = '\n[[routes]]\nchannels = ["hook"]\ngroup_by = ["alertname", "queue"]\n'
+
+
+def firing_ids(receiver: Receiver) -> dict[str, set[str]]:
+    """Per queue, the ids of the notifications that told it firing."""
+    out: dict[str, set[str]] = {}
+    for b in receiver.bodies("/hook"):
+        for a in b["alerts"]:
+            if a["status"] == "firing":
+                out.setdefault(a["labels"]["queue"], set()).add(b["id"])
+    return out
+
+
+class TestClusterFailover:
+    """A master failover during a stream of events loses no page and sends none twice."""
+
+    async def test_state_master_killed_mid_stream(
+        self, tmp_path: Path, private_cluster: Any, receiver: Receiver
+    ) -> None:
+        factory = DaemonFactory(
+            tmp_path, private_cluster.url, redis_extra='mode = "cluster"\nwait_replicas = 1'
+        )
+        factory.write(RULES, hook(receiver), PER_SERIES)
+        client = RedisCluster.from_url(private_cluster.url)
+        await factory.start()
+        try:
+            queues = [f"q{i}" for i in range(30)]
+            for i, queue in enumerate(queues):
+                if i == 10:
+                    await wait_for(lambda: len(firing_ids(receiver)) >= 5, timeout_s=20)
+                    private_cluster.kill(private_cluster.master_of("alertd:{p0}:alerts"))
+                fields = {"name": "queue_depth", "value": "7000", "service": "b", "queue": queue}
+                await _xadd_retrying(client, fields)
+            await wait_for(lambda: set(queues) == set(firing_ids(receiver)), timeout_s=60)
+            assert {q: 1 for q in queues} == {
+                q: len(ids) for q, ids in firing_ids(receiver).items()
+            }
+        finally:
+            for app in list(factory.apps):
+                await factory.stop(app)
+            await client.aclose()
+
+
+async def _xadd_retrying(client: Any, fields: dict[str, str]) -> None:
+    """A producer's XADD, retried while the cluster fails over."""
+    for _ in range(100):
+        try:
+            await client.xadd("alertd:events", fields)
+            return
+        except Exception:  # the producer's side of a failover: try again shortly
+            await asyncio.sleep(0.1)
+    raise AssertionError("the cluster took no event for 10 s")
+
+
+class TestWaitReplicas:
+    """With wait_replicas = 1, nothing is acknowledged while no replica confirms it."""
+
+    async def test_holds_while_the_replica_is_down(
+        self, tmp_path: Path, sentinel_set: Any, receiver: Receiver
+    ) -> None:
+        master, replica = sentinel_set.master, sentinel_set.replica
+        factory = DaemonFactory(tmp_path, master.url, redis_extra="wait_replicas = 1")
+        factory.write(RULES, hook(receiver), ROUTE)
+        app = await factory.start(http=True)
+        client = aioredis.Redis(port=master.port)
+        ready = f"http://{app.config.settings.http.listen}/health/ready"
+        try:
+            fields = {"name": "queue_depth", "value": "7000", "service": "b", "queue": "q1"}
+            await client.xadd("alertd:events", fields)
+            await wait_for(lambda: receiver.bodies("/hook"))
+
+            replica.stop(signal.SIGKILL)
+            await client.xadd("alertd:events", {**fields, "queue": "q2"})
+
+            async def not_ready() -> str:
+                async with aiohttp.ClientSession() as http, http.get(ready) as resp:
+                    return str((await resp.json()).get("reason", "")) if resp.status == 503 else ""
+
+            assert "wait_replicas" in await wait_for(not_ready, timeout_s=15)
+            assert 1 == (await client.xpending("alertd:events", "alertd"))["pending"]
+            assert 1 == len(receiver.bodies("/hook"))
+
+            replica.start()  # it resyncs from the master and confirms again
+            await wait_for(lambda: len(receiver.bodies("/hook")) >= 2, timeout_s=30)
+            assert 0 == (await client.xpending("alertd:events", "alertd"))["pending"]
+        finally:
+            await client.aclose()
+            for one in list(factory.apps):
+                await factory.stop(one)

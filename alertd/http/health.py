@@ -111,6 +111,8 @@ async def ready(request: web.Request) -> web.Response:
                 await asyncio.wait_for(app.consumer.join(), PROBE_TIMEOUT_S)
             except (RedisError, OSError, TimeoutError) as exc:
                 reason = f"consumer group not joined ({_why(exc)})"
+        if not reason and app.replication.waiting:
+            reason = app.replication.waiting
         # Rules are loaded once a configuration is (zero rules is a valid configuration).
     if reason:
         return reply({"status": "not ready", "reason": reason}, status=503)

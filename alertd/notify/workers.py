@@ -23,7 +23,7 @@ import asyncio
 import contextlib
 import random
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -129,6 +129,7 @@ class ChannelWorkers:
     channels: dict[str, Channel[Any]] = field(default_factory=dict)
     health: dict[str, ChannelHealth] = field(default_factory=dict)
     clock: Callable[[], float] = time.time
+    confirm: Callable[[], Awaitable[None]] | None = None  # replicas hold what was read
     _tasks: dict[str, list[asyncio.Task[None]]] = field(default_factory=dict)
     _busy: set[asyncio.Task[Any]] = field(default_factory=set)
     _retired: set[asyncio.Task[None]] = field(default_factory=set)
@@ -288,10 +289,22 @@ class ChannelWorkers:
                 continue
             if not self._current(name):
                 break  # what it just read stays pending: its successor reads it first
+            if not await self._replicated(batch):
+                break  # stopping unconfirmed: it stays pending, read first next time
             for entry_id, n in batch:
                 # Already ours (a claim or a pending read can return one in hand): in hand.
                 if entry_id not in lane.held:
                     self._take(lane, entry_id, n)
+
+    async def _replicated(self, batch: list[Entry]) -> bool:
+        """redis.wait_replicas: what was read is sent only once replicas hold it."""
+        if not batch or self.confirm is None:
+            return True
+        try:
+            await self.confirm()
+        except RedisError:
+            return False
+        return True
 
     def _take(self, lane: _Lane, entry_id: str, n: Notification | None) -> None:
         held = lane.held[entry_id] = _Held(entry_id, n)

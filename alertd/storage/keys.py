@@ -27,6 +27,7 @@ configured names (each is one key).
 | `lease:tick`                   | string | the replica running the current clock tick |
 | `lease:partition`              | string | the partition's owner and fencing token (`name:token`) |
 | `lease:fence`                  | int    | the last fencing token handed out |
+| `replication:probe`            | int    | written before each WAIT (replication.py) |
 | `migrated`                     | string | old-layout keys were moved in (storage/migrate.py) |
 | `daemon:{consumer}`            | string | a live daemon's heartbeat (expires after `takeover`) |
 | `email:msgid:...`, `slack:rl:...` | string | threading and rate-limit slots of channels |
@@ -123,6 +124,11 @@ def partition_lease(prefix: str) -> str:
 
 def partition_fence(prefix: str) -> str:
     return f"{prefix}lease:fence"
+
+
+def replication_probe(prefix: str) -> str:
+    """Written before a WAIT, so the WAIT covers every earlier write (replication.py)."""
+    return f"{prefix}replication:probe"
 
 
 def migrated(prefix: str) -> str:
