@@ -1,4 +1,4 @@
-"""`alertd` command line (SPEC section 7). Errors are one line on stderr, exit non-zero."""
+"""`alertd` command line. Errors are one line on stderr (what, where, what to do), exit non-zero."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import orjson
 from redis.asyncio import Redis
@@ -18,20 +18,35 @@ from redis.exceptions import RedisError
 from alertd import __version__
 from alertd.errors import AlertdError, ConfigErrors, EventError, NotFoundError
 from alertd.events import event_from_object
+from alertd.model import SEVERITIES
+from alertd.ops import parse_filters
 from alertd.redact import redact
-from alertd.settings import DEFAULT_CONFIG_PATH, Config, load_config
+from alertd.redisurl import shown
+from alertd.settings import Config, RedisSettings, env_source, load_config, load_settings
 
 
 class CliError(Exception):
     """A failure already worded for the operator."""
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage mistake is one line naming the command and where to look."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message}; see '{self.prog} --help'\n")
+
+
 def _config(args: argparse.Namespace) -> Config:
     return load_config(args.config)
 
 
-def _redis(config: Config) -> Redis:
-    return Redis.from_url(config.settings.redis.url, socket_connect_timeout=3, socket_timeout=10)
+_TARGET: list[str] = []  # the Redis the command talks to, for "cannot reach Redis" (main)
+
+
+def _redis(settings: RedisSettings) -> Redis:
+    source = env_source("redis.url")
+    _TARGET[:] = [f"{shown(settings.url)} (from {source or 'redis.url'})"]
+    return Redis.from_url(settings.url, socket_connect_timeout=3, socket_timeout=10)
 
 
 def _table(rows: list[list[str]], headers: list[str]) -> str:
@@ -78,7 +93,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_publish(args: argparse.Namespace) -> int:
-    config = _config(args)
+    settings = load_settings(args.config).redis
     labels: dict[str, str] = {}
     value: float | None = None
     for item in args.rest:
@@ -107,9 +122,9 @@ def cmd_publish(args: argparse.Namespace) -> int:
     async def go() -> list[str]:
         from alertd.ops import publish
 
-        redis = _redis(config)
+        redis = _redis(settings)
         try:
-            return await publish(redis, config.settings.redis.stream, [ev])
+            return await publish(redis, settings.stream, [ev])
         finally:
             await redis.aclose()
 
@@ -122,8 +137,9 @@ def cmd_test_alert(args: argparse.Namespace) -> int:
     config = _config(args)
     from alertd.logs import configure
 
-    # stdout holds one result line per channel; the log channel's own output goes to stderr.
-    configure("warning", "console", stream=sys.stderr)
+    # stdout holds one result line per channel; the log channel's own output goes to
+    # stderr, in the configured format (a JSON pipeline must not get a console line).
+    configure("warning", config.settings.logging.format, stream=sys.stderr)
 
     async def go() -> dict[str, Any]:
         import aiohttp
@@ -131,7 +147,7 @@ def cmd_test_alert(args: argparse.Namespace) -> int:
         from alertd.channels import ChannelContext
         from alertd.ops import build_channels, test_alert
 
-        redis = _redis(config)
+        redis = _redis(config.settings.redis)
         ctx = ChannelContext(
             redis=redis,
             key_prefix=config.settings.redis.key_prefix,
@@ -161,14 +177,17 @@ def cmd_test_alert(args: argparse.Namespace) -> int:
 
 
 def cmd_alerts(args: argparse.Namespace) -> int:
+    try:
+        filters = parse_filters(args.filter or [])
+    except ValueError as exc:
+        raise CliError(f"--filter: {exc}") from None
     config = _config(args)
 
     async def go() -> list[dict[str, Any]]:
         from alertd.ops import list_alerts
 
-        redis = _redis(config)
+        redis = _redis(config.settings.redis)
         try:
-            filters = dict(f.split("=", 1) for f in args.filter or [] if "=" in f)
             return await list_alerts(redis, config, time.time(), args.state, args.severity, filters)
         finally:
             await redis.aclose()
@@ -204,7 +223,7 @@ def cmd_silence(args: argparse.Namespace) -> int:
     from alertd.silences import SilenceStore, silence_from_request
 
     async def go() -> int:
-        redis = _redis(config)
+        redis = _redis(config.settings.redis)
         store = SilenceStore(redis, config.settings.redis.key_prefix)
         now = time.time()
         try:
@@ -268,13 +287,21 @@ def cmd_silence(args: argparse.Namespace) -> int:
     return asyncio.run(go())
 
 
+def _dead_reason(d: dict[str, Any]) -> str:
+    """Why it died, with the cause: "permanent failure: HTTP 401: bad signature"."""
+    reason = str(d.get("reason", ""))
+    cause = _one_line(str(d.get("last_error", "")))
+    text = f"{reason}: {cause}" if cause and cause not in reason else reason
+    return text if len(text) <= 120 else text[:119] + "…"
+
+
 def cmd_dlq(args: argparse.Namespace) -> int:
     config = _config(args)
     from alertd.deadletters import DeadLetters
     from alertd.ops import replay_dead_letters
 
     async def go() -> int:
-        redis = _redis(config)
+        redis = _redis(config.settings.redis)
         try:
             if args.dlq_cmd == "list":
                 items = await DeadLetters(redis, config.settings.redis.dead_letter_stream).list(
@@ -289,11 +316,13 @@ def cmd_dlq(args: argparse.Namespace) -> int:
                         d.get("source", ""),
                         d.get("channel", d.get("stream_id", "")),
                         d.get("at", ""),
-                        d.get("reason", "")[:80],
+                        str(d.get("attempts", "")),
+                        _dead_reason(d),
                     ]
                     for d in items
                 ]
-                print(_table(rows, ["id", "source", "channel/stream_id", "at", "reason"]))
+                headers = ["id", "source", "channel/stream_id", "at", "attempts", "reason"]
+                print(_table(rows, headers))
                 return 0
             result = await replay_dead_letters(redis, config, args.ids or None)
             print(
@@ -329,13 +358,11 @@ def cmd_rules_test(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     help_text = "configuration file (default ./alertd.toml, env ALERTD_CONFIG)"
     # Subcommands take --config too; SUPPRESS keeps their default from undoing a top-level one.
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     common.add_argument("--config", default=argparse.SUPPRESS, help=help_text)
-    p = argparse.ArgumentParser(
-        prog="alertd", description="Alerting and notification dispatch daemon."
-    )
-    default_config = os.environ.get("ALERTD_CONFIG", DEFAULT_CONFIG_PATH)
-    p.add_argument("--config", default=default_config, help=help_text)
+    p = _Parser(prog="alertd", description="Alerting and notification dispatch daemon.")
+    # None: load_config picks ALERTD_CONFIG or ./alertd.toml, and says which it looked for.
+    p.add_argument("--config", default=None, help=help_text)
     p.add_argument("--version", action="version", version=f"alertd {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -359,8 +386,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("alerts", parents=[common], help="list current alerts")
     sp.add_argument("--state", choices=["pending", "firing"])
-    sp.add_argument("--severity")
-    sp.add_argument("--filter", action="append", help="label=value (repeatable)")
+    sp.add_argument("--severity", choices=SEVERITIES)
+    sp.add_argument(
+        "--filter",
+        action="append",
+        help="label=value, label=~regex, label=!value or label=!~regex (repeatable; all must hold)",
+    )
     sp.add_argument("--json", action="store_true")
     sp.set_defaults(func=cmd_alerts)
 
@@ -398,6 +429,10 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _one_line(text: str) -> str:
+    return " ".join(text.split()).rstrip(".")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -412,10 +447,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"alertd: {exc}", file=sys.stderr)
         return 1
     except RedisError as exc:
-        print(f"alertd: cannot reach Redis: {redact(str(exc))}", file=sys.stderr)
+        target = _TARGET[0] if _TARGET else "redis.url"
+        print(
+            f"alertd: cannot reach Redis at {target}: {_one_line(redact(str(exc)))}; "
+            "is redis-server running there?",
+            file=sys.stderr,
+        )
         return 2
     except OSError as exc:
-        print(f"alertd: {redact(str(exc))}", file=sys.stderr)
+        print(f"alertd: {_one_line(redact(str(exc)))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

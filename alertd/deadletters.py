@@ -73,6 +73,8 @@ class DeadLetters:
         for entry_id, fields in rows:
             item: dict[str, Any] = {"id": entry_id.decode()}
             item.update({k.decode(): v.decode("utf-8", "replace") for k, v in fields.items()})
+            if item.get("attempts", "").isdigit():  # a count, as the API and --json show it
+                item["attempts"] = int(item["attempts"])
             if source is None or item.get("source") == source:
                 out.append(item)
         return out

@@ -238,11 +238,23 @@ async def run_case(
     return failures
 
 
+def _rule_file_given(path: Path) -> ConfigError:
+    """A rule file passed where a test file belongs: say so, and where its tests would be."""
+    tests = path.with_name(path.name.removesuffix(".toml") + ".test.toml")
+    hint = f"run alertd rules test {tests}" if tests.is_file() else f"write its tests in {tests}"
+    return ConfigError(
+        f"is a rule file (it has [[rules]]), not a test file ([[tests]] and rule_files); {hint}",
+        file=str(path),
+    )
+
+
 async def run_file(path: Path) -> tuple[int, int, list[str]]:
     """(passed, failed, report lines) for one test file; ConfigErrors when it cannot run."""
     shown = str(path)
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        if "rules" in raw and "tests" not in raw:
+            raise ConfigErrors([_rule_file_given(path)])
         spec = TestFile.model_validate(raw)
     except FileNotFoundError:
         raise ConfigErrors([ConfigError("file not found", file=shown)]) from None

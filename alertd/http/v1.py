@@ -47,6 +47,10 @@ def _label_filters(request: web.Request) -> dict[str, str] | None:
         name, sep, value = item.partition("=")
         if not sep or not name:
             raise ApiError(400, "invalid filter", [f"filter {item!r} must be label=value"])
+        try:
+            ops.parse_filters([item])
+        except ValueError as exc:
+            raise ApiError(400, "invalid filter", [str(exc)]) from None
         conflict = conflict or filters.setdefault(name, value) != value
     return None if conflict else filters
 
