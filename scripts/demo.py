@@ -46,6 +46,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing: alertd.client
 
 from alertd.client import apublish  # noqa: E402
+from scripts.ensure_redis import redis_server_binary  # noqa: E402
 
 try:
     from aiosmtpd.smtp import SMTP
@@ -288,7 +289,7 @@ async def play(
 
 
 def start_redis(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
-    binary = shutil.which("redis-server")
+    binary = redis_server_binary()
     if binary is None:
         raise RuntimeError("redis-server is not on PATH (apt-get install redis-server)")
     port = free_port()
