@@ -89,8 +89,13 @@ def daemon(tmp_path: Path) -> Iterator[list[subprocess.Popen[bytes]]]:
                 p.wait()
 
 
-def start(tmp_path: Path, env: dict[str, str], procs: list[Any]) -> Path:
-    (tmp_path / "alertd.toml").write_text(CONFIG)
+def start(
+    tmp_path: Path, env: dict[str, str], procs: list[Any], config: str = CONFIG, rules: str = ""
+) -> Path:
+    """`alertd run` in `tmp_path` with `config` (and `rules` as rules/test.toml); its log."""
+    (tmp_path / "alertd.toml").write_text(config)
+    (tmp_path / "rules").mkdir(exist_ok=True)
+    (tmp_path / "rules" / "test.toml").write_text(rules)
     log = tmp_path / "alertd.log"
     with log.open("wb") as out:
         procs.append(
