@@ -1,4 +1,4 @@
-"""The dead-letter stream (SPEC section 8): what could not be processed or delivered.
+"""The dead-letter stream: what could not be processed or delivered.
 
 Entries never hold a secret: notification errors are redacted (alertd.redact)
 before they get here, and a notification's payload is the notification as

@@ -1,4 +1,4 @@
-"""The files operators edit: alertd.toml, rules/*.toml, channels/*.toml (SPEC 3-5).
+"""The files operators edit: alertd.toml, rules/*.toml, channels/*.toml.
 
 `load_config(path)` reads them all, replaces `${VAR}` / `${VAR:-default}`,
 validates with strict pydantic models and returns a `Config`, or raises
@@ -98,7 +98,7 @@ Aggregate = Literal[
 
 
 class RuleSpec(StrictModel):
-    """One `[[rules]]` entry (SPEC section 4)."""
+    """One `[[rules]]` entry (docs/rules.md)."""
 
     name: str
     metric: str

@@ -119,7 +119,7 @@ SCHEMAS: dict[str, Schema] = {
         {
             "matchers": {
                 **STR_MAP,
-                "description": "label -> value; '~' regex, '!' negation (SPEC section 3)",
+                "description": "label -> value; '~' regex, '!' negation, '!~' negated regex",
                 "example": {"service": "api", "env": "~prod.*"},
             },
             "duration": {"type": "string", "example": "2h"},

@@ -1,4 +1,4 @@
-"""`/api/v1`: alerts, rules, events, silences, test alerts, reload, dead letters (SPEC 6)."""
+"""`/api/v1`: alerts, rules, events, silences, test alerts, reload, dead letters."""
 
 from __future__ import annotations
 
