@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import re
 import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -13,7 +14,9 @@ from typing import Any, NoReturn
 
 import orjson
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
+from redis.exceptions import AuthenticationError, RedisError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from alertd import __version__
 from alertd.errors import AlertdError, ConfigErrors, EventError, NotFoundError
@@ -23,6 +26,8 @@ from alertd.ops import parse_filters
 from alertd.redact import redact
 from alertd.redisurl import shown
 from alertd.settings import Config, RedisSettings, env_source, load_config, load_settings
+
+STREAM_ID = re.compile(r"\d+-\d+")
 
 
 class CliError(Exception):
@@ -324,6 +329,12 @@ def cmd_dlq(args: argparse.Namespace) -> int:
                 headers = ["id", "source", "channel/stream_id", "at", "attempts", "reason"]
                 print(_table(rows, headers))
                 return 0
+            bad = [i for i in args.ids or [] if not STREAM_ID.fullmatch(i)]
+            if bad:
+                raise CliError(
+                    f"{bad[0]!r} is not a dead letter id (like 1764000000000-0); "
+                    "alertd dlq list shows them"
+                )
             result = await replay_dead_letters(redis, config, args.ids or None)
             print(
                 f"replayed {len(result['replayed'])}, failed {len(result['failed'])}, "
@@ -429,6 +440,17 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _redis_failure(exc: RedisError) -> str:
+    """What went wrong with Redis, in one line: unreachable, login refused, or a refusal."""
+    target = _TARGET[0] if _TARGET else "redis.url"
+    why = _one_line(redact(str(exc))) or type(exc).__name__
+    if isinstance(exc, AuthenticationError) or why.startswith(("NOAUTH", "WRONGPASS")):
+        return f"Redis at {target} refused the login: {why}; check the user and password in the URL"
+    if isinstance(exc, RedisConnectionError | RedisTimeoutError):
+        return f"cannot reach Redis at {target}: {why}; is redis-server running there?"
+    return f"Redis at {target} answered with an error: {why}"
+
+
 def _one_line(text: str) -> str:
     return " ".join(text.split()).rstrip(".")
 
@@ -447,12 +469,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"alertd: {exc}", file=sys.stderr)
         return 1
     except RedisError as exc:
-        target = _TARGET[0] if _TARGET else "redis.url"
-        print(
-            f"alertd: cannot reach Redis at {target}: {_one_line(redact(str(exc)))}; "
-            "is redis-server running there?",
-            file=sys.stderr,
-        )
+        print(f"alertd: {_redis_failure(exc)}", file=sys.stderr)
         return 2
     except OSError as exc:
         print(f"alertd: {_one_line(redact(str(exc)))}", file=sys.stderr)

@@ -238,8 +238,13 @@ async def run_case(
     return failures
 
 
-def _rule_file_given(path: Path) -> ConfigError:
-    """A rule file passed where a test file belongs: say so, and where its tests would be."""
+def _not_a_test_file(path: Path, raw: dict[str, Any]) -> ConfigError:
+    """Another file passed where a test file belongs: say what it is, and what to pass."""
+    if "rules" not in raw:
+        return ConfigError(
+            "is not a rule test file (one has rule_files and [[tests]]; see docs/rules.md)",
+            file=str(path),
+        )
     tests = path.with_name(path.name.removesuffix(".toml") + ".test.toml")
     hint = f"run alertd rules test {tests}" if tests.is_file() else f"write its tests in {tests}"
     return ConfigError(
@@ -253,8 +258,8 @@ async def run_file(path: Path) -> tuple[int, int, list[str]]:
     shown = str(path)
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
-        if "rules" in raw and "tests" not in raw:
-            raise ConfigErrors([_rule_file_given(path)])
+        if "tests" not in raw:
+            raise ConfigErrors([_not_a_test_file(path, raw)])
         spec = TestFile.model_validate(raw)
     except FileNotFoundError:
         raise ConfigErrors([ConfigError("file not found", file=shown)]) from None

@@ -420,6 +420,8 @@ def _read_toml(path: Path, shown: str, env: Mapping[str, str]) -> dict[str, Any]
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError("file not found", file=shown) from None
+    except IsADirectoryError:
+        raise ConfigError("is a directory; name the .toml file in it", file=shown) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read: {exc}", file=shown) from None
     except tomllib.TOMLDecodeError as exc:

@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import re
 import shutil
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
 import redis as syncredis
 
-from tests.conftest import RedisServer
+from scripts.ensure_redis import redis_server_binary
+from tests.conftest import RedisServer, free_port
 from tests.test_cli_check import alertd
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -85,8 +88,6 @@ class TestRedisUrl:
         assert "redis://:***@10.0.0.1:port/0" in line
 
     def test_unreachable_redis_names_address_and_source(self, shipped: Path) -> None:
-        from tests.conftest import free_port
-
         url = f"redis://127.0.0.1:{free_port()}/0"
         result = alertd("alerts", cwd=shipped, env={"ALERTD_REDIS_URL": url})
 
@@ -250,3 +251,74 @@ class TestUnknownChannelInRoute:
         assert "unknown key 'chanels' in alertd.toml routes #1; did you mean 'channels'?" in (
             result.stderr
         )
+
+
+class TestRedisRefusals:
+    """Redis answering but refusing is not "cannot reach": the login or the command is named."""
+
+    def test_wrong_password(self, shipped: Path, tmp_path: Path) -> None:
+        port = free_port()
+        server = RedisServer(port=port, dir=tmp_path)
+        server.proc = subprocess.Popen(
+            [
+                redis_server_binary() or "redis-server",
+                "--port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--requirepass",
+                "right-one",
+                "--dir",
+                str(tmp_path),
+            ],
+            stdout=subprocess.DEVNULL,
+        )
+        try:
+            url = f"redis://:wrong-one@127.0.0.1:{port}/0"
+            deadline = time.monotonic() + 10
+            while True:  # until it listens: then the answer is about the login
+                result = alertd("alerts", cwd=shipped, env={"ALERTD_REDIS_URL": url})
+                if "refused the login" in result.stderr or time.monotonic() > deadline:
+                    break
+        finally:
+            server.stop()
+
+        line = one_line(result.stderr)
+        assert 2 == result.returncode
+        assert line.startswith(
+            f"alertd: Redis at redis://:***@127.0.0.1:{port}/0 (from ALERTD_REDIS_URL) refused "
+            "the login: "
+        ), line
+        assert line.endswith("; check the user and password in the URL")
+        assert "wrong-one" not in line
+
+    def test_replay_of_a_malformed_id(self, shipped: Path, redis_server: RedisServer) -> None:
+        result = alertd(
+            "dlq", "replay", "nonsense", cwd=shipped, env={"ALERTD_REDIS_URL": redis_server.url}
+        )
+
+        assert 1 == result.returncode
+        assert (
+            "alertd: 'nonsense' is not a dead letter id (like 1764000000000-0); "
+            "alertd dlq list shows them"
+        ) == one_line(result.stderr)
+
+
+class TestOtherFilesGivenToRulesTest:
+    """`alertd rules test alertd.toml` says it is not a test file, not pydantic's words."""
+
+    def test_config_file(self, shipped: Path) -> None:
+        result = alertd("rules", "test", "alertd.toml", cwd=shipped)
+
+        assert 1 == result.returncode
+        assert (
+            "alertd: alertd.toml: is not a rule test file (one has rule_files and [[tests]]; "
+            "see docs/rules.md)"
+        ) == one_line(result.stderr)
+
+    def test_directory_as_config(self, shipped: Path) -> None:
+        result = alertd("check", "--config", "rules", cwd=shipped)
+
+        assert "alertd: rules: is a directory; name the .toml file in it" == one_line(result.stderr)
