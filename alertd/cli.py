@@ -170,7 +170,10 @@ def cmd_test_alert(args: argparse.Namespace) -> int:
 
     results = asyncio.run(go())
     if not results:
-        raise CliError("no enabled channel to test")
+        raise CliError(
+            "no enabled channel to test (every channel has enabled = false); "
+            "name one with --channel or enable one"
+        )
     ok = True
     for name, r in results.items():
         if r.ok:
