@@ -323,9 +323,13 @@ class TestAlerts:
         assert 2 == len(await api.alerts("?state=firing"))
         assert [] == await api.alerts("?state=pending")
         assert [] == await api.alerts("?filter=queue=emails&filter=queue=sms")
+        # The configuration's matcher syntax, as `alertd alerts --filter` takes it.
+        assert ["emails"] == [a["labels"]["queue"] for a in await api.alerts("?filter=queue=~em.*")]
+        assert ["sms"] == [a["labels"]["queue"] for a in await api.alerts("?filter=queue=!emails")]
 
     @pytest.mark.parametrize(
-        "query", ["?state=resolved", "?severity=fatal", "?filter=queue", "?filter==x"]
+        "query",
+        ["?state=resolved", "?severity=fatal", "?filter=queue", "?filter==x", "?filter=q=~("],
     )
     async def test_bad_filter_is_400(self, shared_api: Api, query: str) -> None:
         reply = await shared_api.get(f"/api/v1/alerts{query}")
