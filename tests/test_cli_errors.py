@@ -4,19 +4,16 @@ on stderr that says what is wrong, where it came from and what to do; exit non-z
 from __future__ import annotations
 
 import re
-import shutil
-import subprocess
 import time
 from pathlib import Path
 
 import pytest
 import redis as syncredis
 
-from scripts.ensure_redis import redis_server_binary
 from tests.conftest import RedisServer, free_port
-from tests.test_cli_check import alertd
+from tests.test_cli_check import alertd, shipped
 
-ROOT = Path(__file__).resolve().parent.parent
+__all__ = ["shipped"]  # the fixture, used by name
 
 
 def one_line(stderr: str) -> str:
@@ -25,14 +22,6 @@ def one_line(stderr: str) -> str:
     assert 1 == len(lines), stderr
     assert "Traceback" not in stderr
     return lines[0]
-
-
-@pytest.fixture
-def shipped(tmp_path: Path) -> Path:
-    shutil.copy(ROOT / "alertd.toml", tmp_path / "alertd.toml")
-    shutil.copytree(ROOT / "rules", tmp_path / "rules")
-    shutil.copytree(ROOT / "channels", tmp_path / "channels")
-    return tmp_path
 
 
 def set_key(config_dir: Path, key: str, value: str) -> None:
@@ -258,23 +247,8 @@ class TestRedisRefusals:
 
     def test_wrong_password(self, shipped: Path, tmp_path: Path) -> None:
         port = free_port()
-        server = RedisServer(port=port, dir=tmp_path)
-        server.proc = subprocess.Popen(
-            [
-                redis_server_binary() or "redis-server",
-                "--port",
-                str(port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--requirepass",
-                "right-one",
-                "--dir",
-                str(tmp_path),
-            ],
-            stdout=subprocess.DEVNULL,
-        )
+        server = RedisServer(port, tmp_path, extra_args=["--requirepass", "right-one"])
+        server.start()
         try:
             url = f"redis://:wrong-one@127.0.0.1:{port}/0"
             deadline = time.monotonic() + 10

@@ -5,7 +5,6 @@ before anything is written to Redis."""
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -134,24 +133,8 @@ class TestRedisAway:
         warnings = [r["event"] for r in quiet if r.get("level") in ("warning", "error")]
         assert len(warnings) == len(set(warnings)), warnings
 
-        # With a password, so the conftest's PING (no AUTH) cannot tell it is up: alertd does.
-        server = RedisServer(port=port, dir=tmp_path)
-        server.proc = subprocess.Popen(
-            [
-                shutil.which("redis-server") or "redis-server",
-                "--port",
-                str(port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--requirepass",
-                "s3cr3tpw",
-                "--dir",
-                str(tmp_path),
-            ],
-            stdout=subprocess.DEVNULL,
-        )
+        server = RedisServer(port, tmp_path, extra_args=["--requirepass", "s3cr3tpw"])
+        server.start()
         try:
             back = wait_for_record(log, "Redis answers again")
             assert "ALERTD_REDIS_URL" == back["redis_from"]
