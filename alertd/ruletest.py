@@ -258,7 +258,7 @@ async def run_file(path: Path) -> tuple[int, int, list[str]]:
     shown = str(path)
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
-        if "tests" not in raw:
+        if "tests" not in raw and "rule_files" not in raw:
             raise ConfigErrors([_not_a_test_file(path, raw)])
         spec = TestFile.model_validate(raw)
     except FileNotFoundError:

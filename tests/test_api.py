@@ -232,9 +232,8 @@ class TestProbes:
         assert {"lag", "pending", "joined"} == set(checks["consumer"])
         assert checks["consumer"]["joined"] is True
         assert {"loaded": 1, "last_reload_error": None} == checks["rules"]
-        assert {"status": "ok", "consecutive_failures": 0, "last_success": None} == checks[
-            "channels"
-        ]["hook"]
+        hook = {"status": "ok", "consecutive_failures": 0, "last_success": None, "last_error": None}
+        assert hook == checks["channels"]["hook"]
         assert {"hook", "log"} == set(checks["channels"])
 
     async def test_health_degraded_after_failed_reload(self, api: Api) -> None:
