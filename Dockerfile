@@ -2,10 +2,18 @@
 # alertd container image.
 #
 #   docker build -t alertd .
-#   docker run --rm -e ALERTD_REDIS_URL=redis://redis:6379/0 -p 9099:9099 alertd
+#   docker network create alertd
+#   docker run -d --name redis --network alertd redis:7-alpine --appendonly yes
+#   docker run --rm --network alertd -e ALERTD_REDIS_URL=redis://redis:6379/0 -p 9099:9099 alertd
+#
+# (The container reaches Redis by name only on a shared network; docker-compose.yml
+# sets one up with mail and webhook receivers.)
 #
 # Operators mount their own files over /etc/alertd/alertd.toml, /etc/alertd/rules/
 # and /etc/alertd/channels/; the image ships the repository's defaults there.
+#
+# HEALTHCHECK is part of the Docker image format only: built with podman or buildah,
+# pass `--format docker` (their default, OCI, drops it).
 
 # ---- stage 1: wheels for the project and every dependency ----------------------
 FROM python:3.11-slim-bookworm AS build

@@ -37,7 +37,9 @@ from alertd.notify.outbox import Outbox
 from alertd.notify.workers import ChannelWorkers
 from alertd.ops import build_channels
 from alertd.ownership import Ownership
+from alertd.preflight import RedisWatch, check_listen, listen_error, redis_target
 from alertd.redisconn import close, connect, is_cluster, pinned
+from alertd.redisurl import shown
 from alertd.replication import Replication
 from alertd.settings import Config, find_files, load_config
 from alertd.silences import SilenceStore
@@ -227,6 +229,7 @@ class App:
             rules=len(self.config.rules),
             channels=sorted(self.channels),
             stream=self.config.settings.redis.stream,
+            redis=shown(self.config.settings.redis.url),
         )
 
     async def stop(self) -> None:
@@ -411,7 +414,10 @@ async def run_daemon(config_path: str | None) -> int:
     configure(config.settings.logging.level, config.settings.logging.format, config_secrets(config))
     for w in config.warnings:
         log.warning("config warning", warning=w)
+    check_listen(config.settings, str(config.path))  # before the consumer group is created
     app = App(config)
+    watch = RedisWatch(app.redis, redis_target(config.settings, str(config.path)))
+    await watch.check()
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
@@ -434,9 +440,10 @@ async def run_daemon(config_path: str | None) -> int:
         await app.start()
     except OSError as exc:
         await app.stop()
-        s = config.settings.http
-        raise OSError(f"cannot listen on {s.listen}: {exc.strerror or exc}") from None
+        raise listen_error(config.settings, str(config.path), exc) from None
+    watching = asyncio.create_task(watch.run(app.stopping), name="redis-watch")
     await stop.wait()
+    watching.cancel()
     log.info("shutting down")
     await app.stop()
     return 0

@@ -1,39 +1,65 @@
-"""`alertd` command line (SPEC section 7). Errors are one line on stderr, exit non-zero."""
+"""`alertd` command line. Errors are one line on stderr (what, where, what to do), exit non-zero."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import os
+import re
 import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import orjson
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
+from redis.exceptions import AuthenticationError, RedisError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from alertd import __version__
 from alertd.errors import AlertdError, ConfigErrors, EventError, NotFoundError
 from alertd.events import event_from_object
+from alertd.model import SEVERITIES
+from alertd.ops import parse_filters
 from alertd.redact import redact
 from alertd.redisconn import close, connect
-from alertd.settings import DEFAULT_CONFIG_PATH, Config, load_config
+from alertd.redisurl import shown
+from alertd.settings import (
+    Config,
+    RedisSettings,
+    env_source,
+    load_config,
+    load_settings,
+)
 from alertd.storage import keys
+
+STREAM_ID = re.compile(r"\d+-\d+")
 
 
 class CliError(Exception):
     """A failure already worded for the operator."""
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage mistake is one line naming the command and where to look."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message}; see '{self.prog} --help'\n")
+
+
 def _config(args: argparse.Namespace) -> Config:
     return load_config(args.config)
 
 
-def _redis(config: Config) -> Redis:
-    return connect(config.settings.redis, socket_connect_timeout=3, socket_timeout=10)
+_TARGET: list[str] = []  # the Redis the command talks to, for "cannot reach Redis" (main)
+
+
+def _redis(settings: RedisSettings) -> Redis:
+    source = env_source("redis.url")
+    _TARGET[:] = [f"{shown(settings.url)} (from {source or 'redis.url'})"]
+    return connect(settings, socket_connect_timeout=3, socket_timeout=10)
 
 
 def _table(rows: list[list[str]], headers: list[str]) -> str:
@@ -80,7 +106,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_publish(args: argparse.Namespace) -> int:
-    config = _config(args)
+    settings = load_settings(args.config).redis
     labels: dict[str, str] = {}
     value: float | None = None
     for item in args.rest:
@@ -109,9 +135,9 @@ def cmd_publish(args: argparse.Namespace) -> int:
     async def go() -> list[str]:
         from alertd.ops import publish, stream_for
 
-        redis = _redis(config)
+        redis = _redis(settings)
         try:
-            return await publish(redis, stream_for(config.settings.redis, ev.labels), [ev])
+            return await publish(redis, stream_for(settings, ev.labels), [ev])
         finally:
             await close(redis)
 
@@ -124,8 +150,9 @@ def cmd_test_alert(args: argparse.Namespace) -> int:
     config = _config(args)
     from alertd.logs import configure
 
-    # stdout holds one result line per channel; the log channel's own output goes to stderr.
-    configure("warning", "console", stream=sys.stderr)
+    # stdout holds one result line per channel; the log channel's own output goes to
+    # stderr, in the configured format (a JSON pipeline must not get a console line).
+    configure("warning", config.settings.logging.format, stream=sys.stderr)
 
     async def go() -> dict[str, Any]:
         import aiohttp
@@ -133,7 +160,7 @@ def cmd_test_alert(args: argparse.Namespace) -> int:
         from alertd.channels import ChannelContext
         from alertd.ops import build_channels, test_alert
 
-        redis = _redis(config)
+        redis = _redis(config.settings.redis)
         ctx = ChannelContext(
             redis=redis,
             key_prefix=keys.state_prefix(config.settings.redis.key_prefix),
@@ -151,7 +178,10 @@ def cmd_test_alert(args: argparse.Namespace) -> int:
 
     results = asyncio.run(go())
     if not results:
-        raise CliError("no enabled channel to test")
+        raise CliError(
+            "no enabled channel to test (every channel has enabled = false); "
+            "name one with --channel or enable one"
+        )
     ok = True
     for name, r in results.items():
         if r.ok:
@@ -163,14 +193,17 @@ def cmd_test_alert(args: argparse.Namespace) -> int:
 
 
 def cmd_alerts(args: argparse.Namespace) -> int:
+    try:
+        filters = parse_filters(args.filter or [])
+    except ValueError as exc:
+        raise CliError(f"--filter: {exc}") from None
     config = _config(args)
 
     async def go() -> list[dict[str, Any]]:
         from alertd.ops import list_alerts
 
-        redis = _redis(config)
+        redis = _redis(config.settings.redis)
         try:
-            filters = dict(f.split("=", 1) for f in args.filter or [] if "=" in f)
             return await list_alerts(redis, config, time.time(), args.state, args.severity, filters)
         finally:
             await close(redis)
@@ -206,7 +239,7 @@ def cmd_silence(args: argparse.Namespace) -> int:
     from alertd.silences import SilenceStore, silence_from_request
 
     async def go() -> int:
-        redis = _redis(config)
+        redis = _redis(config.settings.redis)
         store = SilenceStore(redis, keys.state_prefix(config.settings.redis.key_prefix))
         now = time.time()
         try:
@@ -270,13 +303,21 @@ def cmd_silence(args: argparse.Namespace) -> int:
     return asyncio.run(go())
 
 
+def _dead_reason(d: dict[str, Any]) -> str:
+    """Why it died, with the cause: "permanent failure: HTTP 401: bad signature"."""
+    reason = str(d.get("reason", ""))
+    cause = _one_line(str(d.get("last_error", "")))
+    text = f"{reason}: {cause}" if cause and cause not in reason else reason
+    return text if len(text) <= 120 else text[:119] + "…"
+
+
 def cmd_dlq(args: argparse.Namespace) -> int:
     config = _config(args)
     from alertd.deadletters import DeadLetters
     from alertd.ops import replay_dead_letters
 
     async def go() -> int:
-        redis = _redis(config)
+        redis = _redis(config.settings.redis)
         try:
             if args.dlq_cmd == "list":
                 items = await DeadLetters(redis, config.settings.redis.dead_letter_stream).list(
@@ -291,12 +332,20 @@ def cmd_dlq(args: argparse.Namespace) -> int:
                         d.get("source", ""),
                         d.get("channel", d.get("stream_id", "")),
                         d.get("at", ""),
-                        d.get("reason", "")[:80],
+                        str(d.get("attempts", "")),
+                        _dead_reason(d),
                     ]
                     for d in items
                 ]
-                print(_table(rows, ["id", "source", "channel/stream_id", "at", "reason"]))
+                headers = ["id", "source", "channel/stream_id", "at", "attempts", "reason"]
+                print(_table(rows, headers))
                 return 0
+            bad = [i for i in args.ids or [] if not STREAM_ID.fullmatch(i)]
+            if bad:
+                raise CliError(
+                    f"{bad[0]!r} is not a dead letter id (like 1764000000000-0); "
+                    "alertd dlq list shows them"
+                )
             result = await replay_dead_letters(redis, config, args.ids or None)
             print(
                 f"replayed {len(result['replayed'])}, failed {len(result['failed'])}, "
@@ -331,13 +380,11 @@ def cmd_rules_test(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     help_text = "configuration file (default ./alertd.toml, env ALERTD_CONFIG)"
     # Subcommands take --config too; SUPPRESS keeps their default from undoing a top-level one.
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     common.add_argument("--config", default=argparse.SUPPRESS, help=help_text)
-    p = argparse.ArgumentParser(
-        prog="alertd", description="Alerting and notification dispatch daemon."
-    )
-    default_config = os.environ.get("ALERTD_CONFIG", DEFAULT_CONFIG_PATH)
-    p.add_argument("--config", default=default_config, help=help_text)
+    p = _Parser(prog="alertd", description="Alerting and notification dispatch daemon.")
+    # None: load_config picks ALERTD_CONFIG or ./alertd.toml, and says which it looked for.
+    p.add_argument("--config", default=None, help=help_text)
     p.add_argument("--version", action="version", version=f"alertd {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -361,8 +408,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("alerts", parents=[common], help="list current alerts")
     sp.add_argument("--state", choices=["pending", "firing"])
-    sp.add_argument("--severity")
-    sp.add_argument("--filter", action="append", help="label=value (repeatable)")
+    sp.add_argument("--severity", choices=SEVERITIES)
+    sp.add_argument(
+        "--filter",
+        action="append",
+        help="label=value, label=~regex, label=!value or label=!~regex (repeatable; all must hold)",
+    )
     sp.add_argument("--json", action="store_true")
     sp.set_defaults(func=cmd_alerts)
 
@@ -400,6 +451,21 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _redis_failure(exc: RedisError) -> str:
+    """What went wrong with Redis, in one line: unreachable, login refused, or a refusal."""
+    target = _TARGET[0] if _TARGET else "redis.url"
+    why = _one_line(redact(str(exc))) or type(exc).__name__
+    if isinstance(exc, AuthenticationError) or why.startswith(("NOAUTH", "WRONGPASS")):
+        return f"Redis at {target} refused the login: {why}; check the user and password in the URL"
+    if isinstance(exc, RedisConnectionError | RedisTimeoutError):
+        return f"cannot reach Redis at {target}: {why}; is redis-server running there?"
+    return f"Redis at {target} answered with an error: {why}"
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split()).rstrip(".")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -414,10 +480,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"alertd: {exc}", file=sys.stderr)
         return 1
     except RedisError as exc:
-        print(f"alertd: cannot reach Redis: {redact(str(exc))}", file=sys.stderr)
+        print(f"alertd: {_redis_failure(exc)}", file=sys.stderr)
         return 2
     except OSError as exc:
-        print(f"alertd: {redact(str(exc))}", file=sys.stderr)
+        print(f"alertd: {_one_line(redact(str(exc)))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

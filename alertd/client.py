@@ -1,4 +1,4 @@
-"""Publishing events from Python: one validated `XADD` in the JSON entry form (SPEC 2).
+"""Publishing events from Python: one validated `XADD` in the JSON entry form.
 
     from alertd.client import publish
     publish("queue_depth", 7000, {"service": "billing", "queue": "emails"})
@@ -45,7 +45,7 @@ def entry_fields(
     """The stream entry `{"data": <event JSON>}` for one event; EventError when invalid.
 
     Without `ts` the entry carries none, so the daemon takes the time in the
-    entry's ID (Redis' clock) as SPEC section 2 says.
+    entry's ID (Redis' clock), as for any entry without `ts`.
     """
     obj: dict[str, Any] = {"name": name, "value": value, "labels": dict(labels or {})}
     if isinstance(ts, datetime):

@@ -1,4 +1,4 @@
-"""The dead-letter stream (SPEC section 8): what could not be processed or delivered.
+"""The dead-letter stream: what could not be processed or delivered.
 
 Entries never hold a secret: notification errors are redacted (alertd.redact)
 before they get here, and a notification's payload is the notification as
@@ -74,6 +74,8 @@ class DeadLetters:
         for entry_id, fields in rows:
             item: dict[str, Any] = {"id": entry_id.decode()}
             item.update({k.decode(): v.decode("utf-8", "replace") for k, v in fields.items()})
+            if item.get("attempts", "").isdigit():  # a count, as the API and --json show it
+                item["attempts"] = int(item["attempts"])
             if source is None or item.get("source") == source:
                 out.append(item)
         return out

@@ -3,7 +3,7 @@
     AlertdError                 base: catch this at the edges (CLI, API, loops)
     ├── ConfigError             a config, rule or channel file is wrong (file=, key=)
     │   └── ConfigErrors        several ConfigErrors found in one load
-    ├── EventError              a stream entry or API event breaks SPEC section 2 (reason)
+    ├── EventError              a stream entry or API event is malformed (reason)
     ├── DeliveryError           one delivery attempt failed (channel=, retryable)
     └── NotFoundError           an id (silence, dead letter, channel) that does not exist
 
@@ -47,7 +47,7 @@ class ConfigErrors(ConfigError):
 
 
 class EventError(AlertdError):
-    """An event does not follow SPEC section 2; `reason` says which rule it breaks."""
+    """An event breaks the event format (docs/publishing.md); `reason` says which rule."""
 
     def __init__(self, reason: str, *, index: int | None = None) -> None:
         self.reason = reason

@@ -1,4 +1,4 @@
-"""Stream entries and API bodies to validated Events (SPEC section 2).
+"""Stream entries and API bodies to validated Events (docs/publishing.md).
 
 A fast hand-written validator: it runs once per event on the hot path, so no
 pydantic model per event. Every failure is an EventError whose reason is one

@@ -1,4 +1,4 @@
-"""Inhibition (SPEC 3 `[[inhibit]]`): a firing source alert mutes matching targets (pure).
+"""Inhibition (`[[inhibit]]` in alertd.toml): a firing source alert mutes matching targets (pure).
 
 Semantics follow Alertmanager: a label in `equal` that is missing on both sides
 counts as equal (a missing label is the empty string); an alert never inhibits

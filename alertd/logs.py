@@ -2,12 +2,18 @@
 
 A last processor scrubs secrets: URL passwords anywhere, and every secret value
 the loaded configuration holds (SMTP passwords, signing secrets, Slack URLs).
+Warnings and errors that repeat with the same context (a Redis outage seen by
+every component on every retry) are written once per REPEAT_WINDOW_S, the next
+one carrying how many were left out. The console format writes colours only to
+a terminal and nested values as `key=value` text, never as Python reprs.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, MutableMapping
+import sys
+import time
+from collections.abc import Callable, Iterable, MutableMapping
 from typing import Any, TextIO
 
 import orjson
@@ -51,6 +57,62 @@ class SecretScrubber:
 
 SCRUBBER = SecretScrubber()
 
+REPEAT_WINDOW_S = 30.0
+# What makes two lines the same report; counters and waits (retry_in_s) may differ.
+_SAME = ("channel", "error", "notification_id", "fingerprint", "rule", "stream_id", "group")
+_QUIET_LEVELS = frozenset(("warning", "error"))
+_MAX_TRACKED = 1000
+
+
+class RepeatLimiter:
+    """Drops a warning or error already written within `window_s` with the same context."""
+
+    def __init__(
+        self, window_s: float = REPEAT_WINDOW_S, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.window_s = window_s
+        self.clock = clock
+        self.seen: dict[tuple[Any, ...], list[float]] = {}  # key -> [written at, left out]
+
+    def __call__(
+        self, _: Any, level: str, event: MutableMapping[str, Any]
+    ) -> MutableMapping[str, Any]:
+        if level not in _QUIET_LEVELS:
+            return event
+        key = (level, event.get("event"), *(str(event.get(k, "")) for k in _SAME))
+        now = self.clock()
+        entry = self.seen.get(key)
+        if entry is not None and now - entry[0] < self.window_s:
+            entry[1] += 1
+            raise structlog.DropEvent
+        if entry is not None and entry[1]:
+            event["repeated"] = int(entry[1])  # left out since this line was last written
+        if len(self.seen) >= _MAX_TRACKED:
+            self.seen.clear()
+        self.seen[key] = [now, 0]
+        return event
+
+
+def _plain(value: Any) -> Any:
+    """A nested value as text a person reads: {"a": 1} -> "a=1", lists joined by "; "."""
+    if isinstance(value, dict):
+        return " ".join(f"{k}={_nested(v)}" for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return "; ".join(str(_plain(v)) for v in value)
+    return value
+
+
+def _nested(value: Any) -> str:
+    text = str(_plain(value))
+    return f"({text})" if isinstance(value, (dict, list, tuple)) else text
+
+
+def _console_values(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    for key, value in event.items():
+        if isinstance(value, (dict, list, tuple)):
+            event[key] = _plain(value)
+    return event
+
 
 def _json(event: Any, **_: Any) -> str:
     """orjson for the log lines: several times faster than json.dumps at a line per alert."""
@@ -65,19 +127,22 @@ def configure(
 ) -> None:
     """Set up logging; `stream` pins the output (default: sys.stdout as it is at each call)."""
     SCRUBBER.secrets = [s for s in secrets if s]
-    renderer: structlog.types.Processor = (
-        structlog.dev.ConsoleRenderer()
-        if fmt == "console"
-        else structlog.processors.JSONRenderer(serializer=_json)
-    )
+    renderers: list[structlog.types.Processor]
+    if fmt == "console":
+        out = stream if stream is not None else sys.stdout
+        colors = bool(getattr(out, "isatty", lambda: False)())  # no ANSI codes in pipes, files
+        renderers = [_console_values, structlog.dev.ConsoleRenderer(colors=colors)]
+    else:
+        renderers = [structlog.processors.JSONRenderer(serializer=_json)]
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
+            RepeatLimiter(),
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,
             SCRUBBER,
-            renderer,
+            *renderers,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS.get(level, logging.INFO)),
         logger_factory=structlog.PrintLoggerFactory(stream),

@@ -1,4 +1,4 @@
-"""Label matchers (SPEC section 3): `value`, `~regex`, `!value`, `!~regex`.
+"""Label matchers: `value`, `~regex`, `!value`, `!~regex`.
 
 A missing label matches as the empty string, as in Alertmanager.
 """

@@ -1,4 +1,4 @@
-"""Prometheus metrics (SPEC section 9). Labels are bounded: no fingerprint or event name."""
+"""Prometheus metrics (docs/operations.md). Labels are bounded: no fingerprint or event name."""
 
 from __future__ import annotations
 

@@ -216,7 +216,7 @@ class Notification:
         return SEVERITIES[max(ranks)] if ranks else "info"
 
     def template_fields(self) -> dict[str, Any]:
-        """Fields of channel templates (email subject ...): SPEC section 4."""
+        """Fields of channel templates (email subject ...), as docs/rules.md lists them."""
         fields: dict[str, Any] = dict(self.common_labels)
         fields.update(status=self.status, count=len(self.alerts), receiver=self.receiver)
         return fields

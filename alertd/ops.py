@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import orjson
@@ -16,6 +16,7 @@ from alertd.client import shard_stream
 from alertd.deadletters import DeadLetters
 from alertd.errors import NotFoundError
 from alertd.inhibit import Inhibitor, InhibitRule
+from alertd.matchers import Matcher, matches_all, parse_matcher
 from alertd.model import Alert, Event, Notification, NotifyReason, fingerprint, new_id, rfc3339
 from alertd.notify.delivery import DeliveryResult, deliver
 from alertd.notify.outbox import Outbox
@@ -47,6 +48,19 @@ async def publish(redis: Redis, stream: str, events: list[Event]) -> list[str]:
     return [i.decode() if isinstance(i, bytes) else str(i) for i in ids]
 
 
+def parse_filters(items: Iterable[str]) -> tuple[Matcher, ...]:
+    """`label=value` filters in the config's matcher syntax (`~regex`, `!value`, `!~regex`)."""
+    out = []
+    for item in items:
+        name, sep, spec = item.partition("=")
+        if not sep or not name.strip():
+            raise ValueError(
+                f"{item!r} is not label=value (write e.g. service=billing or service=~bill.*)"
+            )
+        out.append(parse_matcher(name.strip(), spec))
+    return tuple(out)
+
+
 def alert_view(a: Alert, silenced: list[str], inhibited: list[str]) -> dict[str, Any]:
     return {
         "labels": a.labels,
@@ -68,9 +82,14 @@ async def list_alerts(
     now: float,
     state: str | None = None,
     severity: str | None = None,
-    filters: Mapping[str, str] | None = None,
+    filters: Mapping[str, str] | tuple[Matcher, ...] | None = None,
 ) -> list[dict[str, Any]]:
-    """Current (pending and firing) alerts with silencedBy / inhibitedBy, filtered."""
+    """Current (pending and firing) alerts with silencedBy / inhibitedBy, filtered.
+
+    `filters` are matchers, or label -> value in the config's matcher syntax.
+    """
+    if isinstance(filters, Mapping):
+        filters = parse_filters(f"{k}={v}" for k, v in filters.items())
     prefix = keys.state_prefix(config.settings.redis.key_prefix)
     alerts = [a for a in await AlertStore(redis, prefix).all() if a.state != "resolved"]
     silences = await SilenceStore(redis, prefix).active(now)
@@ -82,7 +101,7 @@ async def list_alerts(
             continue
         if severity and a.severity != severity:
             continue
-        if filters and any(a.labels.get(k) != v for k, v in filters.items()):
+        if filters and not matches_all(filters, a.labels):
             continue
         out.append(
             alert_view(

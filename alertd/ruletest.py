@@ -238,11 +238,28 @@ async def run_case(
     return failures
 
 
+def _not_a_test_file(path: Path, raw: dict[str, Any]) -> ConfigError:
+    """Another file passed where a test file belongs: say what it is, and what to pass."""
+    if "rules" not in raw:
+        return ConfigError(
+            "is not a rule test file (one has rule_files and [[tests]]; see docs/rules.md)",
+            file=str(path),
+        )
+    tests = path.with_name(path.name.removesuffix(".toml") + ".test.toml")
+    hint = f"run alertd rules test {tests}" if tests.is_file() else f"write its tests in {tests}"
+    return ConfigError(
+        f"is a rule file (it has [[rules]]), not a test file ([[tests]] and rule_files); {hint}",
+        file=str(path),
+    )
+
+
 async def run_file(path: Path) -> tuple[int, int, list[str]]:
     """(passed, failed, report lines) for one test file; ConfigErrors when it cannot run."""
     shown = str(path)
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        if "tests" not in raw and "rule_files" not in raw:
+            raise ConfigErrors([_not_a_test_file(path, raw)])
         spec = TestFile.model_validate(raw)
     except FileNotFoundError:
         raise ConfigErrors([ConfigError("file not found", file=shown)]) from None

@@ -1,4 +1,4 @@
-"""The files operators edit: alertd.toml, rules/*.toml, channels/*.toml (SPEC 3-5).
+"""The files operators edit: alertd.toml, rules/*.toml, channels/*.toml.
 
 `load_config(path)` reads them all, replaces `${VAR}` / `${VAR:-default}`,
 validates with strict pydantic models and returns a `Config`, or raises
@@ -35,6 +35,7 @@ from alertd.durations import Duration
 from alertd.errors import ConfigError, ConfigErrors
 from alertd.matchers import Matcher, parse_matchers
 from alertd.model import SEVERITIES
+from alertd.redisurl import check_redis_url
 from alertd.templates import template_fields
 
 DEFAULT_CONFIG_PATH = "alertd.toml"
@@ -97,7 +98,7 @@ Aggregate = Literal[
 
 
 class RuleSpec(StrictModel):
-    """One `[[rules]]` entry (SPEC section 4)."""
+    """One `[[rules]]` entry (docs/rules.md)."""
 
     name: str
     metric: str
@@ -252,6 +253,11 @@ class RedisSettings(StrictModel):
         if self.stream_shards == 1:
             return [self.stream]
         return [self.stream, *(f"{self.stream}:{i}" for i in range(self.stream_shards))]
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        return check_redis_url(v)
 
 
 class DaemonSettings(StrictModel):
@@ -443,6 +449,8 @@ def _read_toml(path: Path, shown: str, env: Mapping[str, str]) -> dict[str, Any]
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError("file not found", file=shown) from None
+    except IsADirectoryError:
+        raise ConfigError("is a directory; name the .toml file in it", file=shown) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read: {exc}", file=shown) from None
     except tomllib.TOMLDecodeError as exc:
@@ -480,6 +488,17 @@ def _submodel(model: type[BaseModel], loc: tuple[int | str, ...]) -> type[BaseMo
     return current if isinstance(current, type) and issubclass(current, BaseModel) else None
 
 
+def _key(loc: tuple[int | str, ...]) -> str:
+    """A pydantic location as operators count: ("routes", 0, "channels") -> "routes #1.channels"."""
+    text = ""
+    for part in loc:
+        if isinstance(part, int):
+            text += f" #{part + 1}"
+        else:
+            text += f".{part}" if text else str(part)
+    return text
+
+
 def validation_errors(
     exc: ValidationError, model: type[BaseModel], file: str, context: str = ""
 ) -> list[ConfigError]:
@@ -488,7 +507,7 @@ def validation_errors(
     where = f" {context}" if context else ""
     for err in exc.errors():
         loc = tuple(err["loc"])
-        key = ".".join(str(p) for p in loc) or "(top level)"
+        key = _key(loc) or "(top level)"
         if err["type"] == "extra_forbidden":
             owner = _submodel(model, loc)
             hint = ""
@@ -496,9 +515,12 @@ def validation_errors(
                 close = difflib.get_close_matches(str(loc[-1]), _model_keys(owner), n=1)
                 if close:
                     hint = f"; did you mean '{close[0]}'?"
-            out.append(ConfigError(f"unknown key '{loc[-1]}' in {file}{where}{hint}"))
+            parent = f" {_key(loc[:-1])}" if len(loc) > 1 else ""
+            out.append(ConfigError(f"unknown key '{loc[-1]}' in {file}{where}{parent}{hint}"))
             continue
         msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "literal_error":  # pydantic's "Input should be 'a' or 'b'"
+            msg = f"{err['input']!r} is not one of {err['ctx']['expected'].replace(' or ', ', ')}"
         out.append(ConfigError(msg, file=f"{file}{where}", key=key))
     return out
 
@@ -522,17 +544,42 @@ def find_files(base: Path, patterns: list[str]) -> list[Path]:
     return found
 
 
-def _apply_env_overrides(raw: dict[str, Any], env: Mapping[str, str]) -> None:
-    for var, section, key in (
-        ("ALERTD_REDIS_URL", "redis", "url"),
-        ("ALERTD_LOG_LEVEL", "logging", "level"),
-        ("ALERTD_HTTP_LISTEN", "http", "listen"),
-    ):
+ENV_OVERRIDES = (
+    ("ALERTD_REDIS_URL", "redis", "url"),
+    ("ALERTD_LOG_LEVEL", "logging", "level"),
+    ("ALERTD_HTTP_LISTEN", "http", "listen"),
+)
+
+
+def _apply_env_overrides(raw: dict[str, Any], env: Mapping[str, str]) -> dict[str, str]:
+    """Apply ALERTD_* overrides; returns key ("redis.url") -> the variable that set it."""
+    applied: dict[str, str] = {}
+    for var, section, key in ENV_OVERRIDES:
         value = env.get(var)
         if value:
             sect = raw.setdefault(section, {})
             if isinstance(sect, dict):
                 sect[key] = value.lower() if var == "ALERTD_LOG_LEVEL" else value
+                applied[f"{section}.{key}"] = var
+    return applied
+
+
+def env_source(key: str, env: Mapping[str, str] | None = None) -> str | None:
+    """The ALERTD_* variable that overrides `key` ("redis.url") in `env`, if one does."""
+    env = os.environ if env is None else env
+    return next(
+        (var for var, sect, k in ENV_OVERRIDES if f"{sect}.{k}" == key and env.get(var)), None
+    )
+
+
+def _blame_env(errors: list[ConfigError], applied: Mapping[str, str]) -> list[ConfigError]:
+    """Errors in a value an ALERTD_* variable set name the variable, not the file."""
+    return [
+        ConfigError(e.message, file=f"environment variable {applied[e.key]}")
+        if e.key is not None and e.key in applied
+        else e
+        for e in errors
+    ]
 
 
 def load_rules(
@@ -643,7 +690,8 @@ def _load_channels(
 
 def _unknown_channel(name: str, channels: Mapping[str, ChannelConfig]) -> str:
     close = difflib.get_close_matches(name, list(channels), n=1)
-    return f"unknown channel '{name}'" + (f"; did you mean '{close[0]}'?" if close else "")
+    hint = f"; did you mean '{close[0]}'?" if close else ""
+    return f"unknown channel '{name}'{hint} (channels: {', '.join(sorted(channels))})"
 
 
 def _check_routes(
@@ -651,8 +699,8 @@ def _check_routes(
 ) -> list[ConfigError]:
     errors = []
     intervals = [t.name for t in settings.time_intervals]
-    for i, route in enumerate(settings.routes):
-        key = f"routes.{i}"
+    for i, route in enumerate(settings.routes, start=1):
+        key = f"routes #{i}"
         errors += [
             ConfigError(_unknown_channel(ch, channels), file=config_name, key=f"{key}.channels")
             for ch in route.channels
@@ -711,23 +759,76 @@ def _check_fallbacks(
     return errors
 
 
+def _config_path(path: str | os.PathLike[str] | None, env: Mapping[str, str]) -> tuple[Path, str]:
+    """The main file to read, and where its name came from (for "not found")."""
+    if path:
+        return Path(path), "--config"
+    if env.get("ALERTD_CONFIG"):
+        return Path(env["ALERTD_CONFIG"]), "ALERTD_CONFIG"
+    return Path(DEFAULT_CONFIG_PATH), ""
+
+
+def _not_found(cfg_path: Path, source: str) -> ConfigError:
+    if source == "ALERTD_CONFIG":
+        return ConfigError(
+            f"file not found (named by environment variable ALERTD_CONFIG, "
+            f"looked in {Path.cwd()}); set it to the path of alertd.toml",
+            file=str(cfg_path),
+        )
+    if source:
+        return ConfigError(
+            f"file not found (looked in {cfg_path.absolute().parent}); check the --config path",
+            file=str(cfg_path),
+        )
+    return ConfigError(
+        f"file not found in {Path.cwd()}; run alertd where alertd.toml is, "
+        "or pass --config PATH (or set ALERTD_CONFIG)",
+        file=str(cfg_path),
+    )
+
+
+def _main_settings(
+    path: str | os.PathLike[str] | None, env: Mapping[str, str], missing_ok: bool = False
+) -> tuple[Path, Settings]:
+    """alertd.toml alone, with the ALERTD_* overrides; ConfigErrors when it is wrong."""
+    cfg_path, source = _config_path(path, env)
+    config_name = str(cfg_path)
+    try:
+        raw = _read_toml(cfg_path, config_name, env)
+    except ConfigError as exc:
+        if exc.message != "file not found":
+            raise ConfigErrors([exc]) from None
+        if not (missing_ok and not source):
+            raise ConfigErrors([_not_found(cfg_path, source)]) from None
+        raw = {}
+    applied = _apply_env_overrides(raw, env)
+    try:
+        return cfg_path, Settings.model_validate(raw)
+    except ValidationError as exc:
+        errors = validation_errors(exc, Settings, config_name)
+        raise ConfigErrors(_blame_env(errors, applied)) from None
+
+
+def load_settings(
+    path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None
+) -> Settings:
+    """Only alertd.toml's settings (what `publish` needs: the Redis URL and stream).
+
+    With no file named and none in the working directory, the defaults and the
+    ALERTD_* variables: a producer's machine need not hold the rules and channels.
+    """
+    env = os.environ if env is None else env
+    return _main_settings(path, env, missing_ok=True)[1]
+
+
 def load_config(
     path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None
 ) -> Config:
     """Load and validate everything; ConfigErrors with every problem found."""
     env = os.environ if env is None else env
-    cfg_path = Path(path or env.get("ALERTD_CONFIG") or DEFAULT_CONFIG_PATH)
+    cfg_path, settings = _main_settings(path, env)
     config_name = str(cfg_path)
     base = cfg_path.parent
-    try:
-        raw = _read_toml(cfg_path, config_name, env)
-    except ConfigError as exc:
-        raise ConfigErrors([exc]) from None
-    _apply_env_overrides(raw, env)
-    try:
-        settings = Settings.model_validate(raw)
-    except ValidationError as exc:
-        raise ConfigErrors(validation_errors(exc, Settings, config_name)) from None
 
     files = {str(cfg_path): cfg_path.stat().st_mtime}
     rules, errors, rule_files = load_rules(find_files(base, settings.paths.rules), base, env)

@@ -1,4 +1,4 @@
-"""Silences: operator-made mutes for alerts whose labels match, for a time (SPEC 3, 6).
+"""Silences: operator-made mutes for alerts whose labels match, for a time.
 
 Stored in one Redis hash (`<key_prefix>silences`: id -> JSON) shared by every
 replica. A silence is `pending` before `starts_at`, `active` until `ends_at`,

@@ -1,4 +1,4 @@
-"""Safe `{field}` templates for rule annotations and channel subjects (SPEC section 4).
+"""Safe `{field}` templates for rule annotations and channel subjects.
 
 Only plain fields with an optional format spec: no positional fields, no
 attribute or index access, no conversions, so a template cannot reach into

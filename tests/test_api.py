@@ -232,9 +232,8 @@ class TestProbes:
         assert {"lag", "pending", "joined"} == set(checks["consumer"])
         assert checks["consumer"]["joined"] is True
         assert {"loaded": 1, "last_reload_error": None} == checks["rules"]
-        assert {"status": "ok", "consecutive_failures": 0, "last_success": None} == checks[
-            "channels"
-        ]["hook"]
+        hook = {"status": "ok", "consecutive_failures": 0, "last_success": None, "last_error": None}
+        assert hook == checks["channels"]["hook"]
         assert {"hook", "log"} == set(checks["channels"])
 
     async def test_health_degraded_after_failed_reload(self, api: Api) -> None:
@@ -323,9 +322,13 @@ class TestAlerts:
         assert 2 == len(await api.alerts("?state=firing"))
         assert [] == await api.alerts("?state=pending")
         assert [] == await api.alerts("?filter=queue=emails&filter=queue=sms")
+        # The configuration's matcher syntax, as `alertd alerts --filter` takes it.
+        assert ["emails"] == [a["labels"]["queue"] for a in await api.alerts("?filter=queue=~em.*")]
+        assert ["sms"] == [a["labels"]["queue"] for a in await api.alerts("?filter=queue=!emails")]
 
     @pytest.mark.parametrize(
-        "query", ["?state=resolved", "?severity=fatal", "?filter=queue", "?filter==x"]
+        "query",
+        ["?state=resolved", "?severity=fatal", "?filter=queue", "?filter==x", "?filter=q=~("],
     )
     async def test_bad_filter_is_400(self, shared_api: Api, query: str) -> None:
         reply = await shared_api.get(f"/api/v1/alerts{query}")

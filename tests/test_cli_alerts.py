@@ -159,3 +159,46 @@ class TestSilenceCommands:
         cfg = daemons.write(RULES)
         code, _, err = await cli("silence", "expire", "NOPE", config=cfg)
         assert (1, "alertd: no silence with id 'NOPE'") == (code, err.strip())
+
+
+class TestAlertFilters:
+    """`alertd alerts --filter` takes the config's matchers (`=`, `~`, `!`, `!~`) and refuses
+    what it cannot read, in one line."""
+
+    async def test_matcher_syntax(self, daemons: DaemonFactory, redis: aioredis.Redis) -> None:
+        cfg = daemons.write(RULES)
+        await daemons.start()
+        await queue(redis, "billing", "q1", 2000)
+        await queue(redis, "billing-eu", "q1", 2000)
+        await queue(redis, "search", "q1", 2000)
+        await wait_for(lambda: alert_count_is(redis, 3), timeout_s=10)
+
+        async def services(*filters: str) -> list[str]:
+            args = [a for f in filters for a in ("--filter", f)]
+            code, out, err = await cli("alerts", "--json", *args, config=cfg)
+            assert 0 == code, err
+            return sorted(a["labels"]["service"] for a in orjson.loads(out)["alerts"])
+
+        assert ["billing"] == await services("service=billing")
+        assert ["billing", "billing-eu"] == await services("service=~bill.*")
+        assert ["billing-eu", "search"] == await services("service=!billing")
+        assert ["search"] == await services("service=!~bill.*")
+        assert ["billing-eu"] == await services("service=~bill.*", "service=!billing")
+
+    async def test_unreadable_filters_fail(self, daemons: DaemonFactory) -> None:
+        cfg = daemons.write(RULES)
+        for bad, words in [
+            ("service", "'service' is not label=value"),
+            ("nonsense", "'nonsense' is not label=value"),
+            ("service=~(", "invalid regular expression '('"),
+        ]:
+            code, out, err = await cli("alerts", "--filter", bad, config=cfg)
+            assert (1, "") == (code, out), bad
+            [line] = err.strip().splitlines()
+            assert line.startswith("alertd: --filter: ") and words in line, line
+
+    async def test_unknown_severity_fails(self, daemons: DaemonFactory) -> None:
+        cfg = daemons.write(RULES)
+        code, out, err = await cli("alerts", "--severity", "crit", config=cfg)
+        assert (2, "") == (code, out)
+        assert "invalid choice: 'crit' (choose from 'info', 'warning', 'critical')" in err

@@ -40,12 +40,16 @@ class TestList:
         [entry] = orjson.loads(as_json.stdout)["dead_letters"]
         assert (0, 0) == (table.code, as_json.code)
         header, row = table.stdout.splitlines()
-        assert ["ID", "SOURCE", "CHANNEL/STREAM_ID", "AT", "REASON"] == header.split()
+        assert ["ID", "SOURCE", "CHANNEL/STREAM_ID", "AT", "ATTEMPTS", "REASON"] == header.split()
         assert [entry["id"], "notification", "hook"] == row.split()[:3]
-        assert ("hook", nid, "HTTP 400: unknown team") == (
+        # The table names the receiver's answer, not only "permanent failure".
+        attempts_and_reason = " ".join(row.split("Z", 1)[1].split())
+        assert "1 permanent failure: HTTP 400: unknown team" == attempts_and_reason
+        assert ("hook", nid, "HTTP 400: unknown team", 1) == (
             entry["channel"],
             entry["notification_id"],
             entry["last_error"],
+            entry["attempts"],
         )
 
 

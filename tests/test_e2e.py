@@ -70,6 +70,9 @@ class TestFiringAndResolved:
         assert "resolved" == resolved["status"]
         assert "resolved" == resolved["alerts"][0]["status"]
         assert resolved["id"] != firing["id"]
+        # Rendered with the value it resolved at, not the one it fired with.
+        assert 10 == resolved["alerts"][0]["value"]
+        assert "billing/emails: 10 waiting" == resolved["alerts"][0]["annotations"]["summary"]
 
     async def test_json_entries_and_arrays_fire(
         self, daemons: DaemonFactory, redis: aioredis.Redis, receiver: Receiver

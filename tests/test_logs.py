@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 
 import orjson
@@ -45,3 +46,25 @@ class TestJsonLogs:
         out = capsys.readouterr().out
         assert "quiet" not in out
         assert "loud" in out
+
+
+class TestRepeats:
+    """A warning repeating with the same context is written once per window, then counted."""
+
+    def test_once_per_window_with_count(self) -> None:
+        from alertd.logs import RepeatLimiter
+
+        now = [0.0]
+        limiter = RepeatLimiter(window_s=30, clock=lambda: now[0])
+        kept = []
+        for t in [0, 1, 2, 3, 31, 32]:
+            now[0] = t
+            event = {"event": "outbox unavailable", "channel": "ops", "error": "ConnectionError"}
+            with contextlib.suppress(structlog.DropEvent):
+                kept.append((t, limiter(None, "warning", event).get("repeated")))
+        other = limiter(None, "warning", {"event": "outbox unavailable", "channel": "mail"})
+        info = [limiter(None, "info", {"event": "notified"}) for _ in range(3)]
+
+        assert [(0, None), (31, 3)] == kept
+        assert "repeated" not in other
+        assert 3 == len(info)

@@ -49,7 +49,7 @@ class RetryConfig(StrictModel):
 
 
 class ChannelConfig(StrictModel):
-    """Keys every channel type takes (SPEC section 5)."""
+    """Keys every channel type takes (docs/channels.md)."""
 
     type: str
     enabled: bool = True

@@ -1,6 +1,6 @@
 """The `email` channel: one multipart (text + HTML) message per notification over SMTP.
 
-Owns the subject template (a safe `{field}` formatter, SPEC section 4), the
+Owns the subject template (a safe `{field}` formatter), the
 message body, threading (a resolved message answers the firing one through
 `In-Reply-To`/`References`, remembered in Redis) and the mapping of every SMTP
 failure to a classified DeliveryError.
@@ -315,7 +315,7 @@ class EmailChannel(Channel[EmailConfig]):
             tls_context=self._tls_context() if cfg.security != "none" else None,
         )
         try:
-            # `timeout` bounds each SMTP command; this bounds the whole attempt (SPEC 5).
+            # `timeout` bounds each SMTP command; this bounds the whole attempt.
             async with asyncio.timeout(timeout_s):
                 await smtp.connect()
                 if cfg.username:

@@ -27,7 +27,9 @@ class LogChannel(Channel[LogConfig]):
             notification_id=notification.id,
             status=notification.status,
             reason=notification.reason.value,
-            group=notification.group_labels,
+            # `group` is the group key wherever alertd logs one (the dispatcher's lines too).
+            group=notification.group_key,
+            group_labels=notification.group_labels,
             alerts=[
                 {
                     "status": a.to_webhook()["status"],

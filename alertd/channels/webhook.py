@@ -64,7 +64,7 @@ def sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
 
 
 def webhook_payload(n: Notification, external_url: str, max_alerts: int = 0) -> dict[str, Any]:
-    """The SPEC section 5 body for one notification."""
+    """The webhook body for one notification (Alertmanager's version 4, extended)."""
     alerts = n.alerts
     truncated = 0
     if max_alerts and len(alerts) > max_alerts:

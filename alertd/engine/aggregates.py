@@ -5,7 +5,7 @@ Pure and on the hot path: every event lands in a `Bucket` via `Bucket.add`, and 
 value is `aggregate(kind, buckets_in_window, ...)`. Percentiles come from a DDSketch-style
 log-bucket sketch (relative error at most `RELATIVE_ACCURACY`) kept as a plain
 `dict[str, int]` so the window store can keep it in a Redis hash as it is.
-Values are finite (SPEC section 2 rejects NaN and infinities at ingestion).
+Values are finite (NaN and infinities are rejected at ingestion).
 """
 
 from __future__ import annotations

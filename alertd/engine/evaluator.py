@@ -388,6 +388,7 @@ class Evaluator:
                         "alert " + w.change.value,
                         rule=w.rule,
                         fingerprint=w.fingerprint,
+                        labels=w.alert.labels if w.alert else None,
                         severity=w.alert.severity if w.alert else None,
                         value=w.alert.value if w.alert else None,
                     )

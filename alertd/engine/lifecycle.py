@@ -130,7 +130,7 @@ def step(
                 return replace(live, value=value, meta=meta), Change.NONE
             if now - false_since < keep_s:
                 return replace(live, value=value), Change.NONE
-        return resolve(live, value, now), Change.RESOLVED
+        return resolve(live, value, now, rule), Change.RESOLVED
 
     labels = alert_labels(rule, series_labels, severity)
     notes = render_annotations(rule, labels, value, threshold)
@@ -187,9 +187,22 @@ def step(
     return replace(live, value=value, annotations=notes, meta=meta), Change.UPDATED
 
 
-def resolve(alert: Alert, value: float | None, now: float) -> Alert:
-    """The alert as resolved at `now`."""
-    return replace(alert, state="resolved", ends_at=now, updated_at=now, value=value)
+def resolve(alert: Alert, value: float | None, now: float, rule: Rule | None = None) -> Alert:
+    """The alert as resolved at `now`.
+
+    With its rule and a value, the annotations are rendered again: a resolved notification
+    saying "7000 messages waiting" at a value of 10 misleads. Without a value (no data
+    left in the window) the text from while it fired stays.
+    """
+    notes = alert.annotations
+    if rule is not None and value is not None:
+        threshold = next(
+            (c.threshold for lvl, c, _ in rule.levels() if lvl == alert.severity), None
+        )
+        notes = render_annotations(rule, alert.labels, value, threshold)
+    return replace(
+        alert, state="resolved", ends_at=now, updated_at=now, value=value, annotations=notes
+    )
 
 
 def retire(alert: Alert, now: float) -> tuple[Alert | None, Change]:

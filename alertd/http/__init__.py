@@ -1,4 +1,4 @@
-"""The HTTP API (SPEC section 6): probes, metrics and /api/v1, on aiohttp."""
+"""The HTTP API: probes, metrics and /api/v1, on aiohttp."""
 
 from alertd.http.server import build_http, start_http
 

@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from alertd.app import App
 
 APP_KEY: web.AppKey[App] = web.AppKey("alertd_app")
-MAX_BODY_BYTES = 1024 * 1024  # SPEC 6: bodies over 1 MiB get 413
+MAX_BODY_BYTES = 1024 * 1024  # bodies over 1 MiB get 413
 
 
 class ApiError(AlertdError):

@@ -12,6 +12,7 @@ from redis.exceptions import RedisError
 
 from alertd import __version__
 from alertd.http.common import app_of, reply
+from alertd.logs import SCRUBBER
 from alertd.model import rfc3339
 from alertd.redact import redact
 
@@ -46,6 +47,10 @@ async def lag_and_pending(app: App) -> tuple[int | None, int | None]:
         return None, None
 
 
+def _last_error(error: str) -> str | None:
+    return redact(error, SCRUBBER.secrets)[:500] if error else None
+
+
 def channel_checks(app: App) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     for name in sorted(app.channels):
@@ -55,6 +60,9 @@ def channel_checks(app: App) -> dict[str, dict[str, Any]]:
             "status": (h.status if h else "ok") if enabled else "disabled",
             "consecutive_failures": h.consecutive_failures if h else 0,
             "last_success": rfc3339(h.last_success) if h and h.last_success else None,
+            # Why the latest failed delivery failed (kept after a success: status says whether
+            # it still fails). Redacted again: an error text may echo a URL or a secret.
+            "last_error": _last_error(h.last_error) if h else None,
         }
     return out
 

@@ -119,7 +119,7 @@ SCHEMAS: dict[str, Schema] = {
         {
             "matchers": {
                 **STR_MAP,
-                "description": "label -> value; '~' regex, '!' negation (SPEC section 3)",
+                "description": "label -> value; '~' regex, '!' negation, '!~' negated regex",
                 "example": {"service": "api", "env": "~prod.*"},
             },
             "duration": {"type": "string", "example": "2h"},
@@ -177,7 +177,7 @@ SCHEMAS: dict[str, Schema] = {
             "payload": STR,
             "channel": STR,
             "notification_id": STR,
-            "attempts": STR,
+            "attempts": {"type": "integer"},
             "last_error": STR,
         },
         ["id", "source", "reason", "at"],
@@ -231,6 +231,7 @@ SCHEMAS: dict[str, Schema] = {
                                 },
                                 "consecutive_failures": {"type": "integer"},
                                 "last_success": {**TIME, "nullable": True},
+                                "last_error": {**STR, "nullable": True},
                             }
                         ),
                     },

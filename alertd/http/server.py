@@ -65,7 +65,7 @@ def bearer_matches(authorization: str | None, token: str) -> bool:
 def auth_decision(
     method: str, path: str, remote: str | None, authorization: str | None, token: str
 ) -> Denial | None:
-    """None when the request may go on (SPEC 6); else why not. Pure, so tested directly."""
+    """None when the request may go on; else why not. Pure, so tested directly."""
     if not (path.startswith(API_PREFIX) or path == API_PREFIX.rstrip("/")):
         return None
     if token:

@@ -1,4 +1,4 @@
-"""`/api/v1`: alerts, rules, events, silences, test alerts, reload, dead letters (SPEC 6)."""
+"""`/api/v1`: alerts, rules, events, silences, test alerts, reload, dead letters."""
 
 from __future__ import annotations
 
@@ -47,6 +47,10 @@ def _label_filters(request: web.Request) -> dict[str, str] | None:
         name, sep, value = item.partition("=")
         if not sep or not name:
             raise ApiError(400, "invalid filter", [f"filter {item!r} must be label=value"])
+        try:
+            ops.parse_filters([item])
+        except ValueError as exc:
+            raise ApiError(400, "invalid filter", [str(exc)]) from None
         conflict = conflict or filters.setdefault(name, value) != value
     return None if conflict else filters
 

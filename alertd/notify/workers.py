@@ -476,17 +476,19 @@ class ChannelWorkers:
     ) -> None:
         name = channel.name
         health = self.health.setdefault(name, ChannelHealth())
-        bound = self._bound(name, n)
+        reason = "permanent failure" if result.permanent else "retries exhausted"
+        follow = self._fallback_of(channel, n)
+        bound = self._bound(name, n).bind(
+            reason=reason, attempts=result.attempts, fallback=follow.receiver if follow else None
+        )
         if health.last_error != result.error:
-            bound.error("delivery failed", error=result.error, attempts=result.attempts)
-        else:
-            bound.warning("delivery failed again", attempts=result.attempts)
+            bound.error("delivery failed; notification dead-lettered", error=result.error)
+        else:  # the same cause again: its text is in the line before
+            bound.warning("delivery failed again; notification dead-lettered")
         health.last_error = result.error
         self.metrics.notifications.labels(name, "failed").inc()
         self.metrics.dead_letters.labels("notification").inc()
-        reason = "permanent failure" if result.permanent else "retries exhausted"
         fields = self.dead.notification_fields(n, name, reason, result.error)
-        follow = self._fallback_of(channel, n)
         reply = await self._record(name, entry_id, dead=fields, follow=follow, delivered=False)
         # The count is shared by the replicas; failures finishing together report out of order.
         count = int(reply) if reply is not None else health.consecutive_failures + 1
