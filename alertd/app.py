@@ -24,6 +24,7 @@ from redis.exceptions import RedisError
 
 from alertd import __version__
 from alertd.alerts import AlertStore
+from alertd.cardinality import SeriesGuard
 from alertd.channels import Channel, ChannelContext
 from alertd.consumer import Consumer
 from alertd.deadletters import DeadLetters
@@ -75,6 +76,15 @@ class App:
         self.dead = DeadLetters(self.redis, s.redis.dead_letter_stream)
         self.outbox = Outbox(self.redis, self.prefix)
         self.runtime = Runtime.build(config)
+        self.series_guard = SeriesGuard(
+            self.redis,
+            self.prefix,
+            self.dead,
+            self.metrics,
+            RedisAlertWriter(self.store, lambda: self.runtime.router),
+            self._on_change,
+            clock,
+        )
         self.evaluator = self._evaluator(config)
         self.dispatcher = Dispatcher(
             self.store,
@@ -129,6 +139,7 @@ class App:
             self.windows,
             RedisAlertWriter(self.store, lambda: self.runtime.router),
             on_change=self._on_change,
+            series_guard=self.series_guard,
         )
 
     async def _on_change(self, writes: list[PendingWrite]) -> None:

@@ -58,6 +58,15 @@ class Metrics:
             p + "dead_letters_total", "Dead letters written", ["source"], registry=r
         )
         self.rules_loaded = Gauge(p + "rules_loaded", "Rules loaded", registry=r)
+        self.series = Gauge(
+            p + "series", "Series admitted per rule (the cardinality guard)", ["rule"], registry=r
+        )
+        self.series_limited = Counter(
+            p + "series_limited_total",
+            "Events not evaluated because their rule reached max_series",
+            ["rule"],
+            registry=r,
+        )
         self.config_reloads = Counter(
             p + "config_reloads_total", "Configuration reloads", ["result"], registry=r
         )

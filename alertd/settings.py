@@ -120,6 +120,7 @@ class RuleSpec(StrictModel):
     description: str = ""
     runbook_url: str = ""
     channels: list[str] | None = None
+    max_series: int = Field(default=10_000, ge=1)  # the cardinality guard (alertd.cardinality)
 
     @field_validator("name", "metric", "divide_by")
     @classmethod
