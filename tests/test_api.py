@@ -117,6 +117,8 @@ class Api:
         headers: dict[str, str] | None = None,
     ) -> Reply:
         headers = dict(headers or {})
+        if data is not None:  # writes with a body are JSON (alertd.http.browser)
+            headers.setdefault("Content-Type", "application/json")
         if self.token and "Authorization" not in headers:
             headers["Authorization"] = f"Bearer {self.token}"
         async with self.session.request(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -32,6 +33,15 @@ class ApiError(AlertdError):
         self.details = details or []
         self.headers = dict(headers or {})
         super().__init__(error)
+
+
+@dataclass(frozen=True)
+class Denial:
+    """Why a request is refused before its handler runs."""
+
+    status: int
+    error: str
+    details: tuple[str, ...] = ()
 
 
 def _dumps(obj: Any) -> str:
