@@ -17,8 +17,9 @@ import orjson
 import pytest
 import redis.asyncio as aioredis
 
+from alertd.http import common
 from alertd.http.browser import browser_decision
-from tests.conftest import Receiver, RedisServer, free_port, wait_for
+from tests.conftest import DaemonFactory, Receiver, RedisServer, free_port, wait_for
 
 RULES = """
 [[rules]]
@@ -129,11 +130,12 @@ async def _raw(port: int, request: bytes) -> tuple[int, dict[str, str], bytes]:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(request)
     await writer.drain()
-    data = await asyncio.wait_for(reader.read(), 10)
-    writer.close()
-    head, _, body = data.partition(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+    lines = head.decode("latin-1").strip().split("\r\n")
     headers = {k.strip().lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines[1:])}
+    # The answer's own length: the daemon may linger on the rest of an unread request body.
+    body = await asyncio.wait_for(reader.readexactly(int(headers["content-length"])), 10)
+    writer.close()
     return int(lines[0].split()[1]), headers, body
 
 
@@ -261,3 +263,21 @@ class TestCrossSiteWrites:
         headers = {"Host": "lb.example.com"}
         assert browser_decision("GET", "/health/ready", headers, "http", hosts) is None
         assert browser_decision("GET", "/api/v1/alerts", headers, "http", None) is None
+
+
+class TestSlowBody:
+    """A client trickling its body is answered 408 and let go, not held forever."""
+
+    async def test_slow_body_times_out(
+        self, daemons: DaemonFactory, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setattr(common, "BODY_TIMEOUT_S", 0.5)
+        daemons.write(rules=RULES)
+        app = await daemons.start(http=True)
+        port = app.config.settings.http.port
+        head = (
+            b"POST /api/v1/events HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            b"Content-Type: application/json\r\nContent-Length: 100\r\nConnection: close\r\n\r\n{"
+        )
+        status, _, body = await _raw(port, head)
+        assert (408, "request timeout") == (status, orjson.loads(body)["error"])
