@@ -32,6 +32,7 @@ from alertd.engine.evaluator import NOTIFY_CHANGES, Evaluator, PendingWrite, Red
 from alertd.engine.windows import RedisWindows
 from alertd.errors import ConfigErrors
 from alertd.logs import SCRUBBER
+from alertd.logthrottle import ThrottledLog
 from alertd.metrics import Metrics
 from alertd.model import Event
 from alertd.notify.dispatcher import Dispatcher, Runtime
@@ -41,8 +42,10 @@ from alertd.ops import build_channels
 from alertd.redisconn import without_write_tasks
 from alertd.settings import Config, find_files, load_config
 from alertd.silences import SilenceStore
+from alertd.watchdog import CHECK_EVERY_S, Watchdog, stall_after_s
 
 log = structlog.get_logger("alertd.app")
+throttled = ThrottledLog(log)  # a clock tick fails the same way every eval_interval
 
 TICK_REST = 3.0  # see App.tick
 COUNT_REST = 50.0  # see App._count_alerts
@@ -86,6 +89,18 @@ class App:
             clock,
         )
         self.evaluator = self._evaluator(config)
+        self.watchdog = Watchdog(
+            self.redis,
+            self.prefix,
+            self.consumer_name,
+            s.redis.stream,
+            s.redis.group,
+            self.metrics,
+            stall_after_s(s.daemon.block.total_seconds(), s.daemon.claim_idle.total_seconds()),
+            RedisAlertWriter(self.store, lambda: self.runtime.router),
+            self._on_change,
+            clock,
+        )
         self.dispatcher = Dispatcher(
             self.store,
             self.outbox,
@@ -184,6 +199,9 @@ class App:
         sched.add_job(
             self.watch_files, "interval", seconds=2, max_instances=1, coalesce=True, id="watch"
         )
+        sched.add_job(
+            self.watchdog.check, "interval", seconds=CHECK_EVERY_S, max_instances=1, id="watchdog"
+        )
         sched.start()
         self._scheduler = sched
         if http:
@@ -236,7 +254,7 @@ class App:
             ):
                 await self.evaluator.tick(self.clock())
         except (RedisError, OSError) as exc:
-            log.warning("clock evaluation skipped", error=type(exc).__name__)
+            throttled.warning("tick", "clock evaluation skipped", error=type(exc).__name__)
         finally:
             # A clock evaluation reads every live alert: with tens of thousands it takes
             # longer than eval_interval and would leave no time to consume and deliver.

@@ -32,11 +32,11 @@ from redis.exceptions import RedisError
 
 from alertd.deadletters import DeadLetters
 from alertd.engine.evaluator import AlertWriter, PendingWrite
-from alertd.engine.lifecycle import Change
 from alertd.engine.windows import SeriesWindow
 from alertd.matchers import matches_all
 from alertd.metrics import Metrics
-from alertd.model import Alert, Event, fingerprint
+from alertd.model import Alert, Event
+from alertd.selfalerts import self_alert, set_self_alert
 
 if TYPE_CHECKING:
     from alertd.settings import Rule
@@ -44,8 +44,6 @@ if TYPE_CHECKING:
 log = structlog.get_logger("alertd.cardinality")
 
 SERIES_LIMIT_ALERT = "AlertdSeriesLimit"
-# In an alert's meta: written by alertd itself, not by a rule, so the clock leaves it alone.
-SELF_ALERT = "self_alert"
 AGE_IDLE_S = 7 * 86400.0  # age rules remember a silent series this long (as their index does)
 IDLE_MARGIN_S = 600.0
 DEAD_LETTER_EVERY_MS = 1000
@@ -114,23 +112,16 @@ def events_in(window: SeriesWindow) -> int:
 
 
 def limit_alert(rule: str, max_series: int, now: float) -> Alert:
-    labels = {"alertname": SERIES_LIMIT_ALERT, "rule": rule, "severity": "warning"}
-    return Alert(
-        fingerprint=fingerprint({k: v for k, v in labels.items() if k != "severity"}),
-        rule=SERIES_LIMIT_ALERT,
-        labels=labels,
-        annotations={
-            "summary": f"rule {rule} reached its series limit ({max_series}); "
-            "events for new series are not evaluated",
-            "description": "A label in the rule's group_by probably holds unbounded values "
-            "(ids, timestamps). Fix the producer or the rule's group_by, or raise max_series.",
-        },
-        state="firing",
-        severity="warning",
-        value=float(max_series),
-        starts_at=now,
-        updated_at=now,
-        meta={SELF_ALERT: 1.0},
+    return self_alert(
+        SERIES_LIMIT_ALERT,
+        {"rule": rule},
+        "warning",
+        f"rule {rule} reached its series limit ({max_series}); "
+        "events for new series are not evaluated",
+        "A label in the rule's group_by probably holds unbounded values "
+        "(ids, timestamps). Fix the producer or the rule's group_by, or raise max_series.",
+        float(max_series),
+        now,
     )
 
 
@@ -220,7 +211,8 @@ class SeriesGuard:
             self._next_dead_letter[rule.name] = now + DEAD_LETTER_EVERY_MS / 1000
             await self._dead_letter(rule, _an_event_of(rule, windows[0].labels, events))
         if first:
-            await self._write_alert(limit_alert(rule.name, rule.spec.max_series, now), now)
+            alert = limit_alert(rule.name, rule.spec.max_series, now)
+            await set_self_alert(self.writer, alert, True, now, self.on_change)
 
     async def _dead_letter(self, rule: Rule, event: dict[str, object] | None) -> None:
         """One dead letter for the rule, unless another replica wrote one this second."""
@@ -236,25 +228,6 @@ class SeriesGuard:
             log.warning("could not dead-letter a refused series", rule=rule.name, error=str(exc))
         log.warning(reason, rule=rule.name)
 
-    async def _write_alert(self, alert: Alert, now: float) -> None:
-        fp = alert.fingerprint
-        for _ in range(3):  # compare-and-set: another replica may write it at the same time
-            (raw,) = await self.writer.get_raw([fp])
-            prev = Alert.from_dict(orjson.loads(raw)) if raw else None
-            if alert.state == "firing" and prev is not None and prev.state == "firing":
-                return
-            if alert.state == "resolved" and (prev is None or prev.state != "firing"):
-                return
-            if prev is not None and alert.state == "resolved":
-                alert.starts_at = prev.starts_at
-            change = Change.FIRED if alert.state == "firing" else Change.RESOLVED
-            write = PendingWrite(fp, raw or b"", alert, change, alert.rule, dict(alert.labels))
-            (ok,) = await self.writer.write([write], now)
-            if ok:
-                if self.on_change is not None:
-                    await self.on_change([write])
-                return
-
     async def _resolve_quiet(self, now: float) -> None:
         """Resolve the self-alert of rules that refused nothing for RESOLVE_AFTER_S."""
         for name, at in list(self._last_refused.items()):
@@ -262,9 +235,7 @@ class SeriesGuard:
                 continue
             del self._last_refused[name]
             alert = limit_alert(name, 0, now)
-            alert.state = "resolved"
-            alert.ends_at = now
-            await self._write_alert(alert, now)
+            await set_self_alert(self.writer, alert, False, now, self.on_change)
 
 
 def _an_event_of(

@@ -58,6 +58,9 @@ class Metrics:
             p + "dead_letters_total", "Dead letters written", ["source"], registry=r
         )
         self.rules_loaded = Gauge(p + "rules_loaded", "Rules loaded", registry=r)
+        self.redis_up = Gauge(
+            p + "redis_up", "1 while Redis takes alertd's writes, else 0", registry=r
+        )
         self.series = Gauge(
             p + "series", "Series admitted per rule (the cardinality guard)", ["rule"], registry=r
         )

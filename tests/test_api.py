@@ -231,7 +231,7 @@ class TestProbes:
         checks = body["checks"]
         assert "ok" == checks["redis"]["status"]
         assert isinstance(checks["redis"]["latency_ms"], float)
-        assert {"lag", "pending", "joined"} == set(checks["consumer"])
+        assert {"lag", "pending", "joined", "stalled_s"} == set(checks["consumer"])
         assert checks["consumer"]["joined"] is True
         assert {"loaded": 1, "last_reload_error": None} == checks["rules"]
         assert {"status": "ok", "consecutive_failures": 0, "last_success": None} == checks[

@@ -286,7 +286,7 @@ class Evaluator:
         else:
             alerts = await self.writer.due(now)
         for alert in alerts:
-            if alert.state == "resolved" or "self_alert" in alert.meta:  # alertd's own
+            if alert.state == "resolved" or "self_alert" in alert.meta:  # alertd.selfalerts
                 continue
             rule = self.rules.get(alert.rule)
             if rule is None or alert.fingerprint != self._series_of(rule, alert):
