@@ -65,8 +65,30 @@ def _write_config(tmp: Path, redis_url: str, receiver: Receiver, port: int) -> P
     return cfg
 
 
-def _lower_nofile() -> None:
-    resource.setrlimit(resource.RLIMIT_NOFILE, (NOFILE, NOFILE))
+def spawn_daemon(cfg: Path, log: Path, nofile: int | None = None) -> subprocess.Popen[bytes]:
+    """`alertd run --config cfg` in its own process, its output in `log`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ALERTD_")}
+
+    def limit() -> None:
+        if nofile is not None:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
+
+    return subprocess.Popen(
+        [sys.executable, "-m", "alertd", "run", "--config", str(cfg)],
+        stdout=log.open("ab"),
+        stderr=subprocess.STDOUT,
+        env=env,
+        preexec_fn=limit,
+    )
+
+
+def stop_daemon(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 @pytest.fixture
@@ -76,25 +98,13 @@ async def daemon(
     port = free_port()
     cfg = _write_config(tmp_path, redis_server.url, receiver, port)
     log = tmp_path / "alertd.log"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ALERTD_")}
-    proc = subprocess.Popen(  # noqa: ASYNC220 (starting it takes no time worth a thread)
-        [sys.executable, "-m", "alertd", "run", "--config", str(cfg)],
-        stdout=log.open("ab"),
-        stderr=subprocess.STDOUT,
-        env=env,
-        preexec_fn=_lower_nofile,
-    )
+    proc = spawn_daemon(cfg, log, NOFILE)
     d = Daemon(proc, f"http://127.0.0.1:{port}", port, log)
     try:
-        await wait_for(lambda: _is_ready(d.url), timeout_s=30)
+        await wait_for(lambda: is_ready(d.url), timeout_s=30)
         yield d
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_daemon(proc)
 
 
 async def _status(url: str, **headers: str) -> int:
@@ -108,7 +118,7 @@ async def _status(url: str, **headers: str) -> int:
         return 0
 
 
-async def _is_ready(url: str) -> bool:
+async def is_ready(url: str) -> bool:
     return 200 == await _status(url + "/health/ready")
 
 
