@@ -23,6 +23,7 @@ from redis.exceptions import RedisError
 
 from alertd import __version__
 from alertd.alerts import AlertStore
+from alertd.cardinality import SeriesGuard
 from alertd.channels import Channel, ChannelContext
 from alertd.consumer import Consumer
 from alertd.deadletters import DeadLetters
@@ -30,6 +31,7 @@ from alertd.engine.evaluator import NOTIFY_CHANGES, Evaluator, PendingWrite, Red
 from alertd.engine.windows import RedisWindows
 from alertd.errors import ConfigErrors
 from alertd.logs import SCRUBBER
+from alertd.logthrottle import ThrottledLog
 from alertd.metrics import Metrics
 from alertd.model import Event
 from alertd.notify.dispatcher import Dispatcher, Runtime
@@ -45,8 +47,10 @@ from alertd.settings import Config, find_files, load_config
 from alertd.silences import SilenceStore
 from alertd.storage import keys
 from alertd.storage.migrate import migrate_unpartitioned
+from alertd.watchdog import CHECK_EVERY_S, Watchdog, stall_after_s
 
 log = structlog.get_logger("alertd.app")
+throttled = ThrottledLog(log)  # a clock tick fails the same way every eval_interval
 
 TICK_REST = 3.0  # see App.tick
 COUNT_REST = 50.0  # see App._count_alerts
@@ -83,7 +87,28 @@ class App:
         self.dead = DeadLetters(self.routed, s.redis.dead_letter_stream)
         self.outbox = Outbox(self.redis, self.prefix)
         self.runtime = Runtime.build(config)
+        self.series_guard = SeriesGuard(
+            self.redis,
+            self.prefix,
+            self.dead,
+            self.metrics,
+            RedisAlertWriter(self.store, lambda: self.runtime.router),
+            self._on_change,
+            clock,
+        )
         self.evaluator = self._evaluator(config)
+        self.watchdog = Watchdog(
+            self.redis,
+            self.prefix,
+            self.consumer_name,
+            s.redis.stream,
+            s.redis.group,
+            self.metrics,
+            stall_after_s(s.daemon.block.total_seconds(), s.daemon.claim_idle.total_seconds()),
+            RedisAlertWriter(self.store, lambda: self.runtime.router),
+            self._on_change,
+            clock,
+        )
         self.dispatcher = Dispatcher(
             self.store,
             self.outbox,
@@ -151,6 +176,7 @@ class App:
             self.windows,
             RedisAlertWriter(self.store, lambda: self.runtime.router),
             on_change=self._on_change,
+            series_guard=self.series_guard,
         )
 
     async def _on_change(self, writes: list[PendingWrite]) -> None:
@@ -215,6 +241,9 @@ class App:
         )
         sched.add_job(
             self.watch_files, "interval", seconds=2, max_instances=1, coalesce=True, id="watch"
+        )
+        sched.add_job(
+            self.watchdog.check, "interval", seconds=CHECK_EVERY_S, max_instances=1, id="watchdog"
         )
         sched.start()
         self._scheduler = sched
@@ -283,7 +312,7 @@ class App:
             ):
                 await self.evaluator.tick(self.clock())
         except (RedisError, OSError) as exc:
-            log.warning("clock evaluation skipped", error=type(exc).__name__)
+            throttled.warning("tick", "clock evaluation skipped", error=type(exc).__name__)
         finally:
             # A clock evaluation reads every live alert: with tens of thousands it takes
             # longer than eval_interval and would leave no time to consume and deliver.

@@ -67,24 +67,6 @@ class Batch:
         return cls(entries, events, rejected, time.perf_counter() - started)
 
 
-def reason_label(reason: str) -> str:
-    """A bounded metric label for an invalid-event reason."""
-    for key, label in (
-        ("JSON", "invalid_json"),
-        ("name", "invalid_name"),
-        ("value", "invalid_value"),
-        ("label", "invalid_labels"),
-        ("ts", "invalid_ts"),
-        ("larger", "too_large"),
-        ("array", "too_many"),
-        ("UTF-8", "invalid_utf8"),
-        ("field", "invalid_field"),
-    ):
-        if key in reason:
-            return label
-    return "invalid"
-
-
 @dataclass
 class Consumer:
     redis: Redis
@@ -419,7 +401,7 @@ class Consumer:
         if len(errors) > 20:
             reason += f"; and {len(errors) - 20} more"
         for e in errors:
-            self.metrics.events_invalid.labels(reason_label(e.reason)).inc()
+            self.metrics.events_invalid.labels(e.code).inc()  # codes: errors.EVENT_ERROR_CODES
         payload = dead_letter_payload(fields_of(entry[1]))
         return self.dead.event_fields(stream_id, payload, reason, self.stream)
 

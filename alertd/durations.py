@@ -10,6 +10,8 @@ from pydantic import BeforeValidator
 
 _UNITS_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
 _PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
+# timedelta's own bound (999999999 days), with a margin: a longer duration means nothing.
+MAX_DURATION_S = 999_999_999 * 86400.0
 
 
 def parse_duration(text: str) -> timedelta:
@@ -28,6 +30,8 @@ def parse_duration(text: str) -> timedelta:
         pos = m.end()
     if pos != len(raw) or pos == 0:
         raise ValueError(f"invalid duration {text!r} (use e.g. '500ms', '30s', '5m', '4h', '1d')")
+    if not total_s <= MAX_DURATION_S:  # also catches inf from a float() of 400 digits
+        raise ValueError(f"duration {text[:40]!r} is too long (at most 999999999d)")
     return timedelta(seconds=total_s)
 
 

@@ -47,12 +47,35 @@ class ConfigErrors(ConfigError):
 
 
 class EventError(AlertdError):
-    """An event breaks the event format (docs/publishing.md); `reason` says which rule."""
+    """An event breaks the event format (docs/publishing.md); `reason` says which rule it breaks.
 
-    def __init__(self, reason: str, *, index: int | None = None) -> None:
+    `code` is the kind, machine-readable and from a small fixed set (EVENT_ERROR_CODES): the
+    `reason` label of `alertd_events_invalid_total`.
+    """
+
+    def __init__(self, reason: str, *, code: str = "invalid", index: int | None = None) -> None:
         self.reason = reason
+        self.code = code
         self.index = index
         super().__init__(reason if index is None else f"[{index}] {reason}")
+
+
+EVENT_ERROR_CODES = frozenset(
+    {
+        "invalid",  # none of the below (a client-side check, say)
+        "invalid_json",
+        "invalid_form",  # neither the flat nor the JSON form, or not an object
+        "unknown_field",
+        "invalid_name",
+        "invalid_value",
+        "invalid_labels",
+        "invalid_ts",
+        "too_large",
+        "too_many",
+        "invalid_utf8",
+        "internal",  # a bug in the parser: the entry is dead-lettered, the stream goes on
+    }
+)
 
 
 class DeliveryError(AlertdError):

@@ -44,13 +44,15 @@ _NOT_JSON = object()
 
 def _check_name(name: object) -> str:
     if not isinstance(name, str) or not name:
-        raise EventError("name is required and must be a non-empty string")
+        raise EventError("name is required and must be a non-empty string", code="invalid_name")
     if name in _GOOD_NAMES:
         return name
     if len(name) > MAX_NAME:
-        raise EventError(f"name is longer than {MAX_NAME} characters")
+        raise EventError(f"name is longer than {MAX_NAME} characters", code="invalid_name")
     if not NAME_RE.fullmatch(name):
-        raise EventError(f"name {name[:60]!r} must match [A-Za-z_:][A-Za-z0-9_:.-]*")
+        raise EventError(
+            f"name {name[:60]!r} must match [A-Za-z_:][A-Za-z0-9_:.-]*", code="invalid_name"
+        )
     if len(_GOOD_NAMES) < _CACHE_MAX:
         _GOOD_NAMES.add(name)
     return name
@@ -58,30 +60,34 @@ def _check_name(name: object) -> str:
 
 def _check_value(value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise EventError("value must be a number")
+        raise EventError("value must be a number", code="invalid_value")
     v = float(value)
     if not math.isfinite(v):
-        raise EventError("value must be a finite number")
+        raise EventError("value must be a finite number", code="invalid_value")
     return v
 
 
 def _check_labels(labels: object) -> dict[str, str]:
     if not isinstance(labels, dict):
-        raise EventError("labels must be an object of string values")
+        raise EventError("labels must be an object of string values", code="invalid_labels")
     if len(labels) > MAX_LABELS:
-        raise EventError(f"at most {MAX_LABELS} labels (got {len(labels)})")
+        raise EventError(f"at most {MAX_LABELS} labels (got {len(labels)})", code="invalid_labels")
     for k, v in labels.items():
         if k not in _GOOD_LABELS:
             if not LABEL_NAME_RE.fullmatch(k) or k.startswith("__"):
                 raise EventError(
-                    f"label name {k[:60]!r} must match [A-Za-z_][A-Za-z0-9_]* and not start with __"
+                    f"label name {k[:60]!r} must match [A-Za-z_][A-Za-z0-9_]* "
+                    "and not start with __",
+                    code="invalid_labels",
                 )
             if len(_GOOD_LABELS) < _CACHE_MAX:
                 _GOOD_LABELS.add(k)
         if v.__class__ is not str:
-            raise EventError(f"label {k} must be a string")
+            raise EventError(f"label {k} must be a string", code="invalid_labels")
         if len(v) > MAX_LABEL_VALUE:
-            raise EventError(f"label {k} is longer than {MAX_LABEL_VALUE} characters")
+            raise EventError(
+                f"label {k} is longer than {MAX_LABEL_VALUE} characters", code="invalid_labels"
+            )
     return labels
 
 
@@ -90,11 +96,13 @@ def _check_ts(ts: object) -> float:
         try:
             return parse_rfc3339(ts)
         except ValueError:
-            raise EventError(f"ts {ts[:40]!r} is not unix seconds or an RFC 3339 time") from None
+            raise EventError(
+                f"ts {ts[:40]!r} is not unix seconds or an RFC 3339 time", code="invalid_ts"
+            ) from None
     if isinstance(ts, bool) or not isinstance(ts, int | float) or not math.isfinite(ts) or ts < 0:
-        raise EventError("ts must be unix seconds or an RFC 3339 string")
+        raise EventError("ts must be unix seconds or an RFC 3339 string", code="invalid_ts")
     if ts > 1e11:  # milliseconds by mistake would land in the year 5000
-        raise EventError("ts must be in seconds, not milliseconds")
+        raise EventError("ts must be in seconds, not milliseconds", code="invalid_ts")
     return float(ts)
 
 
@@ -150,10 +158,13 @@ def event_from_object(obj: object, default_ts: float) -> Event:
         if event is not None:
             return event
     if not isinstance(obj, dict):
-        raise EventError("an event must be a JSON object")
+        raise EventError("an event must be a JSON object", code="invalid_form")
     if not obj.keys() <= _EVENT_KEYS:
         unknown = sorted(obj.keys() - _EVENT_KEYS)[0]
-        raise EventError(f"unknown field {unknown[:60]!r} (allowed: name, value, labels, ts)")
+        raise EventError(
+            f"unknown field {unknown[:60]!r} (allowed: name, value, labels, ts)",
+            code="unknown_field",
+        )
     name = _check_name(obj.get("name"))
     value = _check_value(obj["value"]) if "value" in obj else 1.0
     labels = _check_labels(obj["labels"]) if "labels" in obj else {}
@@ -164,11 +175,15 @@ def event_from_object(obj: object, default_ts: float) -> Event:
 def events_from_json(data: bytes | str, default_ts: float) -> tuple[list[Event], list[EventError]]:
     """A JSON object or array of up to 1000; each array element stands alone."""
     if len(data) > MAX_ENTRY_BYTES:
-        return [], [EventError(f"entry is larger than {MAX_ENTRY_BYTES} bytes")]
+        return [], [EventError(f"entry is larger than {MAX_ENTRY_BYTES} bytes", code="too_large")]
     try:
         parsed = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
-        return [], [EventError(f"data is not valid JSON: {str(exc).splitlines()[0][:120]}")]
+        return [], [
+            EventError(
+                f"data is not valid JSON: {str(exc).splitlines()[0][:120]}", code="invalid_json"
+            )
+        ]
     return _events_of(parsed, default_ts)
 
 
@@ -180,16 +195,22 @@ def _events_of(parsed: object, default_ts: float) -> tuple[list[Event], list[Eve
         except EventError as exc:
             return [], [exc]
     if not isinstance(parsed, list):
-        return [], [EventError("data must be a JSON object or an array of objects")]
+        return [], [
+            EventError("data must be a JSON object or an array of objects", code="invalid_form")
+        ]
     if len(parsed) > MAX_ARRAY:
-        return [], [EventError(f"an array holds at most {MAX_ARRAY} events (got {len(parsed)})")]
+        return [], [
+            EventError(
+                f"an array holds at most {MAX_ARRAY} events (got {len(parsed)})", code="too_many"
+            )
+        ]
     events: list[Event] = []
     errors: list[EventError] = []
     for i, item in enumerate(parsed):
         try:
             events.append(event_from_object(item, default_ts))
         except EventError as exc:
-            errors.append(EventError(exc.reason, index=i))
+            errors.append(EventError(exc.reason, code=exc.code, index=i))
     return events, errors
 
 
@@ -202,9 +223,11 @@ def event_from_flat(fields: Mapping[str, str], default_ts: float) -> Event:
         try:
             value = float(raw)
         except ValueError:
-            raise EventError(f"value {raw.strip()[:40]!r} is not a number") from None
+            raise EventError(
+                f"value {raw.strip()[:40]!r} is not a number", code="invalid_value"
+            ) from None
         if not math.isfinite(value):
-            raise EventError("value must be a finite number")
+            raise EventError("value must be a finite number", code="invalid_value")
     ts = default_ts
     raw_ts = fields.get("ts")
     if raw_ts is not None:
@@ -231,7 +254,7 @@ def parse_entry(
     if data is not None and len(raw_fields) == 1:
         return events_from_json(data, default_ts)
     if sum(len(k) + len(v) for k, v in raw_fields.items()) > MAX_ENTRY_BYTES:
-        return [], [EventError(f"entry is larger than {MAX_ENTRY_BYTES} bytes")]
+        return [], [EventError(f"entry is larger than {MAX_ENTRY_BYTES} bytes", code="too_large")]
     try:
         fields = {k.decode(): v.decode() for k, v in raw_fields.items()}
     except UnicodeDecodeError:
@@ -243,8 +266,17 @@ def parse_entry(
             return [], [exc]
     if "data" in fields:
         other = sorted(k for k in fields if k != "data")[0]
-        return [], [EventError(f"a JSON entry has only the field 'data' (found {other[:60]!r})")]
-    return [], [EventError("entry has neither 'name' (flat form) nor 'data' (JSON form)")]
+        return [], [
+            EventError(
+                f"a JSON entry has only the field 'data' (found {other[:60]!r})",
+                code="unknown_field",
+            )
+        ]
+    return [], [
+        EventError(
+            "entry has neither 'name' (flat form) nor 'data' (JSON form)", code="invalid_form"
+        )
+    ]
 
 
 def fields_of(pairs: list[bytes]) -> dict[bytes, bytes]:
@@ -289,7 +321,7 @@ def parse_entries(entries: Iterable[RawEntry]) -> tuple[list[Event], list[Reject
             else:  # JSON data, decoded already
                 good, errors = _events_of(obj, default_ts)
         except Exception as exc:
-            error = EventError(f"internal error: {type(exc).__name__}")
+            error = EventError(f"internal error: {type(exc).__name__}", code="internal")
             error.__cause__ = exc
             good, errors = [], [error]
         events.extend(good)
@@ -306,8 +338,8 @@ def _utf8_error(raw_fields: Mapping[bytes, bytes]) -> EventError:
             try:
                 raw.decode()
             except UnicodeDecodeError:
-                return EventError(f"field {what!r} is not valid UTF-8")
-    return EventError("entry is not valid UTF-8")
+                return EventError(f"field {what!r} is not valid UTF-8", code="invalid_utf8")
+    return EventError("entry is not valid UTF-8", code="invalid_utf8")
 
 
 def dead_letter_payload(raw_fields: Mapping[bytes, bytes], limit: int = 64 * 1024) -> str:

@@ -61,6 +61,18 @@ class Metrics:
         self.partitions_owned = Gauge(
             p + "partitions_owned", "State partitions this daemon owns", registry=r
         )
+        self.redis_up = Gauge(
+            p + "redis_up", "1 while Redis takes alertd's writes, else 0", registry=r
+        )
+        self.series = Gauge(
+            p + "series", "Series admitted per rule (the cardinality guard)", ["rule"], registry=r
+        )
+        self.series_limited = Counter(
+            p + "series_limited_total",
+            "Events not evaluated because their rule reached max_series",
+            ["rule"],
+            registry=r,
+        )
         self.config_reloads = Counter(
             p + "config_reloads_total", "Configuration reloads", ["result"], registry=r
         )

@@ -15,6 +15,7 @@ import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -36,9 +37,10 @@ from alertd.errors import ConfigError, ConfigErrors
 from alertd.matchers import Matcher, parse_matchers
 from alertd.model import SEVERITIES
 from alertd.redisurl import check_redis_url
-from alertd.templates import template_fields
+from alertd.templates import env_refs, template_fields
 
 DEFAULT_CONFIG_PATH = "alertd.toml"
+RULE_TEMPLATES = ("summary", "description", "runbook_url")
 NAME_RE = re.compile(r"^[A-Za-z_:][A-Za-z0-9_:.-]*$")
 LABEL_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-(.*?))?\}")
@@ -121,6 +123,7 @@ class RuleSpec(StrictModel):
     description: str = ""
     runbook_url: str = ""
     channels: list[str] | None = None
+    max_series: int = Field(default=10_000, ge=1)  # the cardinality guard (alertd.cardinality)
 
     @field_validator("name", "metric", "divide_by")
     @classmethod
@@ -384,6 +387,20 @@ class LoggingSettings(StrictModel):
     format: Literal["json", "console"] = "json"
 
 
+class EnvSettings(StrictModel):
+    """`[env]`: environment variables rule templates may show to every receiver."""
+
+    public: list[str] = Field(default_factory=list)
+
+    @field_validator("public")
+    @classmethod
+    def _names(cls, v: list[str]) -> list[str]:
+        for name in v:
+            if not LABEL_RE.match(name):
+                raise ValueError(f"{name!r} is not an environment variable name")
+        return v
+
+
 class Settings(StrictModel):
     redis: RedisSettings = RedisSettings()
     daemon: DaemonSettings = DaemonSettings()
@@ -394,6 +411,7 @@ class Settings(StrictModel):
     time_intervals: list[TimeIntervalSettings] = Field(default_factory=list)
     inhibit: list[InhibitSettings] = Field(default_factory=list)
     logging: LoggingSettings = LoggingSettings()
+    env: EnvSettings = EnvSettings()
     channels: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
     @property
@@ -444,7 +462,12 @@ def interpolate(value: Any, env: Mapping[str, str], where: str) -> Any:
     return value
 
 
-def _read_toml(path: Path, shown: str, env: Mapping[str, str]) -> dict[str, Any]:
+def _read_toml(
+    path: Path,
+    shown: str,
+    env: Mapping[str, str],
+    check_raw: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -455,6 +478,8 @@ def _read_toml(path: Path, shown: str, env: Mapping[str, str]) -> dict[str, Any]
         raise ConfigError(f"cannot read: {exc}", file=shown) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"invalid TOML: {exc}", file=shown) from None
+    if check_raw is not None:  # what the file says before ${VAR}s are replaced
+        check_raw(data)
     result: dict[str, Any] = interpolate(data, env, shown)
     return result
 
@@ -582,8 +607,39 @@ def _blame_env(errors: list[ConfigError], applied: Mapping[str, str]) -> list[Co
     ]
 
 
+def _check_rule_env(data: dict[str, Any], public: frozenset[str], shown: str) -> None:
+    """Refuse `${VAR}` in rule templates and labels unless VAR is in `[env] public`."""
+    errors = []
+    rules = data.get("rules")
+    for i, entry in enumerate(rules if isinstance(rules, list) else []):
+        if not isinstance(entry, dict):
+            continue
+        label = f"rule {entry.get('name', f'#{i + 1}')}"
+        texts = [(key, entry.get(key)) for key in RULE_TEMPLATES]
+        labels = entry.get("labels")
+        if isinstance(labels, dict):
+            texts += [(f"labels.{k}", v) for k, v in labels.items()]
+        for key, text in texts:
+            for var in env_refs(text) if isinstance(text, str) else []:
+                if var not in public:
+                    errors.append(
+                        ConfigError(
+                            f"${{{var}}} would show the environment variable {var} to every "
+                            "receiver; list it in [env] public in alertd.toml if it is not a "
+                            "secret",
+                            file=shown,
+                            key=f"{label}.{key}",
+                        )
+                    )
+    if errors:
+        raise ConfigErrors(errors)
+
+
 def load_rules(
-    paths: list[Path], base: Path, env: Mapping[str, str]
+    paths: list[Path],
+    base: Path,
+    env: Mapping[str, str],
+    public_env: frozenset[str] = frozenset(),
 ) -> tuple[list[Rule], list[ConfigError], dict[str, float]]:
     rules: list[Rule] = []
     errors: list[ConfigError] = []
@@ -593,8 +649,13 @@ def load_rules(
         shown = _rel(path, base)
         files[str(path)] = path.stat().st_mtime
         try:
-            raw = _read_toml(path, shown, env)
+            raw = _read_toml(
+                path, shown, env, partial(_check_rule_env, public=public_env, shown=shown)
+            )
             rule_file = RuleFile.model_validate(raw)
+        except ConfigErrors as exc:
+            errors.extend(exc.errors)
+            continue
         except ConfigError as exc:
             errors.append(exc)
             continue
@@ -831,7 +892,9 @@ def load_config(
     base = cfg_path.parent
 
     files = {str(cfg_path): cfg_path.stat().st_mtime}
-    rules, errors, rule_files = load_rules(find_files(base, settings.paths.rules), base, env)
+    rules, errors, rule_files = load_rules(
+        find_files(base, settings.paths.rules), base, env, frozenset(settings.env.public)
+    )
     channels, origin, ch_errors, ch_files = _load_channels(
         settings, find_files(base, settings.paths.channels), base, config_name, env
     )

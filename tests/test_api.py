@@ -117,6 +117,8 @@ class Api:
         headers: dict[str, str] | None = None,
     ) -> Reply:
         headers = dict(headers or {})
+        if data is not None:  # writes with a body are JSON (alertd.http.browser)
+            headers.setdefault("Content-Type", "application/json")
         if self.token and "Authorization" not in headers:
             headers["Authorization"] = f"Bearer {self.token}"
         async with self.session.request(
@@ -229,7 +231,7 @@ class TestProbes:
         checks = body["checks"]
         assert "ok" == checks["redis"]["status"]
         assert isinstance(checks["redis"]["latency_ms"], float)
-        assert {"lag", "pending", "joined"} == set(checks["consumer"])
+        assert {"lag", "pending", "joined", "stalled_s"} == set(checks["consumer"])
         assert checks["consumer"]["joined"] is True
         assert {"loaded": 1, "last_reload_error": None} == checks["rules"]
         hook = {"status": "ok", "consecutive_failures": 0, "last_success": None, "last_error": None}

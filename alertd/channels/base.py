@@ -23,6 +23,7 @@ from alertd.durations import Duration
 from alertd.errors import DeliveryError
 from alertd.model import Notification
 from alertd.notify.retry import http_failure
+from alertd.redact import redact
 
 
 class StrictModel(BaseModel):
@@ -116,8 +117,12 @@ class Channel(abc.ABC, Generic[C]):
             ) as resp:
                 text = await resp.text(errors="replace")
                 if not 200 <= resp.status < 300:
+                    # Redacted whole, before the error cuts it: a cut secret no longer matches.
                     raise http_failure(
-                        self.name, resp.status, text, resp.headers.get("Retry-After")
+                        self.name,
+                        resp.status,
+                        redact(text, self.secrets()),
+                        resp.headers.get("Retry-After"),
                     )
                 return resp.status, text
         except TimeoutError:

@@ -12,6 +12,7 @@ from pydantic import Field, SecretStr, field_validator
 
 from alertd.channels.base import Channel, ChannelConfig
 from alertd.model import Notification
+from alertd.redact import query_secrets
 
 
 class WebhookConfig(ChannelConfig):
@@ -37,11 +38,14 @@ class WebhookConfig(ChannelConfig):
         return v
 
     def secret_values(self) -> list[str]:
-        if self.secret is None:
-            return []
-        # A receiver echoing the key may echo it without the `whsec_` prefix.
-        value = self.secret.get_secret_value()
-        return [value, value.removeprefix("whsec_")]
+        # Header values (Authorization, X-Api-Key) and the URL's query (?api_key=) carry
+        # credentials as often as the signing secret does.
+        out = [*self.headers.values(), *query_secrets(self.url)]
+        if self.secret is not None:
+            # A receiver echoing the key may echo it without the `whsec_` prefix.
+            value = self.secret.get_secret_value()
+            out += [value, value.removeprefix("whsec_")]
+        return out
 
 
 def signing_key(secret: str) -> bytes:

@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import orjson
 import structlog
@@ -37,6 +37,9 @@ from alertd.model import Alert, Event
 from alertd.notify.routing import Router
 from alertd.settings import Rule
 from alertd.storage import keys
+
+if TYPE_CHECKING:
+    from alertd.cardinality import SeriesGuard
 
 log = structlog.get_logger("alertd.engine")
 
@@ -186,8 +189,10 @@ class Evaluator:
         writer: AlertWriter,
         on_change: Callable[[list[PendingWrite]], Awaitable[None]] | None = None,
         log_changes: bool = True,
+        series_guard: SeriesGuard | None = None,
     ) -> None:
         self.rules = {r.name: r for r in rules}
+        self.series_guard = series_guard
         self.windows = windows
         self.writer = writer
         self.on_change = on_change
@@ -260,6 +265,8 @@ class Evaluator:
                     b.add(ev.value, ts)
                 else:
                     b.add_summary(ev.value, ts)
+        if touched and self.series_guard is not None:
+            touched = await self.series_guard.admit(touched, events, now)
         if not touched:
             return []
         updates = [(rule, fp, win) for fp, (rule, win) in touched.items()]
@@ -280,7 +287,7 @@ class Evaluator:
         else:
             alerts = await self.writer.due(now)
         for alert in alerts:
-            if alert.state == "resolved":
+            if alert.state == "resolved" or "self_alert" in alert.meta:  # alertd.selfalerts
                 continue
             rule = self.rules.get(alert.rule)
             if rule is None or alert.fingerprint != self._series_of(rule, alert):

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -15,6 +17,7 @@ if TYPE_CHECKING:
 
 APP_KEY: web.AppKey[App] = web.AppKey("alertd_app")
 MAX_BODY_BYTES = 1024 * 1024  # bodies over 1 MiB get 413
+BODY_TIMEOUT_S = 30.0  # a client trickling its body holds a connection no longer than this
 
 
 class ApiError(AlertdError):
@@ -32,6 +35,15 @@ class ApiError(AlertdError):
         self.details = details or []
         self.headers = dict(headers or {})
         super().__init__(error)
+
+
+@dataclass(frozen=True)
+class Denial:
+    """Why a request is refused before its handler runs."""
+
+    status: int
+    error: str
+    details: tuple[str, ...] = ()
 
 
 def _dumps(obj: Any) -> str:
@@ -59,7 +71,13 @@ async def read_json(request: web.Request, *, required: bool) -> Any:
     """The parsed body; an empty body is `{}` where every field is optional."""
     # A declared Content-Length over the limit was refused by size_middleware; a chunked body
     # over client_max_size makes aiohttp raise its own 413, which errors_middleware turns to JSON.
-    raw = await request.read()
+    try:
+        async with asyncio.timeout(BODY_TIMEOUT_S):
+            raw = await request.read()
+    except TimeoutError:
+        raise ApiError(
+            408, "request timeout", [f"the body did not arrive within {BODY_TIMEOUT_S:g}s"]
+        ) from None
     if not raw.strip():
         if required:
             raise ApiError(400, "a JSON body is required")

@@ -69,16 +69,18 @@ def channel_checks(app: App) -> dict[str, dict[str, Any]]:
 
 async def health(request: web.Request) -> web.Response:
     app = app_of(request)
+    verdict = await app.watchdog.check()
     latency_ms, redis_error = await ping_redis(app)
     lag, pending = await lag_and_pending(app) if latency_ms is not None else (None, None)
     redis_check: dict[str, Any] = {
-        "status": "ok" if latency_ms is not None else "down",
+        "status": "ok" if latency_ms is not None and verdict.redis_ok else "down",
         "latency_ms": latency_ms,
+        "writable": verdict.redis_ok,
     }
-    if redis_error:
-        redis_check["error"] = redis_error
+    if verdict.redis_error or redis_error:
+        redis_check["error"] = verdict.redis_error or redis_error
     channels = channel_checks(app)
-    if latency_ms is None:
+    if latency_ms is None or verdict.reason:
         status = "unhealthy"
     elif app.last_reload_error or any(
         c["status"] not in ("ok", "disabled") for c in channels.values()
@@ -93,11 +95,19 @@ async def health(request: web.Request) -> web.Response:
         "uptime_s": round(time.time() - app.started_at, 3),
         "checks": {
             "redis": redis_check,
-            "consumer": {"lag": lag, "pending": pending, "joined": app.consumer.joined},
+            "consumer": {
+                "lag": lag,
+                "pending": pending,
+                # A group joined before Redis went away (or refused us) is not one we read.
+                "joined": app.consumer.joined and verdict.redis_ok,
+                "stalled_s": round(verdict.stalled_s, 1) if verdict.stalled_s else None,
+            },
             "rules": {"loaded": len(app.config.rules), "last_reload_error": app.last_reload_error},
             "channels": channels,
         },
     }
+    if verdict.reason:
+        body["reason"] = verdict.reason
     return reply(body, status=503 if status == "unhealthy" else 200)
 
 
@@ -111,9 +121,11 @@ async def ready(request: web.Request) -> web.Response:
     if app.stopping.is_set():
         reason = "shutting down"
     else:
-        latency_ms, redis_error = await ping_redis(app)
-        if latency_ms is None:
-            reason = f"redis is not answering ({redis_error})"
+        # Not only "does Redis answer" but "can events be stored and are they": a PING
+        # answers while Redis refuses every write (out of memory, read-only, ACL).
+        verdict = await app.watchdog.check()
+        if verdict.reason:
+            reason = verdict.reason
         elif not app.consumer.joined:
             try:
                 await asyncio.wait_for(app.consumer.join(), PROBE_TIMEOUT_S)

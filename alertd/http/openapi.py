@@ -205,6 +205,7 @@ SCHEMAS: dict[str, Schema] = {
                         {
                             "status": {"type": "string", "enum": ["ok", "down"]},
                             "latency_ms": NUM_OR_NULL,
+                            "writable": {"type": "boolean"},
                             "error": STR,
                         }
                     ),
@@ -213,6 +214,7 @@ SCHEMAS: dict[str, Schema] = {
                             "lag": {"type": "integer", "nullable": True},
                             "pending": {"type": "integer", "nullable": True},
                             "joined": {"type": "boolean"},
+                            "stalled_s": NUM_OR_NULL,
                         }
                     ),
                     "rules": _obj(
@@ -237,6 +239,7 @@ SCHEMAS: dict[str, Schema] = {
                     },
                 }
             ),
+            "reason": STR,
         },
         ["status", "timestamp", "version", "uptime_s", "checks"],
     ),

@@ -1,16 +1,20 @@
 """The aiohttp application: routes, and the middlewares every answer passes through.
 
 Middlewares, outermost first:
-    errors  every failure becomes JSON {"error", "details"}; nothing unexpected leaks
-    auth    /api/v1 only: bearer token, or with no token reads open and writes loopback-only
-    size    bodies over 1 MiB are refused from their Content-Length before any is read
+    errors   every failure becomes JSON {"error", "details"}; nothing unexpected leaks
+    auth     /api/v1 only: bearer token, or with no token reads open and writes loopback-only
+    size     bodies over 1 MiB are refused from their Content-Length before any is read
+    browser  what a web page elsewhere could make a browser send (alertd.http.browser):
+             a body must be application/json, no cross-site Origin / Sec-Fetch-Site;
+             with no token, the Host must be one alertd answers to (DNS rebinding)
+
+Connections themselves (header deadline, keep-alive, a cap) are alertd.http.guard's.
 """
 
 from __future__ import annotations
 
 import hmac
 import ipaddress
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import structlog
@@ -20,8 +24,19 @@ from redis.exceptions import RedisError
 
 from alertd.errors import EventError, NotFoundError
 from alertd.http import health, v1
-from alertd.http.common import APP_KEY, MAX_BODY_BYTES, ApiError, app_of, error_reply, reply
+from alertd.http.browser import allowed_hosts, browser_decision
+from alertd.http.common import (
+    APP_KEY,
+    MAX_BODY_BYTES,
+    ApiError,
+    Denial,
+    app_of,
+    error_reply,
+    reply,
+)
+from alertd.http.guard import KEEPALIVE_S, GuardedSite, connection_cap
 from alertd.http.openapi import openapi_document
+from alertd.logthrottle import throttle_stdlib_loggers
 
 if TYPE_CHECKING:
     from alertd.app import App
@@ -31,15 +46,6 @@ log = structlog.get_logger("alertd.http")
 API_PREFIX = "/api/v1/"
 SAFE_METHODS = frozenset({"GET", "HEAD"})
 SHUTDOWN_TIMEOUT_S = 5.0
-
-
-@dataclass(frozen=True)
-class Denial:
-    """Why a request is refused before its handler runs."""
-
-    status: int
-    error: str
-    details: tuple[str, ...] = ()
 
 
 def is_loopback(remote: str | None) -> bool:
@@ -128,6 +134,23 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
 
 
 @web.middleware
+async def browser_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    settings = app_of(request).config.settings
+    denial = browser_decision(
+        request.method,
+        request.path,
+        request.headers,
+        request.scheme,
+        allowed_hosts(settings.http.listen, settings.http.external_url)
+        if not settings.http.token.get_secret_value()
+        else None,
+    )
+    if denial is not None:
+        raise ApiError(denial.status, denial.error, list(denial.details))
+    return await handler(request)
+
+
+@web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     # Read at request time: a reload may set, change or clear the token.
     token = app_of(request).config.settings.http.token.get_secret_value()
@@ -158,7 +181,7 @@ def build_http(app: App) -> web.Application:
     """The aiohttp application serving `app` (not yet listening)."""
     http = web.Application(
         client_max_size=MAX_BODY_BYTES,
-        middlewares=[errors_middleware, auth_middleware, size_middleware],
+        middlewares=[errors_middleware, auth_middleware, size_middleware, browser_middleware],
     )
     http[APP_KEY] = app
     health.add_routes(http.router)
@@ -169,11 +192,17 @@ def build_http(app: App) -> web.Application:
 
 async def start_http(app: App) -> web.AppRunner:
     """Listen on `http.listen`; App.stop calls `runner.cleanup()`."""
-    runner = web.AppRunner(build_http(app), access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT_S)
+    throttle_stdlib_loggers()
+    runner = web.AppRunner(
+        build_http(app),
+        access_log=None,
+        shutdown_timeout=SHUTDOWN_TIMEOUT_S,
+        keepalive_timeout=KEEPALIVE_S,
+    )
     await runner.setup()
     s = app.config.settings.http
     try:
-        await web.TCPSite(runner, s.host, s.port).start()
+        await GuardedSite(runner, s.host, s.port, connection_cap()).start()
     except OSError:
         await runner.cleanup()  # the caller never gets this runner to clean up
         raise
