@@ -1,6 +1,7 @@
 """The OpenAPI 3.0 document of the HTTP API, served at `/api/v1/openapi.json`.
 
-Written by hand next to the handlers; tests/test_openapi.py checks it validates
+The bodies of `/api/v2` are generated from the pydantic models the handlers
+use (alertd.http.models); tests/test_openapi.py checks the document validates
 and that every route the server has is in it.
 """
 
@@ -9,7 +10,11 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
+from pydantic import BaseModel
+from pydantic.json_schema import JsonSchemaMode, models_json_schema
+
 from alertd import __version__
+from alertd.http import models
 from alertd.model import SEVERITIES
 
 JSON = "application/json"
@@ -77,11 +82,14 @@ SCHEMAS: dict[str, Schema] = {
             "labels": STR_MAP,
             "annotations": STR_MAP,
             "state": {"type": "string", "enum": ["pending", "firing"]},
-            "severity": {"type": "string", "enum": list(SEVERITIES)},
+            "severity": {
+                "type": "string",
+                "description": "a rule's level; an alert posted to /api/v2 its severity label",
+            },
             "value": NUM_OR_NULL,
             "startsAt": TIME,
             "fingerprint": STR,
-            "rule": STR,
+            "rule": {"type": "string", "description": "empty for alerts posted to /api/v2"},
             "silencedBy": {"type": "array", "items": STR},
             "inhibitedBy": {"type": "array", "items": STR},
         },
@@ -134,7 +142,12 @@ SCHEMAS: dict[str, Schema] = {
     "Silence": _obj(
         {
             "id": STR,
-            "matchers": STR_MAP,
+            "matchers": {
+                "type": "object",
+                "description": "label -> spec; a label matched more than once (made through"
+                " /api/v2) has the list of its specs",
+                "additionalProperties": {"oneOf": [STR, {"type": "array", "items": STR}]},
+            },
             "startsAt": TIME,
             "endsAt": TIME,
             "createdBy": STR,
@@ -505,6 +518,157 @@ def _paths() -> dict[str, Schema]:
     }
 
 
+# --- /api/v2: generated from the models -------------------------------------------
+
+V2_MODELS: list[tuple[type[BaseModel], JsonSchemaMode]] = [
+    (models.PostableAlerts, "validation"),
+    (models.GettableAlert, "serialization"),
+    (models.AlertGroup, "serialization"),
+    (models.PostableSilence, "validation"),
+    (models.GettableSilence, "serialization"),
+    (models.SilenceCreated, "serialization"),
+    (models.AlertmanagerStatus, "serialization"),
+    (models.Receiver, "serialization"),
+]
+
+
+def openapi30(schema: Any) -> Any:
+    """A pydantic (JSON Schema 2020-12) schema in OpenAPI 3.0's dialect: `nullable`, no `const`."""
+    if isinstance(schema, list):
+        return [openapi30(s) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {k: openapi30(v) for k, v in schema.items() if k != "title"}
+    options = out.get("anyOf")
+    if isinstance(options, list) and {"type": "null"} in options:
+        rest = [o for o in options if o != {"type": "null"}]
+        del out["anyOf"]
+        one = rest[0] if len(rest) == 1 else {"anyOf": rest}
+        out.update({"allOf": [one]} if "$ref" in one else one)
+        out["nullable"] = True
+    if "const" in out:
+        out["enum"] = [out.pop("const")]
+    return out
+
+
+def model_schemas() -> dict[str, Schema]:
+    """Component schemas of the /api/v2 models."""
+    _, top = models_json_schema(V2_MODELS, ref_template="#/components/schemas/{model}")
+    return {name: openapi30(s) for name, s in top.get("$defs", {}).items()}
+
+
+def _v2_flags(*names: str) -> list[Schema]:
+    return [_query(n, {"type": "boolean", "default": True}, f"include {n} ones") for n in names]
+
+
+V2_FILTER = _query(
+    "filter",
+    {"type": "array", "items": STR},
+    'matchers like alertname="X" or env=~"prod.*", repeatable; all must hold',
+    style="form",
+    explode=True,
+)
+V2_RECEIVER = _query("receiver", STR, "a regular expression the receiver's name must match")
+
+
+def _v2_paths() -> dict[str, Schema]:
+    sid = {"name": "id", "in": "path", "required": True, "schema": STR}
+    return {
+        "/api/v2/alerts": {
+            "get": {
+                "summary": "Current alerts (rules' and posted), as Alertmanager lists them",
+                "parameters": [
+                    *_v2_flags("active", "silenced", "inhibited", "unprocessed"),
+                    V2_FILTER,
+                    V2_RECEIVER,
+                ],
+                "responses": {
+                    "200": _json({"type": "array", "items": ref("GettableAlert")}, "the alerts"),
+                    **_errors(*READ_ERRORS),
+                },
+            },
+            "post": {
+                "summary": "Post alerts (Prometheus, Grafana, vmalert, amtool); all or nothing",
+                "requestBody": _body(ref("PostableAlerts")),
+                "responses": {
+                    "200": {"description": "stored"},
+                    **_errors(*WRITE_ERRORS),
+                },
+            },
+        },
+        "/api/v2/alerts/groups": {
+            "get": {
+                "summary": "Current alerts by group and receiver",
+                "parameters": [
+                    *_v2_flags("active", "silenced", "inhibited", "unprocessed", "muted"),
+                    V2_FILTER,
+                    V2_RECEIVER,
+                ],
+                "responses": {
+                    "200": _json({"type": "array", "items": ref("AlertGroup")}, "the groups"),
+                    **_errors(*READ_ERRORS),
+                },
+            }
+        },
+        "/api/v2/silences": {
+            "get": {
+                "summary": "Silences in Alertmanager's shape (expired ones are kept a day)",
+                "parameters": [*_v2_flags("active", "pending", "expired"), V2_FILTER],
+                "responses": {
+                    "200": _json(
+                        {"type": "array", "items": ref("GettableSilence")}, "the silences"
+                    ),
+                    **_errors(*READ_ERRORS),
+                },
+            },
+            "post": {
+                "summary": "Create a silence, or change the one `id` names",
+                "requestBody": _body(ref("PostableSilence")),
+                "responses": {
+                    "200": _json(ref("SilenceCreated"), "created or changed"),
+                    **_errors(*WRITE_ERRORS, 404),
+                },
+            },
+        },
+        "/api/v2/silence/{id}": {
+            "get": {
+                "summary": "One silence",
+                "parameters": [sid],
+                "responses": {
+                    "200": _json(ref("GettableSilence"), "the silence"),
+                    **_errors(401, 404, 500, 503),
+                },
+            },
+            "delete": {
+                "summary": "Expire a silence now",
+                "parameters": [sid],
+                "responses": {
+                    "200": {"description": "expired"},
+                    **_errors(401, 403, 404, 500, 503),
+                },
+            },
+        },
+        "/api/v2/status": {
+            "get": {
+                "summary": "Version, uptime, the configuration (secrets masked), cluster",
+                "responses": {
+                    "200": _json(ref("AlertmanagerStatus"), "the status"),
+                    **_errors(401, 500),
+                },
+            }
+        },
+        "/api/v2/receivers": {
+            "get": {
+                "summary": "The channels",
+                "responses": {
+                    "200": _json({"type": "array", "items": ref("Receiver")}, "the channels"),
+                    **_errors(401, 500),
+                },
+            }
+        },
+    }
+
+
 @cache
 def openapi_document() -> dict[str, Any]:
     return {
@@ -518,9 +682,9 @@ def openapi_document() -> dict[str, Any]:
                 "and other methods are accepted from loopback addresses only."
             ),
         },
-        "paths": _paths(),
+        "paths": {**_paths(), **_v2_paths()},
         "components": {
-            "schemas": SCHEMAS,
+            "schemas": {**SCHEMAS, **model_schemas()},
             "responses": RESPONSES,
             "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer"}},
         },
