@@ -50,8 +50,11 @@ class _Answer(BaseModel):
 class PostableAlert(_Request):
     """One alert as Prometheus, Grafana, vmalert or amtool post it."""
 
-    labels: LabelSet = Field(min_length=1, max_length=MAX_LABELS)
-    annotations: LabelSet = Field(default_factory=dict, max_length=MAX_ANNOTATIONS)
+    # Sizes are checked by the validators below, to word their errors for the sender.
+    labels: LabelSet = Field(json_schema_extra={"minProperties": 1, "maxProperties": MAX_LABELS})
+    annotations: LabelSet = Field(
+        default_factory=dict, json_schema_extra={"maxProperties": MAX_ANNOTATIONS}
+    )
     startsAt: AwareDatetime | None = None
     endsAt: AwareDatetime | None = None
     generatorURL: str = Field(default="", max_length=MAX_LABEL_VALUE_CHARS)
@@ -59,7 +62,9 @@ class PostableAlert(_Request):
     @field_validator("labels")
     @classmethod
     def _labels(cls, v: LabelSet) -> LabelSet:
-        _check_names(v, "label", MAX_LABEL_VALUE_CHARS)
+        if not v:
+            raise ValueError("at least one label is required")
+        _check_names(v, "label", MAX_LABELS, MAX_LABEL_VALUE_CHARS)
         if not any(v.values()):
             raise ValueError("at least one label must have a value")
         return v
@@ -67,11 +72,13 @@ class PostableAlert(_Request):
     @field_validator("annotations")
     @classmethod
     def _annotations(cls, v: LabelSet) -> LabelSet:
-        _check_names(v, "annotation", MAX_ANNOTATION_CHARS)
+        _check_names(v, "annotation", MAX_ANNOTATIONS, MAX_ANNOTATION_CHARS)
         return v
 
 
-def _check_names(pairs: LabelSet, kind: str, max_chars: int) -> None:
+def _check_names(pairs: LabelSet, kind: str, max_count: int, max_chars: int) -> None:
+    if len(pairs) > max_count:
+        raise ValueError(f"at most {max_count} {kind}s, got {len(pairs)}")
     for name, value in pairs.items():
         if not LABEL_RE.match(name) or len(name) > 200:
             raise ValueError(f"{kind} name {name[:60]!r} is not valid ([A-Za-z_][A-Za-z0-9_]*)")

@@ -83,11 +83,15 @@ def _receiver_filter(request: web.Request) -> Callable[[str], bool]:
     return lambda name: pattern.match(name) is not None
 
 
-def _errors(exc: ValidationError, prefix: str = "") -> list[str]:
+def _errors(exc: ValidationError) -> list[str]:
+    """One line per problem: `[index] field: why` (as /api/v1/events words them)."""
     out = []
     for e in exc.errors(include_url=False, include_input=False)[:50]:
-        where = ".".join(str(p) for p in e["loc"])
-        out.append(f"{prefix}{where}: {e['msg']}" if where else f"{prefix}{e['msg']}")
+        loc = list(e["loc"])
+        index = f"[{loc.pop(0)}] " if loc and isinstance(loc[0], int) else ""
+        where = ".".join(str(p) for p in loc)
+        msg = str(e["msg"]).removeprefix("Value error, ")
+        out.append(f"{index}{where}: {msg}" if where else f"{index}{msg}")
     return out
 
 
@@ -229,9 +233,9 @@ def _posted(body: object) -> list[Posted]:
         starts = a.startsAt.timestamp() if a.startsAt is not None and a.startsAt.year > 1 else None
         ends = a.endsAt.timestamp() if a.endsAt is not None and a.endsAt.year > 1 else None
         if starts is not None and ends is not None and ends < starts:
-            raise ApiError(400, "invalid alerts", [f"{i}.endsAt: is before startsAt"])
+            raise ApiError(400, "invalid alerts", [f"[{i}] endsAt: is before startsAt"])
         if any(t is not None and not 0 <= t <= _LAST_TS for t in (starts, ends)):
-            raise ApiError(400, "invalid alerts", [f"{i}: a time is out of range"])
+            raise ApiError(400, "invalid alerts", [f"[{i}] a time is out of range"])
         posted.append(Posted(a.labels, a.annotations, starts, ends, a.generatorURL))
     return posted
 
