@@ -264,3 +264,110 @@ class TestAmtool:
         assert {"alertname": "Muted", "env": ["~prod.*", "!prod-eu"]} == listed["silences"][0][
             "matchers"
         ]
+
+
+def v2_silence(**overrides: Any) -> dict[str, Any]:
+    now = time.time()
+    body = {
+        "matchers": [{"name": "alertname", "value": "DiskFull", "isRegex": False}],
+        "startsAt": rfc3339(now),
+        "endsAt": rfc3339(now + 3600),
+        "createdBy": "alice",
+        "comment": "disk swap",
+    }
+    body.update(overrides)
+    return body
+
+
+class TestSilenceUpdates:
+    """A silence posted with an id is changed in place or replaced, as Alertmanager does."""
+
+    async def test_same_matchers_change_in_place(
+        self, daemons: DaemonFactory, receiver: Receiver
+    ) -> None:
+        app = await start(daemons, receiver)
+        status, made = await request(app, "POST", "/api/v2/silences", v2_silence())
+        assert 200 == status
+        sid = made["silenceID"]
+        _, current = await request(app, "GET", f"/api/v2/silence/{sid}")
+        longer = v2_silence(id=sid, startsAt=current["startsAt"], comment="longer")
+        longer["endsAt"] = rfc3339(time.time() + 7200)
+        assert (200, {"silenceID": sid}) == await request(app, "POST", "/api/v2/silences", longer)
+        _, listed = await request(app, "GET", "/api/v2/silences")
+        assert [(sid, "longer", "active")] == [
+            (s["id"], s["comment"], s["status"]["state"]) for s in listed
+        ]
+
+    async def test_other_matchers_replace_it(
+        self, daemons: DaemonFactory, receiver: Receiver
+    ) -> None:
+        app = await start(daemons, receiver)
+        _, made = await request(app, "POST", "/api/v2/silences", v2_silence())
+        sid = made["silenceID"]
+        other = v2_silence(
+            id=sid, matchers=[{"name": "alertname", "value": "Disk.*", "isRegex": True}]
+        )
+        status, answer = await request(app, "POST", "/api/v2/silences", other)
+        assert 200 == status
+        assert sid != answer["silenceID"]
+        _, listed = await request(app, "GET", "/api/v2/silences")
+        states = {s["id"]: s["status"]["state"] for s in listed}
+        assert {sid: "expired", answer["silenceID"]: "active"} == states
+
+    async def test_unknown_id_and_bad_bodies(
+        self, daemons: DaemonFactory, receiver: Receiver
+    ) -> None:
+        app = await start(daemons, receiver)
+        assert 404 == (await request(app, "POST", "/api/v2/silences", v2_silence(id="nope")))[0]
+        assert 404 == (await request(app, "GET", "/api/v2/silence/nope"))[0]
+        assert 404 == (await request(app, "DELETE", "/api/v2/silence/nope"))[0]
+        empty = v2_silence(matchers=[{"name": "a", "value": "", "isRegex": False}])
+        status, answer = await request(app, "POST", "/api/v2/silences", empty)
+        assert (400, "invalid silence") == (status, answer["error"])
+        assert ["at least one matcher must not match the empty string"] == answer["details"]
+        past = v2_silence(endsAt=rfc3339(time.time() - 10))
+        status, answer = await request(app, "POST", "/api/v2/silences", past)
+        assert 400 == status
+        assert [] == (await request(app, "GET", "/api/v2/silences"))[1]
+
+
+class TestGroupsAndRestart:
+    """Posted alerts show in their groups, and survive a restart of the daemon."""
+
+    async def test_groups_by_route_and_channel(
+        self, daemons: DaemonFactory, receiver: Receiver
+    ) -> None:
+        app = await start(daemons, receiver)
+        await request(
+            app,
+            "POST",
+            "/api/v2/alerts",
+            [prom_alert("DiskFull", instance="a"), prom_alert("DiskFull", instance="b")],
+        )
+        status, groups = await request(app, "GET", "/api/v2/alerts/groups")
+        assert 200 == status
+        assert [({"alertname": "DiskFull"}, "hook", ["a", "b"])] == [
+            (
+                g["labels"],
+                g["receiver"]["name"],
+                sorted(a["labels"]["instance"] for a in g["alerts"]),
+            )
+            for g in groups
+        ]
+        assert [] == (await request(app, "GET", "/api/v2/alerts/groups?receiver=other"))[1]
+        assert 400 == (await request(app, "GET", "/api/v2/alerts?filter=broken"))[0]
+        assert 400 == (await request(app, "GET", "/api/v2/alerts?active=maybe"))[0]
+
+    async def test_restart_keeps_posted_alerts(
+        self, daemons: DaemonFactory, receiver: Receiver
+    ) -> None:
+        app = await start(daemons, receiver)
+        await request(app, "POST", "/api/v2/alerts", [prom_alert("Survivor", ends_in_s=3)])
+        await wait_for(lambda: receiver.bodies("/hook"))
+        await daemons.stop(app)
+        again = await daemons.start(http=True)
+        _, alerts = await request(again, "GET", "/api/v2/alerts")
+        assert ["Survivor"] == [a["labels"]["alertname"] for a in alerts]
+        # the restarted daemon's clock resolves it when its endsAt passes
+        await wait_for(lambda: len(receiver.bodies("/hook")) >= 2, timeout_s=20)
+        assert ["firing", "resolved"] == [b["status"] for b in receiver.bodies("/hook")]

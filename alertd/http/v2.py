@@ -332,10 +332,12 @@ def silence_from_postable(body: PostableSilence, now: float, prev: Silence | Non
     if errors:
         raise ValueError("; ".join(errors))
     matchers, more = split_matchers(pairs)
+    # Answers show times to the millisecond: the same start, read back and sent again.
+    same_start = prev is not None and abs(starts - prev.starts_at) < 0.001
     silence = Silence(
         id=prev.id if prev is not None else "",
         matchers=matchers,
-        starts_at=max(starts, now) if prev is None or starts != prev.starts_at else starts,
+        starts_at=prev.starts_at if same_start else max(starts, now),
         ends_at=ends,
         created_by=body.createdBy.strip(),
         comment=body.comment,
