@@ -333,11 +333,13 @@ def silence_from_postable(body: PostableSilence, now: float, prev: Silence | Non
         raise ValueError("; ".join(errors))
     matchers, more = split_matchers(pairs)
     # Answers show times to the millisecond: the same start, read back and sent again.
-    same_start = prev is not None and abs(starts - prev.starts_at) < 0.001
+    kept_start = (
+        prev.starts_at if prev is not None and abs(starts - prev.starts_at) < 0.001 else None
+    )
     silence = Silence(
         id=prev.id if prev is not None else "",
         matchers=matchers,
-        starts_at=prev.starts_at if same_start else max(starts, now),
+        starts_at=kept_start if kept_start is not None else max(starts, now),
         ends_at=ends,
         created_by=body.createdBy.strip(),
         comment=body.comment,
