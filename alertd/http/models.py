@@ -6,12 +6,13 @@ cannot drift from what is served. The `/api/v2` models follow Alertmanager's
 own API v2 document (`api/v2/openapi.yaml`), written here, not vendored.
 
 Requests to `/api/v2` ignore fields they do not know, as Alertmanager does
-(senders of newer versions add some); answers carry exactly these fields.
+(senders of newer versions add some); those to `/api/v1` refuse them.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+import math
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AwareDatetime,
@@ -19,10 +20,13 @@ from pydantic import (
     ConfigDict,
     Field,
     RootModel,
+    StrictFloat,
     WithJsonSchema,
     field_validator,
 )
 
+from alertd import events
+from alertd.model import SEVERITIES, parse_rfc3339
 from alertd.settings import LABEL_RE
 
 MAX_POSTED_ALERTS = 1000  # per request; Prometheus sends at most 256
@@ -41,7 +45,9 @@ class _Request(BaseModel):
 
 
 class _Answer(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # A reader of an answer must take fields it does not know: the document does not
+    # forbid them (additionalProperties), so adding one later breaks no client.
+    model_config = ConfigDict(extra="ignore")
 
 
 # --- /api/v2: alerts ----------------------------------------------------------------
@@ -201,3 +207,283 @@ class AlertmanagerStatus(_Answer):
 
 class Receiver(_Answer):
     name: str
+
+
+# --- /api/v1 -------------------------------------------------------------------------
+
+
+class _V1Request(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Error(_Answer):
+    """Every error answer (4xx, 5xx)."""
+
+    error: str
+    details: list[str]
+
+
+class Event(_V1Request):
+    """One event (SPEC 2). The API and the consumer validate events with the fast
+    validator of alertd.events; this model states the same rules for the document
+    (tests/test_models.py checks they agree)."""
+
+    name: str = Field(max_length=events.MAX_NAME, pattern=r"^[A-Za-z_:][A-Za-z0-9_:.-]*$")
+    value: StrictFloat = 1.0
+    labels: dict[str, Annotated[str, Field(max_length=events.MAX_LABEL_VALUE)]] = Field(
+        default_factory=dict, max_length=events.MAX_LABELS
+    )
+    # Absent means now; a null is refused (as the fast validator does).
+    ts: Annotated[
+        StrictFloat | str | None,
+        WithJsonSchema(
+            {
+                "description": "unix seconds or an RFC 3339 time; default: now",
+                "oneOf": [
+                    {"type": "number", "minimum": 0, "maximum": 1e11},
+                    {"type": "string", "format": "date-time"},
+                ],
+            }
+        ),
+    ] = None
+
+    @field_validator("value")
+    @classmethod
+    def _finite(cls, v: float) -> float:
+        if not math.isfinite(v):
+            raise ValueError("value must be a finite number")
+        return v
+
+    @field_validator("labels")
+    @classmethod
+    def _label_names(cls, v: dict[str, str]) -> dict[str, str]:
+        for name in v:
+            if not LABEL_RE.match(name) or name.startswith("__"):
+                raise ValueError(f"label name {name[:60]!r} is not valid")
+        return v
+
+    @field_validator("ts")
+    @classmethod
+    def _time(cls, v: float | str | None) -> float | str | None:
+        if v is None:
+            raise ValueError("ts must be unix seconds or an RFC 3339 time")
+        if isinstance(v, str):
+            parse_rfc3339(v)  # ValueError: not a time
+        elif not (math.isfinite(v) and 0 <= v <= 1e11):
+            raise ValueError("ts must be unix seconds (not milliseconds)")
+        return v
+
+
+class Events(RootModel[Event | list[Event]]):
+    """The body of `POST /api/v1/events`: one event or an array of up to 1000."""
+
+    root: Event | Annotated[list[Event], Field(max_length=events.MAX_ARRAY)]
+
+
+class Accepted(_Answer):
+    accepted: int
+
+
+class V1Alert(_Answer):
+    """A current alert in /api/v1 (a rule's or a posted one: `rule` empty)."""
+
+    labels: LabelSet
+    annotations: LabelSet
+    state: Literal["pending", "firing"]
+    severity: str = Field(description="a rule's level; a posted alert's severity label")
+    value: float | None
+    startsAt: Timestamp
+    fingerprint: str
+    rule: str
+    silencedBy: list[str]
+    inhibitedBy: list[str]
+
+
+class V1Alerts(_Answer):
+    alerts: list[V1Alert]
+
+
+class Series(_Answer):
+    fingerprint: str
+    labels: LabelSet
+    state: Literal["pending", "firing"]
+    severity: str
+    value: float | None
+
+
+class V1Rule(_Answer):
+    name: str
+    file: str
+    metric: str
+    divide_by: str | None
+    aggregate: str
+    window: str = Field(examples=["5m"])
+    for_: str = Field(alias="for", examples=["1m"])
+    group_by: list[str]
+    match: LabelSet
+    levels: LabelSet = Field(examples=[{"warning": "> 0.01", "critical": "> 0.05"}])
+    recovery: LabelSet
+    labels: LabelSet
+    channels: list[str] | None
+    series: list[Series]
+
+
+class V1Rules(_Answer):
+    rules: list[V1Rule]
+
+
+MatcherSpecs = dict[str, str | list[str]]
+
+
+class SilenceRequest(_V1Request):
+    """A new silence: matchers as in SPEC 3 (`~` regex, `!` negation), and how long."""
+
+    matchers: LabelSet = Field(
+        description="label -> value; '~' regex, '!' negation (SPEC section 3)",
+        examples=[{"service": "api", "env": "~prod.*"}],
+    )
+    duration: str | None = Field(default=None, examples=["2h"])
+    startsAt: AwareDatetime | None = None
+    endsAt: AwareDatetime | None = None
+    createdBy: str
+    comment: str | None = None
+
+
+class V1Silence(_Answer):
+    id: str
+    matchers: MatcherSpecs = Field(
+        description="label -> spec; a label matched more than once (made through /api/v2)"
+        " has the list of its specs"
+    )
+    startsAt: Timestamp
+    endsAt: Timestamp
+    createdBy: str
+    comment: str
+    createdAt: Timestamp
+    status: Literal["pending", "active", "expired"]
+
+
+class V1Silences(_Answer):
+    silences: list[V1Silence]
+
+
+class SilenceId(_Answer):
+    id: str
+
+
+class SilenceExpired(_Answer):
+    id: str
+    status: Literal["expired"]
+
+
+class TestAlertRequest(_V1Request):
+    channel: str | Annotated[list[str], Field(min_length=1)] | None = Field(
+        default=None, description="a channel name or a list of them; default every enabled one"
+    )
+    severity: Literal[SEVERITIES] = "critical"  # type: ignore[valid-type]
+
+
+class DeliveryResult(_Answer):
+    ok: bool
+    attempts: int
+    latency_ms: float
+    error: str | None = None
+
+
+class TestAlertResults(_Answer):
+    results: dict[str, DeliveryResult]
+
+
+class Reloaded(_Answer):
+    status: Literal["reloaded"]
+    rules: int
+    channels: int
+
+
+class DeadLetter(BaseModel):
+    """A dead-letter entry (SPEC 8); its other fields depend on its source."""
+
+    model_config = ConfigDict(extra="allow")
+
+    id: str
+    source: Literal["event", "notification"]
+    reason: str
+    at: str
+
+
+class DeadLetters(_Answer):
+    dead_letters: list[DeadLetter]
+
+
+class ReplayRequest(_V1Request):
+    ids: Annotated[list[str], Field(min_length=1)] | None = None
+
+
+class ReplayFailure(_Answer):
+    id: str
+    error: str
+
+
+class ReplayResult(_Answer):
+    replayed: list[str]
+    failed: list[ReplayFailure]
+    not_found: list[str]
+
+
+# --- probes ---------------------------------------------------------------------------
+
+
+class RedisCheck(_Answer):
+    status: Literal["ok", "down"]
+    latency_ms: float | None = None
+    error: str | None = None
+
+
+class ConsumerCheck(_Answer):
+    lag: int | None
+    pending: int | None
+    joined: bool
+
+
+class RulesCheck(_Answer):
+    loaded: int
+    last_reload_error: str | None
+
+
+class ChannelCheck(_Answer):
+    status: Literal["ok", "degraded", "failing", "disabled"]
+    consecutive_failures: int
+    last_success: Timestamp | None
+
+
+class HealthChecks(_Answer):
+    redis: RedisCheck
+    consumer: ConsumerCheck
+    rules: RulesCheck
+    channels: dict[str, ChannelCheck]
+
+
+class Health(_Answer):
+    status: Literal["healthy", "degraded", "unhealthy"]
+    timestamp: Timestamp
+    version: str
+    uptime_s: float
+    checks: HealthChecks
+
+
+class Ready(_Answer):
+    status: Literal["ready", "not ready"]
+    reason: str | None = None
+
+
+class Live(_Answer):
+    status: str
+
+
+def dump(model: BaseModel) -> Any:
+    """An answer model as JSON-ready data (aliases, no unset optional error fields)."""
+    return model.model_dump(mode="json", by_alias=True, exclude_none=False)
+
+
+class EmptyRequest(_V1Request):
+    """A body with no fields (or none at all)."""
