@@ -16,10 +16,19 @@ import structlog
 
 from alertd.engine.evaluator import MAX_ATTEMPTS, AlertWriter, PendingWrite
 from alertd.engine.lifecycle import Change
+from alertd.errors import AlertdError
 from alertd.model import Alert
 from alertd.posted import POSTED_RULE, Posted, fingerprint_of, receive
 
 log = structlog.get_logger("alertd.posted")
+
+
+class PostConflictError(AlertdError):
+    """Some posted alerts lost every compare-and-set round: the sender should retry."""
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+        super().__init__(f"{count} alerts were changed by other writers meanwhile; retry")
 
 
 class PostedAlertWriter:
@@ -64,7 +73,9 @@ class PostedAlertWriter:
             if not todo:
                 break
         else:
-            log.warning("posted alerts lost to concurrent writers", count=len(todo))
+            # Other writers moved these alerts every time: the sender is told to retry.
+            log.warning("posted alerts not stored: concurrent writers", count=len(todo))
+            raise PostConflictError(len(todo))
         for w in done:
             if w.change is not Change.UPDATED:
                 log.info("alert " + w.change.value, fingerprint=w.fingerprint, source="api/v2")

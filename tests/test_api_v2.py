@@ -112,6 +112,10 @@ class TestPostedAlerts:
         assert ["NoEnd"] == [a["labels"]["alertname"] for a in alerts]
         assert "active" == alerts[0]["status"]["state"]
         assert [{"name": "hook"}] == alerts[0]["receivers"]
+        _, v1 = await request(app, "GET", "/api/v1/alerts")
+        assert [("NoEnd", "firing", "")] == [
+            (a["labels"]["alertname"], a["state"], a["rule"]) for a in v1["alerts"]
+        ]
         await wait_for(lambda: len(receiver.bodies("/hook")) >= 2, timeout_s=20)
         assert ["firing", "resolved"] == [b["status"] for b in receiver.bodies("/hook")]
         assert [] == (await request(app, "GET", "/api/v2/alerts"))[1]
@@ -178,12 +182,13 @@ class TestStatusAndReceivers:
     """amtool's status and receivers answer, with no secret in the configuration shown."""
 
     async def test_status(self, daemons: DaemonFactory, receiver: Receiver) -> None:
-        app = await start(daemons, receiver)
-        status, answer = await request(app, "GET", "/api/v2/status")
+        app = await start(daemons, receiver, http=f'token = "{TOKEN}"')
+        status, answer = await request(app, "GET", "/api/v2/status", token=TOKEN)
         assert 200 == status
         assert "ready" == answer["cluster"]["status"]
         assert "hook" in answer["config"]["original"]
-        status, receivers = await request(app, "GET", "/api/v2/receivers")
+        assert TOKEN not in orjson.dumps(answer).decode()
+        status, receivers = await request(app, "GET", "/api/v2/receivers", token=TOKEN)
         assert [{"name": "hook"}, {"name": "log"}] == receivers
 
 
@@ -371,3 +376,34 @@ class TestGroupsAndRestart:
         # the restarted daemon's clock resolves it when its endsAt passes
         await wait_for(lambda: len(receiver.bodies("/hook")) >= 2, timeout_s=20)
         assert ["firing", "resolved"] == [b["status"] for b in receiver.bodies("/hook")]
+
+
+INHIBIT = """
+[[inhibit]]
+source = { severity = "critical" }
+target = { severity = "warning" }
+equal = ["alertname"]
+"""
+
+
+class TestInhibition:
+    """A posted critical alert inhibits its posted warning, as for rules' alerts."""
+
+    async def test_warning_is_inhibited(self, daemons: DaemonFactory, receiver: Receiver) -> None:
+        cfg = daemons.write("", hook(receiver), ROUTE + INHIBIT)
+        cfg.write_text(cfg.read_text().replace('group_wait = "0s"', 'group_wait = "500ms"'))
+        app = await daemons.start(http=True)
+        await request(
+            app,
+            "POST",
+            "/api/v2/alerts",
+            [prom_alert("Disk", severity="critical"), prom_alert("Disk", severity="warning")],
+        )
+        await wait_for(lambda: receiver.bodies("/hook"))
+        sent = [a["labels"]["severity"] for b in receiver.bodies("/hook") for a in b["alerts"]]
+        assert ["critical"] == sent
+        _, alerts = await request(app, "GET", "/api/v2/alerts?active=false")
+        assert [("warning", "suppressed")] == [
+            (a["labels"]["severity"], a["status"]["state"]) for a in alerts
+        ]
+        assert alerts[0]["status"]["inhibitedBy"]

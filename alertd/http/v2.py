@@ -41,7 +41,7 @@ from alertd.inhibit import Inhibitor, InhibitRule
 from alertd.matchers import Matcher, matches_all
 from alertd.model import Alert, new_id, rfc3339
 from alertd.posted import Posted
-from alertd.posted_writer import PostedAlertWriter
+from alertd.posted_writer import PostConflictError, PostedAlertWriter
 from alertd.redact import redact
 from alertd.silences import Silence, check_matcher_pairs, silenced_by, split_matchers
 
@@ -202,9 +202,10 @@ async def get_alert_groups(request: web.Request) -> web.Response:
         g = view.gettable(alert)
         if not wanted(g):
             continue
+        receivers = {r.name for r in g.receivers}
         for target in view.router.groups(alert):
             for ch in target.policy.channels:
-                if ch not in view.receivers(alert) or not by_receiver(ch):
+                if ch not in receivers or not by_receiver(ch):
                     continue
                 group = groups.get((target.gid, ch))
                 if group is None:
@@ -246,7 +247,11 @@ async def post_alerts(request: web.Request) -> web.Response:
     if posted:
         ev = app.evaluator
         timeout_s = app.config.settings.notify.resolve_timeout.total_seconds()
-        await PostedAlertWriter(ev.writer, ev.on_change, timeout_s).post(posted, app.clock())
+        writer = PostedAlertWriter(ev.writer, ev.on_change, timeout_s)
+        try:
+            await writer.post(posted, app.clock())
+        except PostConflictError as exc:
+            raise ApiError(503, "busy", [str(exc)], {"Retry-After": "1"}) from None
     return web.Response(status=200)
 
 
