@@ -108,13 +108,14 @@ class Alert:
     channels: list[str] | None = None  # the rule's own channels, bypassing routes
     # Lifecycle bookkeeping (pending_since, false_since): unix seconds.
     meta: dict[str, float] = field(default_factory=dict)
+    generator_url: str = ""  # where the sender shows it (alerts posted to /api/v2/alerts)
 
     @property
     def alertname(self) -> str:
         return self.labels.get("alertname", self.rule)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        d = {
             "fingerprint": self.fingerprint,
             "rule": self.rule,
             "labels": self.labels,
@@ -128,6 +129,9 @@ class Alert:
             "channels": self.channels,
             "meta": self.meta,
         }
+        if self.generator_url:
+            d["generator_url"] = self.generator_url
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Alert:
@@ -144,6 +148,7 @@ class Alert:
             updated_at=d.get("updated_at") or d["starts_at"],
             channels=d.get("channels"),
             meta=d.get("meta") or {},
+            generator_url=d.get("generator_url") or "",
         )
 
     def to_webhook(self) -> dict[str, Any]:
@@ -154,7 +159,7 @@ class Alert:
             "annotations": self.annotations,
             "startsAt": rfc3339(self.starts_at),
             "endsAt": rfc3339(self.ends_at if self.state == "resolved" else None),
-            "generatorURL": "",
+            "generatorURL": self.generator_url,
             "fingerprint": self.fingerprint,
             "value": self.value,
         }

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import glob
+import ipaddress
 import os
 import re
 import tomllib
@@ -277,6 +278,23 @@ class HttpSettings(StrictModel):
     listen: str = "127.0.0.1:9099"
     token: SecretStr = SecretStr("")
     external_url: str = ""  # shown to receivers as externalURL; default http://<listen>
+    # CIDRs that may write without a token, besides loopback (senders such as a
+    # Prometheus on another host, when no http.token is set)
+    trusted_networks: list[str] = Field(default_factory=list)
+
+    @field_validator("trusted_networks")
+    @classmethod
+    def _cidrs(cls, v: list[str]) -> list[str]:
+        for cidr in v:
+            try:
+                ipaddress.ip_network(cidr, strict=False)
+            except ValueError:
+                raise ValueError(f"{cidr!r} is not a network (e.g. 10.0.0.0/8)") from None
+        return v
+
+    @property
+    def trusted(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+        return tuple(ipaddress.ip_network(c, strict=False) for c in self.trusted_networks)
 
     @field_validator("listen")
     @classmethod
@@ -307,6 +325,8 @@ class NotifySettings(StrictModel):
     repeat_interval: Duration = timedelta(hours=4)
     send_resolved: bool = True
     resolve_silenced: bool = True
+    # an alert posted to /api/v2/alerts without endsAt fires this long unless posted again
+    resolve_timeout: Duration = timedelta(minutes=5)
 
 
 class RouteSettings(StrictModel):

@@ -44,6 +44,9 @@ class Silence:
     created_by: str
     comment: str
     created_at: float
+    # Further matchers, on labels `matchers` already names: Alertmanager's API v2
+    # allows several per label (`env=~"prod.*"`, `env!="prod-eu"`); (label, spec) pairs.
+    more_matchers: tuple[tuple[str, str], ...] = ()
 
     def state(self, now: float) -> str:
         if self.starts_at > now:
@@ -54,7 +57,20 @@ class Silence:
 
     @cached_property
     def compiled(self) -> tuple[Matcher, ...]:
-        return parse_matchers(self.matchers)
+        more = tuple(parse_matcher(name, spec) for name, spec in self.more_matchers)
+        return parse_matchers(self.matchers) + more
+
+    def matcher_pairs(self) -> list[tuple[str, str]]:
+        """Every matcher as (label, spec), those of one label together."""
+        return [*self.matchers.items(), *self.more_matchers]
+
+    def matchers_view(self) -> dict[str, str | list[str]]:
+        """label -> spec; a label matched more than once gets the list of its specs."""
+        view: dict[str, str | list[str]] = dict(self.matchers)
+        for name, spec in self.more_matchers:
+            first = view[name]
+            view[name] = [*([first] if isinstance(first, str) else first), spec]
+        return view
 
     def matches(self, labels: Mapping[str, str]) -> bool:
         return matches_all(self.compiled, labels)
@@ -62,7 +78,7 @@ class Silence:
     def to_api(self, now: float) -> dict[str, Any]:
         return {
             "id": self.id,
-            "matchers": dict(self.matchers),
+            "matchers": self.matchers_view(),
             "startsAt": rfc3339(self.starts_at),
             "endsAt": rfc3339(self.ends_at),
             "createdBy": self.created_by,
@@ -72,17 +88,18 @@ class Silence:
         }
 
     def to_json(self) -> str:
-        return orjson.dumps(
-            {
-                "id": self.id,
-                "matchers": self.matchers,
-                "starts_at": self.starts_at,
-                "ends_at": self.ends_at,
-                "created_by": self.created_by,
-                "comment": self.comment,
-                "created_at": self.created_at,
-            }
-        ).decode()
+        d: dict[str, Any] = {
+            "id": self.id,
+            "matchers": self.matchers,
+            "starts_at": self.starts_at,
+            "ends_at": self.ends_at,
+            "created_by": self.created_by,
+            "comment": self.comment,
+            "created_at": self.created_at,
+        }
+        if self.more_matchers:
+            d["more_matchers"] = [list(pair) for pair in self.more_matchers]
+        return orjson.dumps(d).decode()
 
     @classmethod
     def from_json(cls, raw: bytes | str) -> Silence:
@@ -95,6 +112,7 @@ class Silence:
             created_by=str(d.get("created_by", "")),
             comment=str(d.get("comment", "")),
             created_at=float(d.get("created_at", d["starts_at"])),
+            more_matchers=tuple((str(n), str(v)) for n, v in d.get("more_matchers") or ()),
         )
 
 
@@ -105,12 +123,19 @@ def _check_matchers(raw: object, errors: list[str]) -> dict[str, str]:
     if not isinstance(raw, Mapping) or not raw:
         errors.append("matchers must be a non-empty object of label -> value")
         return {}
-    if len(raw) > MAX_MATCHERS:
-        errors.append(f"at most {MAX_MATCHERS} matchers, got {len(raw)}")
-        return {}
-    matchers: dict[str, str] = {}
+    return dict(check_matcher_pairs(list(raw.items()), errors))
+
+
+def check_matcher_pairs(
+    pairs: list[tuple[object, object]], errors: list[str]
+) -> list[tuple[str, str]]:
+    """The (label, spec) pairs that are valid matchers; each problem appended to `errors`."""
+    if len(pairs) > MAX_MATCHERS:
+        errors.append(f"at most {MAX_MATCHERS} matchers, got {len(pairs)}")
+        return []
+    matchers: list[tuple[str, str]] = []
     compiled: list[Matcher] = []
-    for name, spec in raw.items():
+    for name, spec in pairs:
         if not isinstance(name, str) or not LABEL_RE.match(name) or len(name) > MAX_STRING_CHARS:
             errors.append(f"matcher name {name!r} is not a valid label name")
         elif not isinstance(spec, str):
@@ -122,11 +147,25 @@ def _check_matchers(raw: object, errors: list[str]) -> dict[str, str]:
                 compiled.append(parse_matcher(name, spec))
             except ValueError as exc:
                 errors.append(f"matcher {exc}")
-            matchers[name] = spec
-    if len(compiled) == len(raw) and matches_all(tuple(compiled), {}):
+            matchers.append((name, spec))
+    if pairs and len(compiled) == len(pairs) and matches_all(tuple(compiled), {}):
         # As Alertmanager: such a silence would also mute every alert without these labels.
         errors.append("at least one matcher must not match the empty string")
     return matchers
+
+
+def split_matchers(
+    pairs: list[tuple[str, str]],
+) -> tuple[dict[str, str], tuple[tuple[str, str], ...]]:
+    """(label, spec) pairs as a Silence holds them: the first per label, then the others."""
+    first: dict[str, str] = {}
+    more: list[tuple[str, str]] = []
+    for name, spec in pairs:
+        if name in first:
+            more.append((name, spec))
+        else:
+            first[name] = spec
+    return first, tuple(more)
 
 
 def _optional_str(body: Mapping[str, Any], key: str, errors: list[str]) -> str | None:

@@ -69,8 +69,9 @@ SKIPPED: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"^(kill|systemctl|journalctl)\b"), "acts on a daemon the reader started"),
     (re.compile(r"^source \.venv/bin/activate$"), "the test puts alertd on PATH itself"),
     (re.compile(r"^(pip|npm|go) "), "installs from a package registry"),
+    (re.compile(r"^vmalert\b"), "needs VictoriaMetrics (vmalert and a datasource)"),
 ]
-RUNNABLE = {"alertd", ".venv/bin/alertd", "redis-cli", "curl", "export", "python"}
+RUNNABLE = {"alertd", ".venv/bin/alertd", "redis-cli", "curl", "export", "python", "amtool"}
 # Commands that only read: retried until their expected output appears (the
 # daemon works asynchronously), instead of failing at the first look.
 READ_ONLY = re.compile(
@@ -98,6 +99,11 @@ curl() {
   command curl --max-time 10 "${args[@]}"
 }
 redis-cli() { command redis-cli -u "$ALERTD_REDIS_URL" "$@"; }
+amtool() {
+  local args=() a
+  for a in "$@"; do args+=("${a//localhost:9099/$ALERTD_DOC_HTTP}"); done
+  command amtool "${args[@]}"
+}
 """
 NOT_STATE = "PATH|PWD|OLDPWD|SHLVL|_|PYTEST_CURRENT_TEST|ALERTD_DOC_HTTP|ALERTD_REDIS_URL"
 

@@ -35,6 +35,7 @@ from alertd.engine.windows import SeriesWindow, WindowPlan, plan_of, series_valu
 from alertd.matchers import matches_all
 from alertd.model import Alert, Event
 from alertd.notify.routing import Router
+from alertd.posted import expire_due, is_posted
 from alertd.settings import Rule
 from alertd.storage import keys
 
@@ -281,6 +282,7 @@ class Evaluator:
         series past a threshold."""
         todo: dict[str, Rule] = {}
         orphans: list[Alert] = []
+        expiring: list[Alert] = []
         if now >= self._next_sweep:
             self._next_sweep = now + SWEEP_EVERY_S
             alerts = await self.writer.live_alerts()
@@ -288,6 +290,10 @@ class Evaluator:
             alerts = await self.writer.due(now)
         for alert in alerts:
             if alert.state == "resolved" or "self_alert" in alert.meta:  # alertd.selfalerts
+                continue
+            if is_posted(alert):  # no rule judges it: it ends at its endsAt (alertd.posted)
+                if expire_due(alert, now)[1] is Change.RESOLVED:
+                    expiring.append(alert)
                 continue
             rule = self.rules.get(alert.rule)
             if rule is None or alert.fingerprint != self._series_of(rule, alert):
@@ -302,6 +308,7 @@ class Evaluator:
                 if fp not in todo and held_severity(rule, now - newest_ts, None)[0] is not None:
                     todo[fp] = rule
         done = await self._retire(orphans, now) if orphans else []
+        done += await self._retire(expiring, now, expire_due) if expiring else []
         if todo:
             series = list(todo.items())
             windows = await self.windows.read([(rule, fp) for fp, rule in series], now)
@@ -316,16 +323,27 @@ class Evaluator:
         values = tuple(alert.labels.get(k, "") for k in rule.spec.group_by)
         return self.fingerprint_of(rule, values)
 
-    async def _retire(self, alerts: list[Alert], now: float) -> list[PendingWrite]:
-        """End alerts whose rule is gone or no longer yields their series."""
+    async def _retire(
+        self,
+        alerts: list[Alert],
+        now: float,
+        end: Callable[[Alert, float], tuple[Alert | None, Change]] = retire,
+    ) -> list[PendingWrite]:
+        """End alerts whose rule is gone or no longer yields their series (or, with
+        `end`, that end otherwise)."""
         by_fp = {a.fingerprint: a for a in alerts}
         raws = await self.writer.get_raw(list(by_fp))
         writes = []
-        for (fp, alert), raw in zip(by_fp.items(), raws, strict=True):
-            if raw is None:
+        for fp, raw in zip(by_fp, raws, strict=True):
+            # Judged as stored now: a sender may have posted the alert again since.
+            alert = Alert.from_dict(orjson.loads(raw)) if raw is not None else None
+            if alert is None or alert.state == "resolved":
                 continue
-            new, change = retire(alert, now)
-            writes.append(PendingWrite(fp, raw, new, change, alert.rule, dict(alert.labels)))
+            new, change = end(alert, now)
+            if change is not Change.NONE:
+                writes.append(
+                    PendingWrite(fp, raw or b"", new, change, alert.rule, dict(alert.labels))
+                )
         # A lost compare-and-set means someone else moved the alert: the next tick decides.
         results = await self.writer.write(writes, now) if writes else []
         done = [w for w, ok in zip(writes, results, strict=True) if ok]

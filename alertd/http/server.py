@@ -2,7 +2,8 @@
 
 Middlewares, outermost first:
     errors   every failure becomes JSON {"error", "details"}; nothing unexpected leaks
-    auth     /api/v1 only: bearer token, or with no token reads open and writes loopback-only
+    auth     /api/v1 and /api/v2: bearer token, or with no token reads open and writes
+             only from loopback or http.trusted_networks
     size     bodies over 1 MiB are refused from their Content-Length before any is read
     browser  what a web page elsewhere could make a browser send (alertd.http.browser):
              a body must be application/json, no cross-site Origin / Sec-Fetch-Site;
@@ -23,7 +24,7 @@ from aiohttp.typedefs import Handler
 from redis.exceptions import RedisError
 
 from alertd.errors import EventError, NotFoundError
-from alertd.http import health, v1
+from alertd.http import health, v1, v2
 from alertd.http.browser import allowed_hosts, browser_decision
 from alertd.http.common import (
     APP_KEY,
@@ -43,22 +44,38 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("alertd.http")
 
-API_PREFIX = "/api/v1/"
+API_PREFIXES = ("/api/v1", "/api/v2")
 SAFE_METHODS = frozenset({"GET", "HEAD"})
 SHUTDOWN_TIMEOUT_S = 5.0
 
 
-def is_loopback(remote: str | None) -> bool:
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def _address(remote: str | None) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     if not remote:
-        return False
+        return None
     try:
         addr = ipaddress.ip_address(remote.split("%", 1)[0])
     except ValueError:
-        return False
-    # A dual-stack listener sees local IPv4 clients as ::ffff:127.0.0.1.
+        return None
+    # A dual-stack listener sees IPv4 clients as ::ffff:a.b.c.d.
     if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
-        return addr.ipv4_mapped.is_loopback
-    return addr.is_loopback
+        return addr.ipv4_mapped
+    return addr
+
+
+def is_loopback(remote: str | None) -> bool:
+    addr = _address(remote)
+    return addr is not None and addr.is_loopback
+
+
+def is_trusted(remote: str | None, networks: tuple[Network, ...]) -> bool:
+    """From loopback or one of `networks` (http.trusted_networks)."""
+    addr = _address(remote)
+    if addr is None:
+        return False
+    return addr.is_loopback or any(addr in net for net in networks)
 
 
 def bearer_matches(authorization: str | None, token: str) -> bool:
@@ -68,22 +85,34 @@ def bearer_matches(authorization: str | None, token: str) -> bool:
     return hmac.compare_digest(given.strip().encode(), token.encode())
 
 
+def _is_api(path: str) -> bool:
+    return any(path == p or path.startswith(p + "/") for p in API_PREFIXES)
+
+
 def auth_decision(
-    method: str, path: str, remote: str | None, authorization: str | None, token: str
+    method: str,
+    path: str,
+    remote: str | None,
+    authorization: str | None,
+    token: str,
+    trusted: tuple[Network, ...] = (),
 ) -> Denial | None:
     """None when the request may go on; else why not. Pure, so tested directly."""
-    if not (path.startswith(API_PREFIX) or path == API_PREFIX.rstrip("/")):
+    if not _is_api(path):
         return None
     if token:
         if bearer_matches(authorization, token):
             return None
         return Denial(401, "unauthorized", ("send Authorization: Bearer <http.token>",))
-    if method.upper() in SAFE_METHODS or is_loopback(remote):
+    if method.upper() in SAFE_METHODS or is_trusted(remote, trusted):
         return None
     return Denial(
         403,
         "forbidden",
-        ("with no http.token set, only GET requests are accepted from non-loopback addresses",),
+        (
+            "with no http.token set, only GET requests are accepted from addresses"
+            " outside loopback and http.trusted_networks",
+        ),
     )
 
 
@@ -153,9 +182,14 @@ async def browser_middleware(request: web.Request, handler: Handler) -> web.Stre
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     # Read at request time: a reload may set, change or clear the token.
-    token = app_of(request).config.settings.http.token.get_secret_value()
+    http = app_of(request).config.settings.http
     denial = auth_decision(
-        request.method, request.path, request.remote, request.headers.get("Authorization"), token
+        request.method,
+        request.path,
+        request.remote,
+        request.headers.get("Authorization"),
+        http.token.get_secret_value(),
+        http.trusted,
     )
     if denial is not None:
         headers = {"WWW-Authenticate": 'Bearer realm="alertd"'} if denial.status == 401 else {}
@@ -186,6 +220,7 @@ def build_http(app: App) -> web.Application:
     http[APP_KEY] = app
     health.add_routes(http.router)
     v1.add_routes(http.router)
+    v2.add_routes(http.router)
     http.router.add_get("/api/v1/openapi.json", openapi)
     return http
 

@@ -13,6 +13,7 @@ from alertd.durations import format_duration
 from alertd.errors import EventError, NotFoundError
 from alertd.events import MAX_ARRAY, event_from_object
 from alertd.http.common import ApiError, app_of, read_json, read_object, reply
+from alertd.http.models import EmptyRequest, ReplayRequest, TestAlertRequest, V1Silences, dump
 from alertd.model import SEVERITIES, Event
 from alertd.silences import silence_from_request
 
@@ -153,7 +154,7 @@ async def list_silences(request: web.Request) -> web.Response:
     views = [s.to_api(now) for s in await app.silences.list(now)]
     if status:
         views = [v for v in views if v["status"] == status]
-    return reply({"silences": views})
+    return reply(dump(V1Silences.model_validate({"silences": views})))
 
 
 async def create_silence(request: web.Request) -> web.Response:
@@ -194,7 +195,7 @@ def _channel_names(raw: object) -> list[str] | None:
 
 async def post_test_alert(request: web.Request) -> web.Response:
     app = app_of(request)
-    body = await read_object(request, frozenset({"channel", "severity"}))
+    body = await read_object(request, frozenset(TestAlertRequest.model_fields))
     names = _channel_names(body.get("channel"))
     severity = body.get("severity", "critical")
     if severity not in ops.TEST_SEVERITIES:
@@ -221,7 +222,7 @@ def _reload_details(app: App, error: str) -> list[str]:
 
 async def reload(request: web.Request) -> web.Response:
     app = app_of(request)
-    await read_object(request, frozenset())
+    await read_object(request, frozenset(EmptyRequest.model_fields))
     error = await app.reload()
     if error is not None:
         raise ApiError(400, "reload failed", _reload_details(app, error))
@@ -253,7 +254,7 @@ async def list_dead_letters(request: web.Request) -> web.Response:
 
 async def replay_dead_letters(request: web.Request) -> web.Response:
     app = app_of(request)
-    body = await read_object(request, frozenset({"ids"}))
+    body = await read_object(request, frozenset(ReplayRequest.model_fields))
     ids = body.get("ids")
     if ids is not None:
         if not isinstance(ids, list) or not ids or not all(isinstance(i, str) for i in ids):
