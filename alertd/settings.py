@@ -29,8 +29,8 @@ from pydantic import (
     model_validator,
 )
 
-from alertd.channels import CHANNEL_TYPES
 from alertd.channels.base import ChannelConfig, StrictModel
+from alertd.channels.registry import CONFIG_MODELS, parse_channel_config
 from alertd.durations import Duration
 from alertd.errors import ConfigError, ConfigErrors
 from alertd.matchers import Matcher, parse_matchers
@@ -452,13 +452,23 @@ def _submodel(model: type[BaseModel], loc: tuple[int | str, ...]) -> type[BaseMo
 
 
 def validation_errors(
-    exc: ValidationError, model: type[BaseModel], file: str, context: str = ""
+    exc: ValidationError,
+    model: type[BaseModel],
+    file: str,
+    context: str = "",
+    tag: str | None = None,
 ) -> list[ConfigError]:
-    """One ConfigError per pydantic error, naming the file, the key and near misses."""
+    """One ConfigError per pydantic error, naming the file, the key and near misses.
+
+    `tag`: the discriminator value when `model` was validated as a member of a tagged
+    union, whose errors start with it.
+    """
     out = []
     where = f" {context}" if context else ""
     for err in exc.errors():
         loc = tuple(err["loc"])
+        if tag is not None and loc[:1] == (tag,):
+            loc = loc[1:]
         key = ".".join(str(p) for p in loc) or "(top level)"
         if err["type"] == "extra_forbidden":
             owner = _submodel(model, loc)
@@ -588,10 +598,10 @@ def _load_channels(
             errors.append(ConfigError("must be a table", file=shown, key=label))
             continue
         kind = body.get("type")
-        cls = CHANNEL_TYPES.get(str(kind))
-        if cls is None:
-            known = ", ".join(sorted(CHANNEL_TYPES))
-            close = difflib.get_close_matches(str(kind), list(CHANNEL_TYPES), n=1)
+        model = CONFIG_MODELS.get(str(kind))
+        if model is None:
+            known = ", ".join(sorted(CONFIG_MODELS))
+            close = difflib.get_close_matches(str(kind), list(CONFIG_MODELS), n=1)
             hint = f"; did you mean '{close[0]}'?" if close else ""
             errors.append(
                 ConfigError(
@@ -602,12 +612,12 @@ def _load_channels(
             )
             continue
         try:
-            result[name] = cls.config_model.model_validate(body)
+            result[name] = parse_channel_config(body)
             origin[name] = shown
         except ValidationError as exc:
-            errors.extend(validation_errors(exc, cls.config_model, shown, label))
+            errors.extend(validation_errors(exc, model, shown, label, tag=str(kind)))
     if "log" not in result:
-        result["log"] = CHANNEL_TYPES["log"].config_model.model_validate({"type": "log"})
+        result["log"] = parse_channel_config({"type": "log"})
         origin["log"] = "(built in)"
     return result, origin, errors, files
 
