@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -63,3 +64,26 @@ class TestChannelFileErrors:
         assert isinstance(errors, ConfigErrors)
         assert "unknown channel type" in str(errors)
         assert "webhook" in str(errors)
+
+
+class TestShippedExamples:
+    """Every commented example in channels/examples.toml loads once uncommented."""
+
+    def test_examples_validate(self, tmp_path: Path) -> None:
+        shipped = Path(__file__).parent.parent / "channels" / "examples.toml"
+        toml = "\n".join(
+            line[2:]
+            for line in shipped.read_text().splitlines()
+            if re.match(r"^# (\[|[a-z_]+ = )", line)
+        )
+        env = {
+            name: "https://example.com/x" if "URL" in name else "value-of-" + name
+            for name in re.findall(r"\$\{([A-Z_]+)", toml)
+        }
+        env["OPS_HOOK_SECRET"] = "whsec_c2VjcmV0LWtleQ=="
+        (tmp_path / "channels").mkdir()
+        (tmp_path / "channels" / "examples.toml").write_text(toml)
+        (tmp_path / "alertd.toml").write_text("")
+        config = load_config(tmp_path / "alertd.toml", env=env)
+        kinds = {c.type for c in config.channels.values()}
+        assert set(CONFIG_MODELS) == kinds

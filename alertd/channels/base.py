@@ -23,6 +23,15 @@ from alertd.durations import Duration
 from alertd.errors import DeliveryError
 from alertd.model import Notification
 from alertd.notify.retry import http_failure
+from alertd.redact import redact
+
+
+def http_url(value: str, key: str) -> str:
+    """`value` when it is an http(s) URL; ValueError naming `key` (never the value: it
+    may be a credential) otherwise."""
+    if not value.startswith(("http://", "https://")):
+        raise ValueError(f"{key} must start with http:// or https://")
+    return value
 
 
 class StrictModel(BaseModel):
@@ -116,9 +125,7 @@ class Channel(abc.ABC, Generic[C]):
             ) as resp:
                 text = await resp.text(errors="replace")
                 if not 200 <= resp.status < 300:
-                    raise http_failure(
-                        self.name, resp.status, text, resp.headers.get("Retry-After")
-                    )
+                    raise self.rejected(resp.status, text, resp.headers.get("Retry-After"))
                 return resp.status, text
         except TimeoutError:
             raise DeliveryError("timed out", channel=self.name, retryable=True) from None
@@ -127,6 +134,26 @@ class Channel(abc.ABC, Generic[C]):
             raise DeliveryError(
                 f"connection failed: {type(exc).__name__}", channel=self.name, retryable=True
             ) from None
+
+    def rejected(self, status: int, text: str, retry_after: str | None) -> DeliveryError:
+        """The classified error for a non-2xx answer, with the service's own reason and
+        retry hint (see `reason`, `retry_after_s`) and no secret in it."""
+        hint = self.retry_after_s(status, text)
+        exc = http_failure(self.name, status, self.reason(text), retry_after)
+        return DeliveryError(
+            redact(exc.message, self.secrets()),
+            channel=self.name,
+            retryable=exc.retryable,
+            retry_after_s=hint if hint is not None else exc.retry_after_s,
+        )
+
+    def reason(self, text: str) -> str:
+        """The service's reason in an error answer's body; the body itself by default."""
+        return text
+
+    def retry_after_s(self, status: int, text: str) -> float | None:
+        """A retry hint the service puts in the body (Discord, Telegram); None: the header's."""
+        return None
 
     def describe(self) -> dict[str, Any]:
         """A secret-free summary for the API and `alertd check`."""

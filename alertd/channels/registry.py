@@ -13,9 +13,14 @@ from typing import Annotated, Any, Union
 from pydantic import Field, TypeAdapter
 
 from alertd.channels.base import Channel, ChannelConfig
+from alertd.channels.discord import DiscordChannel
 from alertd.channels.email import EmailChannel
 from alertd.channels.log import LogChannel
+from alertd.channels.opsgenie import OpsgenieChannel
+from alertd.channels.pagerduty import PagerDutyChannel
 from alertd.channels.slack import SlackChannel
+from alertd.channels.teams import TeamsChannel
+from alertd.channels.telegram import TelegramChannel
 from alertd.channels.webhook import WebhookChannel
 
 CHANNELS: tuple[type[Channel[Any]], ...] = (
@@ -23,6 +28,11 @@ CHANNELS: tuple[type[Channel[Any]], ...] = (
     WebhookChannel,
     EmailChannel,
     SlackChannel,
+    PagerDutyChannel,
+    OpsgenieChannel,
+    TeamsChannel,
+    DiscordChannel,
+    TelegramChannel,
 )
 
 CHANNEL_TYPES: dict[str, type[Channel[Any]]] = {cls.channel_type: cls for cls in CHANNELS}

@@ -19,8 +19,11 @@ from pydantic import ConfigDict, Field, SecretStr, field_validator
 from redis.exceptions import RedisError
 
 from alertd.channels.base import Channel, ChannelConfig
+from alertd.channels.text import format_value as _format_value
+from alertd.channels.text import notification_title as slack_title
+from alertd.channels.text import severity_rank as _severity_rank
 from alertd.errors import DeliveryError
-from alertd.model import SEVERITIES, Alert, Notification
+from alertd.model import Alert, Notification
 from alertd.redact import redact
 
 log = structlog.get_logger("alertd.channels.slack")
@@ -79,27 +82,6 @@ def _truncate(text: str, limit: int) -> str:
     if amp != -1 and ";" not in cut[amp:]:
         cut = cut[:amp]
     return cut + ELLIPSIS
-
-
-def _severity_rank(severity: str) -> int:
-    return SEVERITIES.index(severity) if severity in SEVERITIES else -1
-
-
-def _format_value(value: float | None) -> str:
-    if value is None:
-        return "n/a"
-    if value.is_integer() and abs(value) < 1e15:
-        return str(int(value))
-    return f"{value:.6g}"
-
-
-def slack_title(n: Notification) -> str:
-    """The one-line summary, e.g. "[FIRING:2] HighErrorRate (critical)"."""
-    names = list(dict.fromkeys(a.alertname for a in n.alerts))
-    name = n.group_labels.get("alertname") or ", ".join(names) or n.receiver
-    if n.status == "resolved":
-        return f"[RESOLVED] {name}"
-    return f"[FIRING:{len(n.firing)}] {name} ({n.severity})"
 
 
 def _runbook_link(url: str) -> str:
