@@ -30,7 +30,9 @@ from pydantic import (
 )
 
 from alertd.channels.base import ChannelConfig, StrictModel
+from alertd.channels.payload import template_data
 from alertd.channels.registry import CONFIG_MODELS, parse_channel_config
+from alertd.channels.templating import TemplateFailure, check_template, sample_notification
 from alertd.durations import Duration
 from alertd.errors import ConfigError, ConfigErrors
 from alertd.matchers import Matcher, parse_matchers
@@ -619,7 +621,32 @@ def _load_channels(
     if "log" not in result:
         result["log"] = parse_channel_config({"type": "log"})
         origin["log"] = "(built in)"
+    errors += _load_templates(result, origin, base)
     return result, origin, errors, files
+
+
+def _load_templates(
+    channels: dict[str, ChannelConfig], origin: Mapping[str, str], base: Path
+) -> list[ConfigError]:
+    """Point each channel's `template` at its file (relative to the config's folder) and
+    render it on a sample notification: a template that would fail is a load error,
+    naming the template's file and line."""
+    errors = []
+    data = template_data(sample_notification(), "http://alertd.example.com:9099")
+    for name, cfg in list(channels.items()):
+        if cfg.template is None or cfg.template_form is None:
+            continue
+        path = Path(cfg.template) if os.path.isabs(cfg.template) else base / cfg.template
+        try:
+            check_template(path, cfg.template, cfg.template_form, data)
+        except TemplateFailure as exc:
+            where = f"{origin.get(name, '')} channel {name}".strip()
+            errors.append(ConfigError(str(exc), file=where, key="template"))
+            continue
+        # Not in `files` (the watched ones): an edited template is taken on SIGHUP or
+        # POST /api/v1/reload, where its new mtime makes the channel be rebuilt.
+        channels[name] = cfg.with_template_file(str(path), path.stat().st_mtime)
+    return errors
 
 
 def _unknown_channel(name: str, channels: Mapping[str, ChannelConfig]) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -81,9 +82,12 @@ class TestShippedExamples:
             for name in re.findall(r"\$\{([A-Z_]+)", toml)
         }
         env["OPS_HOOK_SECRET"] = "whsec_c2VjcmV0LWtleQ=="
+        shutil.copytree(shipped.parent.parent / "templates", tmp_path / "templates")
         (tmp_path / "channels").mkdir()
         (tmp_path / "channels" / "examples.toml").write_text(toml)
         (tmp_path / "alertd.toml").write_text("")
         config = load_config(tmp_path / "alertd.toml", env=env)
         kinds = {c.type for c in config.channels.values()}
         assert set(CONFIG_MODELS) == kinds
+        templated = sorted(c.type for c in config.channels.values() if c.template)
+        assert ["email", "slack", "telegram", "webhook"] == templated

@@ -12,13 +12,21 @@ import abc
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
+from pathlib import Path
 from typing import Any, ClassVar, Generic, TypeVar
 
 import aiohttp
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 from redis.asyncio import Redis
 
 from alertd import __version__
+from alertd.channels.payload import template_data
+from alertd.channels.templating import (
+    ESCAPED_FORMS,
+    ChannelTemplate,
+    TemplateFailure,
+    load_template,
+)
 from alertd.durations import Duration
 from alertd.errors import DeliveryError
 from alertd.model import Notification
@@ -60,11 +68,29 @@ class RetryConfig(StrictModel):
 class ChannelConfig(StrictModel):
     """Keys every channel type takes (SPEC section 5)."""
 
+    # How this type uses a `template` (alertd.channels.templating.FORMS); None: it takes none.
+    template_form: ClassVar[str | None] = None
+
     type: str
     enabled: bool = True
     send_resolved: bool | None = None  # None: the route's send_resolved
     fallback: str | None = None
     retry: RetryConfig = RetryConfig()
+    template: str | None = None  # as written: relative to the config file's folder
+    # The file, found by `settings` (which knows the folder), and its mtime: an edited
+    # template makes the config differ, so a reload rebuilds the channel with it.
+    _template_file: tuple[str, float] | None = PrivateAttr(default=None)
+
+    def with_template_file(self, path: str, mtime: float) -> ChannelConfig:
+        copy = self.model_copy()
+        copy._template_file = (path, mtime)
+        return copy
+
+    @model_validator(mode="after")
+    def _takes_template(self) -> ChannelConfig:
+        if self.template is not None and self.template_form is None:
+            raise ValueError(f"a channel of type '{self.type}' takes no template")
+        return self
 
     def secret_values(self) -> list[str]:
         """Plain values of this config's secrets, to scrub from errors and logs."""
@@ -101,6 +127,27 @@ class Channel(abc.ABC, Generic[C]):
         self.name = name
         self.config = config
         self.ctx = ctx
+        self._template: ChannelTemplate | None = None
+
+    def rendered(self, n: Notification, block: str | None = None, html: bool = False) -> str | None:
+        """The channel's template rendered for `n` (one `block` of it, or the whole), or
+        None without a template. A template that fails is a permanent DeliveryError: it
+        fails the same way on every attempt."""
+        cfg = self.config
+        if cfg.template is None:
+            return None
+        try:
+            if self._template is None:
+                path = Path(cfg._template_file[0] if cfg._template_file else cfg.template)
+                escaped = cfg.template_form in ESCAPED_FORMS
+                self._template = load_template(path, cfg.template, escaped=escaped)
+            if block is not None and block not in self._template.blocks:
+                return None
+            data = template_data(n, self.ctx.external_url)
+            # Template lines leave blank lines and indentation at the edges: not content.
+            return self._template.render(data, block, html).strip()
+        except TemplateFailure as exc:
+            raise DeliveryError(f"template {exc}", channel=self.name, retryable=False) from None
 
     @abc.abstractmethod
     async def send(self, notification: Notification) -> None:

@@ -37,6 +37,8 @@ _MARKDOWN = str.maketrans({c: f"\\{c}" for c in "\\*_~|`>[]"})
 class DiscordConfig(ChannelConfig):
     model_config = ConfigDict(hide_input_in_errors=True)
 
+    template_form: ClassVar[str | None] = "text"
+
     type: Literal["discord"] = "discord"
     webhook_url: SecretStr
     username: str | None = Field(default=None, min_length=1, max_length=MAX_USERNAME)
@@ -109,7 +111,8 @@ class DiscordChannel(Channel[DiscordConfig]):
     config_model: ClassVar[type[ChannelConfig]] = DiscordConfig
 
     async def send(self, notification: Notification) -> None:
-        body = orjson.dumps(discord_message(notification, self.config))
+        text = self.rendered(notification)
+        body = orjson.dumps(discord_message(notification, self.config, text))
         await self.post_json(self.config.webhook_url.get_secret_value(), body)
 
     def reason(self, text: str) -> str:

@@ -15,6 +15,7 @@ import orjson
 from pydantic import ConfigDict, SecretStr, field_validator
 
 from alertd.channels.base import Channel, ChannelConfig, http_url
+from alertd.channels.templating import blocks_or_text
 from alertd.channels.text import (
     alert_status,
     by_importance,
@@ -35,6 +36,8 @@ CARD = "application/vnd.microsoft.card.adaptive"
 
 class TeamsConfig(ChannelConfig):
     model_config = ConfigDict(hide_input_in_errors=True)
+
+    template_form: ClassVar[str | None] = "text"
 
     type: Literal["teams"] = "teams"
     webhook_url: SecretStr
@@ -134,7 +137,11 @@ class TeamsChannel(Channel[TeamsConfig]):
     config_model: ClassVar[type[ChannelConfig]] = TeamsConfig
 
     async def send(self, notification: Notification) -> None:
-        body = orjson.dumps(card_message(notification))
+        text = self.rendered(notification)
+        items = None
+        if text is not None:
+            items = blocks_or_text(text) or [{"type": "TextBlock", "text": text, "wrap": True}]
+        body = orjson.dumps(card_message(notification, items))
         await self.post_json(self.config.webhook_url.get_secret_value(), body)
 
     def reason(self, text: str) -> str:

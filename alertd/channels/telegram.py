@@ -32,6 +32,8 @@ MAX_TEXT = 4096  # characters after entity parsing; the markup alertd adds only 
 class TelegramConfig(ChannelConfig):
     model_config = ConfigDict(hide_input_in_errors=True)
 
+    template_form: ClassVar[str | None] = "html"
+
     type: Literal["telegram"] = "telegram"
     bot_token: SecretStr
     chat_id: int | str
@@ -116,7 +118,8 @@ class TelegramChannel(Channel[TelegramConfig]):
     async def send(self, notification: Notification) -> None:
         cfg = self.config
         url = f"{cfg.api_url}/bot{cfg.bot_token.get_secret_value()}/sendMessage"
-        await self.post_json(url, orjson.dumps(send_message_body(notification, cfg)))
+        text = self.rendered(notification, html=True)
+        await self.post_json(url, orjson.dumps(send_message_body(notification, cfg, text)))
 
     def reason(self, text: str) -> str:
         try:
