@@ -34,6 +34,7 @@ from alertd.logs import SCRUBBER
 from alertd.metrics import Metrics
 from alertd.model import Event
 from alertd.notify.dispatcher import Dispatcher, Runtime
+from alertd.notify.history import History
 from alertd.notify.outbox import Outbox
 from alertd.notify.workers import ChannelWorkers
 from alertd.ops import build_channels
@@ -109,6 +110,13 @@ class App:
             self.consumer_name,
             s.daemon.claim_idle.total_seconds(),
         )
+        # Notification history: queued by the dispatcher, outcomes by the workers.
+        self.history = History(
+            self.redis,
+            self.prefix,
+            lambda: self.config.settings.notify.history_retention.total_seconds(),
+        )
+        self.dispatcher.history = self.workers.history = self.history
         self.stopping = asyncio.Event()
         self.started_at = time.time()
         self.last_reload_error: str | None = None

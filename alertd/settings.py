@@ -271,6 +271,7 @@ class NotifySettings(StrictModel):
     repeat_interval: Duration = timedelta(hours=4)
     send_resolved: bool = True
     resolve_silenced: bool = True
+    history_retention: Duration = timedelta(days=7)  # GET /api/v1/notifications
 
 
 class RouteSettings(StrictModel):

@@ -182,6 +182,30 @@ SCHEMAS: dict[str, Schema] = {
         },
         ["id", "source", "reason", "at"],
     ),
+    "Notification": _obj(
+        {
+            "id": STR,
+            "channel": STR,
+            "groupKey": STR,
+            "reason": STR,
+            "status": {"type": "string", "enum": ["firing", "resolved"]},
+            "alerts": {"type": "integer"},
+            "fingerprints": {"type": "array", "items": STR},
+            "outcome": {
+                "type": "string",
+                "enum": ["pending", "delivered", "dead-lettered", "held"],
+            },
+            "attempts": {"type": "integer"},
+            "last_error": STR,
+            "queued_at": TIME,
+            "delivered_at": {**TIME, "nullable": True},
+            "digest": STR,
+        },
+        [
+            *("id", "channel", "groupKey", "reason", "status", "alerts", "fingerprints"),
+            *("outcome", "attempts", "last_error", "queued_at", "delivered_at"),
+        ],
+    ),
     "ReplayRequest": _obj(
         {"ids": {"type": "array", "items": STR, "minItems": 1}}, additionalProperties=False
     ),
@@ -487,6 +511,43 @@ def _paths() -> dict[str, Schema]:
                             ["dead_letters"],
                         ),
                         "the dead letters",
+                    ),
+                    **_errors(*READ_ERRORS),
+                },
+            }
+        },
+        "/api/v1/notifications": {
+            "get": {
+                "summary": "Notification history, newest first (kept notify.history_retention)",
+                "parameters": [
+                    _query("channel", STR, "only this channel's"),
+                    _query(
+                        "outcome",
+                        {
+                            "type": "string",
+                            "enum": ["pending", "delivered", "dead-lettered", "held"],
+                        },
+                        "only those with this outcome",
+                    ),
+                    _query("fingerprint", STR, "only those that carried this alert"),
+                    _query(
+                        "since",
+                        STR,
+                        "only those queued since: RFC 3339, unix seconds, or a duration ago (1h)",
+                    ),
+                    _query(
+                        "limit",
+                        {"type": "integer", "minimum": 1, "maximum": 10000, "default": 100},
+                        "at most this many",
+                    ),
+                ],
+                "responses": {
+                    "200": _json(
+                        _obj(
+                            {"notifications": {"type": "array", "items": ref("Notification")}},
+                            ["notifications"],
+                        ),
+                        "the notifications",
                     ),
                     **_errors(*READ_ERRORS),
                 },

@@ -48,6 +48,7 @@ from alertd.alerts import AlertStore
 from alertd.channels.base import ChannelConfig
 from alertd.inhibit import Inhibitor, InhibitRule
 from alertd.model import Alert, Notification, NotifyReason, new_id
+from alertd.notify.history import History
 from alertd.notify.outbox import Outbox
 from alertd.notify.routing import RoutePolicy, Router, routing_digest
 from alertd.settings import Config
@@ -535,6 +536,7 @@ class Dispatcher:
         self._inhibitor: _InhibitorCache | None = None
         self._routes: tuple[Runtime, bytes] | None = None  # the claim's route -> channels
         self.notifications_created = 0
+        self.history: History | None = None
 
     def nflog_key(self, channel: str, gid: str) -> str:
         return f"{self.prefix}nflog:{channel}:{gid}"
@@ -715,6 +717,7 @@ class Dispatcher:
         args: list[Any] = [self.prefix, token, repr(now), NFLOG_TTL_S, groups]
         results = await self._commit(keys=[self.store.due_key], args=args)
         queued = 0
+        told: list[Notification] = []
         for i, p in enumerate(plans):
             status, n = results[2 * i], results[2 * i + 1]
             if status == -1:
@@ -726,6 +729,9 @@ class Dispatcher:
                 for notice in p.notices:
                     if notice.notification is not None:
                         self._log_queued(notice.notification)
+                        told.append(notice.notification)
+        if self.history is not None:
+            await self.history.queued(told)
         self.notifications_created += queued
         return queued
 

@@ -37,6 +37,7 @@ from alertd.deadletters import DeadLetters
 from alertd.metrics import Metrics
 from alertd.model import Alert, Notification, NotifyReason, fingerprint, new_id
 from alertd.notify.delivery import DeliveryResult, deliver
+from alertd.notify.history import History
 from alertd.notify.outbox import Entry, Outbox
 from alertd.notify.retry import Outcome
 
@@ -128,6 +129,7 @@ class ChannelWorkers:
     channels: dict[str, Channel[Any]] = field(default_factory=dict)
     health: dict[str, ChannelHealth] = field(default_factory=dict)
     clock: Callable[[], float] = time.time
+    history: History | None = None
     _tasks: dict[str, list[asyncio.Task[None]]] = field(default_factory=dict)
     _busy: set[asyncio.Task[Any]] = field(default_factory=set)
     _retired: set[asyncio.Task[None]] = field(default_factory=set)
@@ -454,6 +456,8 @@ class ChannelWorkers:
             latency_ms=round(result.latency_ms, 1),
         )
         failing = await self._record(name, entry_id, delivered=True)
+        if self.history is not None:
+            await self.history.record(n, "delivered", delivered_at=time.time())
         if failing:
             await self._resolve_failing(name, failing)
 
@@ -474,6 +478,9 @@ class ChannelWorkers:
         fields = self.dead.notification_fields(n, name, reason, result.error)
         follow = self._fallback_of(channel, n)
         reply = await self._record(name, entry_id, dead=fields, follow=follow, delivered=False)
+        if self.history is not None:
+            await self.history.record(n, "dead-lettered", last_error=result.error)
+            await self.history.queued([follow] if follow is not None else [])
         # The count is shared by the replicas; failures finishing together report out of order.
         count = int(reply) if reply is not None else health.consecutive_failures + 1
         health.consecutive_failures = max(health.consecutive_failures, count)
