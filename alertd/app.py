@@ -36,6 +36,7 @@ from alertd.model import Event
 from alertd.notify.dispatcher import Dispatcher, Runtime
 from alertd.notify.history import History
 from alertd.notify.outbox import Outbox
+from alertd.notify.ratelimit import RateLimiter
 from alertd.notify.workers import ChannelWorkers
 from alertd.ops import build_channels
 from alertd.redisconn import without_write_tasks
@@ -117,6 +118,10 @@ class App:
             lambda: self.config.settings.notify.history_retention.total_seconds(),
         )
         self.dispatcher.history = self.workers.history = self.history
+        self.limiter = RateLimiter(
+            self.redis, self.prefix, self.outbox, lambda: self.channels, self.metrics, self.history
+        )
+        self.workers.limiter = self.limiter
         self.stopping = asyncio.Event()
         self.started_at = time.time()
         self.last_reload_error: str | None = None
@@ -164,6 +169,7 @@ class App:
         self._tasks = [
             asyncio.create_task(self.consumer.run(self.stopping), name="consumer"),
             asyncio.create_task(self.dispatcher.run(self.stopping), name="dispatcher"),
+            asyncio.create_task(self.limiter.run(self.stopping), name="digests"),
         ]
         sched = AsyncIOScheduler()
         d = self.config.settings.daemon

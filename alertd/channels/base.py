@@ -27,7 +27,7 @@ from alertd.channels.templating import (
     TemplateFailure,
     load_template,
 )
-from alertd.durations import Duration
+from alertd.durations import Duration, format_duration
 from alertd.errors import DeliveryError
 from alertd.model import Notification
 from alertd.notify.retry import http_failure
@@ -65,6 +65,32 @@ class RetryConfig(StrictModel):
         return self
 
 
+class RateLimit(StrictModel):
+    """`rate_limit = "20/1m"`: at most `count` notifications per `period`."""
+
+    count: int = Field(ge=1, le=100_000)
+    period: Duration
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_text(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        count, sep, period = value.partition("/")
+        if not sep or not count.strip().isdigit():
+            raise ValueError(f"rate_limit {value!r} must be COUNT/DURATION, e.g. '20/1m'")
+        return {"count": int(count), "period": period.strip()}
+
+    @model_validator(mode="after")
+    def _positive(self) -> RateLimit:
+        if self.period <= timedelta(0):
+            raise ValueError("rate_limit period must be positive")
+        return self
+
+    def __str__(self) -> str:
+        return f"{self.count}/{format_duration(self.period)}"
+
+
 class ChannelConfig(StrictModel):
     """Keys every channel type takes (SPEC section 5)."""
 
@@ -77,6 +103,7 @@ class ChannelConfig(StrictModel):
     fallback: str | None = None
     retry: RetryConfig = RetryConfig()
     template: str | None = None  # as written: relative to the config file's folder
+    rate_limit: RateLimit | None = None  # over it: held, then sent as one digest
     # The file, found by `settings` (which knows the folder), and its mtime: an edited
     # template makes the config differ, so a reload rebuilds the channel with it.
     _template_file: tuple[str, float] | None = PrivateAttr(default=None)

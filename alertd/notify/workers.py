@@ -39,6 +39,7 @@ from alertd.model import Alert, Notification, NotifyReason, fingerprint, new_id
 from alertd.notify.delivery import DeliveryResult, deliver
 from alertd.notify.history import History
 from alertd.notify.outbox import Entry, Outbox
+from alertd.notify.ratelimit import RateLimiter
 from alertd.notify.retry import Outcome
 
 log = structlog.get_logger("alertd.workers")
@@ -130,6 +131,7 @@ class ChannelWorkers:
     health: dict[str, ChannelHealth] = field(default_factory=dict)
     clock: Callable[[], float] = time.time
     history: History | None = None
+    limiter: RateLimiter | None = None
     _tasks: dict[str, list[asyncio.Task[None]]] = field(default_factory=dict)
     _busy: set[asyncio.Task[Any]] = field(default_factory=set)
     _retired: set[asyncio.Task[None]] = field(default_factory=set)
@@ -358,6 +360,9 @@ class ChannelWorkers:
             self._bound(name, n).warning("notification dead-lettered", error=error)
             fields = self.dead.notification_fields(n, name, "channel unavailable", error)
             await self._record(name, entry_id, dead=fields)
+            return
+        if self.limiter is not None and not await self.limiter.admit(channel, n):
+            await self._record(name, entry_id)  # held in Redis for a digest: leaves the outbox
             return
         result = await self._deliver_held(channel, held, n)
         if result is None:
