@@ -16,6 +16,7 @@ a Redis error here is logged and the record is skipped.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -36,6 +37,7 @@ OUTCOMES: tuple[str, ...] = ("pending", "held", "delivered", "dead-lettered")
 MAX_RECORDS = 200_000
 TRIM_EVERY_S = 1.0
 TRIM_BATCH = 1000
+WRITE_CHUNK = 500  # records per script call
 MAX_SCAN = 100_000  # records looked at by one list() with filters
 
 
@@ -129,6 +131,9 @@ class History:
         self.clock = clock
         self._trimmed_at = 0.0
         self._write = redis.register_script(WRITE_LUA)
+        # Records written together: outcomes finishing close together share a round trip.
+        self._batch: list[tuple[Notification, dict[str, Any]]] = []
+        self._writer: asyncio.Task[None] | None = None
 
     async def record(self, n: Notification, outcome: Outcome, **fields: Any) -> None:
         await self.record_many([(n, record_of(n, outcome, **fields))])
@@ -137,18 +142,32 @@ class History:
         await self.record_many([(n, record_of(n, outcome)) for n in ns])
 
     async def record_many(self, items: Sequence[tuple[Notification, dict[str, Any]]]) -> None:
-        """Write records, one round trip; never raises for Redis."""
+        """Write records, joined with those other tasks write at the same moment; returns
+        once they are written (or given up: never raises for Redis)."""
         if not items:
             return
-        args: list[Any] = []
-        for n, rec in items:
-            args += [member(n.receiver, n.id), repr(n.created_at), RANK[rec["outcome"]]]
-            args.append(orjson.dumps(rec))
+        self._batch.extend(items)
+        if self._writer is None:
+            self._writer = asyncio.create_task(self._write_batch())
+        # Shielded: a cancelled caller (shutdown) does not cancel the others' records.
+        await asyncio.shield(self._writer)
+
+    async def _write_batch(self) -> None:
+        await asyncio.sleep(0)  # let the outcomes finishing in this loop turn join
+        items, self._batch = self._batch, []
+        self._writer = None
         try:
-            await self._write(keys=[self.keys.records, self.keys.index], args=args)
+            for start in range(0, len(items), WRITE_CHUNK):
+                args: list[Any] = []
+                for n, rec in items[start : start + WRITE_CHUNK]:
+                    args += [member(n.receiver, n.id), repr(n.created_at), RANK[rec["outcome"]]]
+                    args.append(orjson.dumps(rec))
+                await self._write(keys=[self.keys.records, self.keys.index], args=args)
             await self._trim()
         except RedisError as exc:
             log.warning("notification history not written", error=type(exc).__name__)
+        except Exception:  # history is a record of delivery, never a reason for it to fail
+            log.exception("notification history not written")
 
     async def _trim(self) -> None:
         """Drop records past retention, and the oldest beyond MAX_RECORDS."""
