@@ -27,8 +27,12 @@ type = "pagerduty"
 routing_key = "not-a-32-character-key"
 url = "{pagerduty}"
 fallback = "hook"
+[channels.quiet]
+type = "webhook"
+url = "{receiver}/quiet"
+rate_limit = "1/1h"
 """
-ROUTE = '\n[[routes]]\nchannels = ["hook", "pager"]\n'
+ROUTE = '\n[[routes]]\nchannels = ["hook", "pager", "quiet"]\n'
 LABELS = {"alertname": "QueueBacklog", "service": "billing", "queue": "emails"}
 
 
@@ -41,7 +45,7 @@ async def api(app: Any, query: str = "") -> tuple[int, Any]:
 class TestEndToEnd:
     """Every notification of a run is listed, newest first, with what became of it."""
 
-    async def test_delivered_dead_lettered_and_fallback_copies(
+    async def test_delivered_dead_lettered_held_and_fallback_copies(
         self, daemons: DaemonFactory, redis: aioredis.Redis, receiver: Receiver, services: Services
     ) -> None:
         channels = CHANNELS.format(receiver=receiver.url, pagerduty=services.pagerduty)
@@ -56,7 +60,7 @@ class TestEndToEnd:
         async def settled() -> Any:
             status, body = await api(app)
             done = [n for n in body["notifications"] if n["outcome"] != "pending"]
-            return body if status == 200 and len(done) == 6 else None
+            return body if status == 200 and len(done) == 8 else None
 
         body = await wait_for(settled, timeout_s=20)
         got = sorted((n["channel"], n["status"], n["outcome"]) for n in body["notifications"])
@@ -67,6 +71,8 @@ class TestEndToEnd:
             ("hook", "resolved", "delivered"),
             ("pager", "firing", "dead-lettered"),
             ("pager", "resolved", "dead-lettered"),
+            ("quiet", "firing", "delivered"),
+            ("quiet", "resolved", "held"),  # over its 1/1h rate limit
         ] == got
         queued = [n["queued_at"] for n in body["notifications"]]
         assert sorted(queued, reverse=True) == queued
@@ -80,10 +86,13 @@ class TestEndToEnd:
 
         assert 2 == len((await api(app, "?channel=pager"))[1]["notifications"])
         assert 2 == len((await api(app, "?outcome=dead-lettered"))[1]["notifications"])
-        assert 6 == len((await api(app, f"?fingerprint={fp}"))[1]["notifications"])
+        assert 8 == len((await api(app, f"?fingerprint={fp}"))[1]["notifications"])
+        assert ["quiet"] == [
+            n["channel"] for n in (await api(app, "?outcome=held"))[1]["notifications"]
+        ]
         assert 0 == len((await api(app, "?fingerprint=0000"))[1]["notifications"])
         assert 0 == len((await api(app, "?since=2099-01-01T00:00:00Z"))[1]["notifications"])
-        assert 6 == len((await api(app, "?since=1h"))[1]["notifications"])
+        assert 8 == len((await api(app, "?since=1h"))[1]["notifications"])
 
         cli = await asyncio.to_thread(
             alertd, "notifications", "--config", str(config), "--json", cwd=config.parent
