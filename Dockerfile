@@ -55,6 +55,7 @@ WORKDIR /etc/alertd
 COPY alertd.toml ./
 COPY rules/ ./rules/
 COPY channels/ ./channels/
+COPY templates/ ./templates/
 
 # ALERTD_HTTP_LISTEN overrides http.listen: the shipped default (127.0.0.1)
 # would be unreachable from outside the container.

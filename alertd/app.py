@@ -35,7 +35,9 @@ from alertd.logthrottle import ThrottledLog
 from alertd.metrics import Metrics
 from alertd.model import Event
 from alertd.notify.dispatcher import Dispatcher, Runtime
+from alertd.notify.history import History
 from alertd.notify.outbox import Outbox
+from alertd.notify.ratelimit import RateLimiter
 from alertd.notify.workers import ChannelWorkers
 from alertd.ops import build_channels
 from alertd.ownership import Ownership
@@ -152,6 +154,17 @@ class App:
             # taken over within `takeover`.
             min(s.daemon.claim_idle, s.daemon.takeover).total_seconds(),
         )
+        # Notification history: queued by the dispatcher, outcomes by the workers.
+        self.history = History(
+            self.redis,
+            self.prefix,
+            lambda: self.config.settings.notify.history_retention.total_seconds(),
+        )
+        self.dispatcher.history = self.workers.history = self.history
+        self.limiter = RateLimiter(
+            self.redis, self.prefix, self.outbox, lambda: self.channels, self.metrics, self.history
+        )
+        self.workers.limiter = self.limiter
         self.stopping = asyncio.Event()
         self.replication = Replication(
             self.redis, self.prefix, s.redis.wait_replicas, self.stopping
@@ -217,6 +230,7 @@ class App:
                 for c in self.consumers
             ),
             asyncio.create_task(self.dispatcher.run(self.stopping), name="dispatcher"),
+            asyncio.create_task(self.limiter.run(self.stopping), name="digests"),
         ]
         sched = AsyncIOScheduler()
         d = self.config.settings.daemon

@@ -311,6 +311,56 @@ def _dead_reason(d: dict[str, Any]) -> str:
     return text if len(text) <= 120 else text[:119] + "…"
 
 
+def cmd_notifications(args: argparse.Namespace) -> int:
+    config = _config(args)
+    from alertd.notify.history import History, parse_since
+
+    try:
+        since = parse_since(args.since or "", time.time())
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    if not 1 <= args.limit <= 10_000:
+        raise CliError("--limit must be 1..10000")
+
+    async def go() -> list[dict[str, Any]]:
+        redis = _redis(config.settings.redis)
+        retention_s = config.settings.notify.history_retention.total_seconds()
+        try:
+            return await History(
+                redis, keys.state_prefix(config.settings.redis.key_prefix), lambda: retention_s
+            ).list(
+                channel=args.channel,
+                outcome=args.outcome,
+                fingerprint=args.fingerprint,
+                since=since,
+                limit=args.limit,
+            )
+        finally:
+            await close(redis)
+
+    found = asyncio.run(go())
+    if args.json:
+        print(orjson.dumps({"notifications": found}).decode())
+        return 0
+    rows = [
+        [
+            n["queued_at"],
+            n["channel"],
+            n["outcome"],
+            n["status"],
+            n["reason"],
+            str(n["alerts"]),
+            str(n["attempts"]),
+            n["id"],
+            " ".join(str(n.get("last_error", "")).split())[:60],
+        ]
+        for n in found
+    ]
+    headers = ["queued", "channel", "outcome", "status", "reason", "alerts", "attempts", "id"]
+    print(_table(rows, [*headers, "last_error"]))
+    return 0
+
+
 def cmd_dlq(args: argparse.Namespace) -> int:
     config = _config(args)
     from alertd.deadletters import DeadLetters
@@ -442,6 +492,17 @@ def build_parser() -> argparse.ArgumentParser:
     dr = dsub.add_parser("replay", parents=[common])
     dr.add_argument("ids", nargs="*", help="dead letter ids (default: all)")
     sp.set_defaults(func=cmd_dlq)
+
+    sp = sub.add_parser(
+        "notifications", parents=[common], help="notification history, newest first"
+    )
+    sp.add_argument("--channel", help="only this channel's")
+    sp.add_argument("--outcome", choices=["pending", "delivered", "dead-lettered", "held"])
+    sp.add_argument("--fingerprint", help="only those that carried this alert")
+    sp.add_argument("--since", help="RFC 3339, unix seconds, or a duration ago (1h)")
+    sp.add_argument("--limit", type=int, default=100)
+    sp.add_argument("--json", action="store_true")
+    sp.set_defaults(func=cmd_notifications)
 
     sp = sub.add_parser("rules", parents=[common], help="rule tools")
     rsub = sp.add_subparsers(dest="rules_cmd", required=True)

@@ -57,6 +57,12 @@ class Metrics:
         self.dead_letters = Counter(
             p + "dead_letters_total", "Dead letters written", ["source"], registry=r
         )
+        self.notifications_held = Gauge(
+            p + "notifications_held",
+            "Notifications held by a channel's rate limit, waiting for their digest",
+            ["channel"],
+            registry=r,
+        )
         self.rules_loaded = Gauge(p + "rules_loaded", "Rules loaded", registry=r)
         self.partitions_owned = Gauge(
             p + "partitions_owned", "State partitions this daemon owns", registry=r

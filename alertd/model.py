@@ -29,6 +29,7 @@ class NotifyReason(enum.StrEnum):
     RESOLVED = "resolved"
     TEST = "test"
     REPLAY = "replay"
+    DIGEST = "digest"  # what a channel's rate limit held, sent as one
 
 
 @dataclass(slots=True)

@@ -66,3 +66,15 @@ def redact(text: str, secrets: Iterable[str] = ()) -> str:
     if "://" not in text:  # no URL, no URL password: most log values, at a fraction of the cost
         return text
     return _URL_PASSWORD.sub(lambda m: f"{m['scheme']}{m['user']}:{MASK}@", text)
+
+
+def url_secrets(url: str) -> list[str]:
+    """A webhook URL that is itself the credential, and its parts a service may echo
+    alone: the last path segment (Discord's token) and query values (Teams' `sig`)."""
+    parts = urlsplit(url)
+    found = [url]
+    tail = parts.path.rstrip("/").rpartition("/")[2]
+    if len(tail) >= 8:
+        found.append(tail)
+    found += [v for _, v in parse_qsl(parts.query) if len(v) >= 8]
+    return found

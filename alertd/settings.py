@@ -31,8 +31,10 @@ from pydantic import (
     model_validator,
 )
 
-from alertd.channels import CHANNEL_TYPES
 from alertd.channels.base import ChannelConfig, StrictModel
+from alertd.channels.payload import template_data
+from alertd.channels.registry import CONFIG_MODELS, parse_channel_config
+from alertd.channels.templating import TemplateFailure, check_template, sample_notification
 from alertd.durations import Duration
 from alertd.errors import ConfigError, ConfigErrors
 from alertd.matchers import Matcher, parse_matchers
@@ -327,6 +329,7 @@ class NotifySettings(StrictModel):
     resolve_silenced: bool = True
     # an alert posted to /api/v2/alerts without endsAt fires this long unless posted again
     resolve_timeout: Duration = timedelta(minutes=5)
+    history_retention: Duration = timedelta(days=7)  # GET /api/v1/notifications
 
 
 class RouteSettings(StrictModel):
@@ -545,13 +548,23 @@ def _key(loc: tuple[int | str, ...]) -> str:
 
 
 def validation_errors(
-    exc: ValidationError, model: type[BaseModel], file: str, context: str = ""
+    exc: ValidationError,
+    model: type[BaseModel],
+    file: str,
+    context: str = "",
+    tag: str | None = None,
 ) -> list[ConfigError]:
-    """One ConfigError per pydantic error, naming the file, the key and near misses."""
+    """One ConfigError per pydantic error, naming the file, the key and near misses.
+
+    `tag`: the discriminator value when `model` was validated as a member of a tagged
+    union, whose errors start with it.
+    """
     out = []
     where = f" {context}" if context else ""
     for err in exc.errors():
         loc = tuple(err["loc"])
+        if tag is not None and loc[:1] == (tag,):
+            loc = loc[1:]
         key = _key(loc) or "(top level)"
         if err["type"] == "extra_forbidden":
             owner = _submodel(model, loc)
@@ -745,10 +758,10 @@ def _load_channels(
             errors.append(ConfigError("must be a table", file=shown, key=label))
             continue
         kind = body.get("type")
-        cls = CHANNEL_TYPES.get(str(kind))
-        if cls is None:
-            known = ", ".join(sorted(CHANNEL_TYPES))
-            close = difflib.get_close_matches(str(kind), list(CHANNEL_TYPES), n=1)
+        model = CONFIG_MODELS.get(str(kind))
+        if model is None:
+            known = ", ".join(sorted(CONFIG_MODELS))
+            close = difflib.get_close_matches(str(kind), list(CONFIG_MODELS), n=1)
             hint = f"; did you mean '{close[0]}'?" if close else ""
             errors.append(
                 ConfigError(
@@ -759,14 +772,39 @@ def _load_channels(
             )
             continue
         try:
-            result[name] = cls.config_model.model_validate(body)
+            result[name] = parse_channel_config(body)
             origin[name] = shown
         except ValidationError as exc:
-            errors.extend(validation_errors(exc, cls.config_model, shown, label))
+            errors.extend(validation_errors(exc, model, shown, label, tag=str(kind)))
     if "log" not in result:
-        result["log"] = CHANNEL_TYPES["log"].config_model.model_validate({"type": "log"})
+        result["log"] = parse_channel_config({"type": "log"})
         origin["log"] = "(built in)"
+    errors += _load_templates(result, origin, base)
     return result, origin, errors, files
+
+
+def _load_templates(
+    channels: dict[str, ChannelConfig], origin: Mapping[str, str], base: Path
+) -> list[ConfigError]:
+    """Point each channel's `template` at its file (relative to the config's folder) and
+    render it on a sample notification: a template that would fail is a load error,
+    naming the template's file and line."""
+    errors = []
+    data = template_data(sample_notification(), "http://alertd.example.com:9099")
+    for name, cfg in list(channels.items()):
+        if cfg.template is None or cfg.template_form is None:
+            continue
+        path = Path(cfg.template) if os.path.isabs(cfg.template) else base / cfg.template
+        try:
+            check_template(path, cfg.template, cfg.template_form, data)
+        except TemplateFailure as exc:
+            where = f"{origin.get(name, '')} channel {name}".strip()
+            errors.append(ConfigError(str(exc), file=where, key="template"))
+            continue
+        # Not in `files` (the watched ones): an edited template is taken on SIGHUP or
+        # POST /api/v1/reload, where its new mtime makes the channel be rebuilt.
+        channels[name] = cfg.with_template_file(str(path), path.stat().st_mtime)
+    return errors
 
 
 def _unknown_channel(name: str, channels: Mapping[str, ChannelConfig]) -> str:

@@ -22,6 +22,7 @@ import redis.asyncio as aioredis
 from aiohttp import web
 
 from scripts.ensure_redis import redis_server_binary
+from tests.service_stubs import Services, serve
 
 
 def free_port() -> int:
@@ -193,6 +194,20 @@ async def receiver(_receiver_server: Receiver) -> AsyncIterator[Receiver]:
     _receiver_server.reset()
     yield _receiver_server
     _receiver_server.reset()
+
+
+@pytest.fixture(scope="session")
+async def _services_server() -> AsyncIterator[Services]:
+    async for services in serve(free_port()):
+        yield services
+
+
+@pytest.fixture
+async def services(_services_server: Services) -> AsyncIterator[Services]:
+    """Local PagerDuty, Opsgenie, Teams, Discord and Telegram (tests/service_stubs.py)."""
+    _services_server.reset()
+    yield _services_server
+    _services_server.reset()
 
 
 # --- daemons ----------------------------------------------------------------------

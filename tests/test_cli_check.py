@@ -116,11 +116,11 @@ class TestBrokenFiles:
         assert "did you mean 'batch_size'?" in result.stderr
 
     def test_unknown_channel_type(self, shipped: Path) -> None:
-        (shipped / "channels" / "bad.toml").write_text('[channels.pager]\ntype = "pagerduty"\n')
+        (shipped / "channels" / "bad.toml").write_text('[channels.pager]\ntype = "pagerdooty"\n')
         result = alertd("check", "--config", "alertd.toml", cwd=shipped)
         assert 1 == result.returncode
         assert "channels/bad.toml" in result.stderr
-        assert "pagerduty" in result.stderr
+        assert "did you mean 'pagerduty'?" in result.stderr
 
     def test_missing_env_var(self, shipped: Path) -> None:
         (shipped / "channels" / "bad.toml").write_text(

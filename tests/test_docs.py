@@ -88,6 +88,8 @@ DUMMY_ENV = {
     "ALERT_EMAIL_TO": "oncall@example.com",
     "ALERTD_API_TOKEN": "s3cret-token",
     "ALERTD_REDIS_URL": "redis://127.0.0.1:6379/0",
+    "TEAMS_WEBHOOK_URL": "https://example.webhook.office.com/workflows/1/invoke?sig=x",
+    "DISCORD_WEBHOOK_URL": "https://discord.com/api/webhooks/1/token",
 }
 PRELUDE = r"""
 curl() {
@@ -227,7 +229,7 @@ def missing_lines(expected: list[str], output: str) -> list[str]:
 
 def copy_shipped(dest: Path) -> Path:
     shutil.copy(ROOT / "alertd.toml", dest / "alertd.toml")
-    for folder in ("rules", "channels"):
+    for folder in ("rules", "channels", "templates"):
         shutil.copytree(ROOT / folder, dest / folder)
     return dest / "alertd.toml"
 

@@ -1,17 +1,12 @@
-"""Channel types. Adding one: a module here with its Config and Channel, and a line below."""
+"""Channel types: one module each, its config model beside its sender.
+
+Adding one: a module here with its Config and Channel, and a line in
+`alertd.channels.registry.CHANNELS`.
+"""
 
 from __future__ import annotations
 
-from typing import Any
-
 from alertd.channels.base import Channel, ChannelConfig, ChannelContext
-from alertd.channels.email import EmailChannel
-from alertd.channels.log import LogChannel
-from alertd.channels.slack import SlackChannel
-from alertd.channels.webhook import WebhookChannel
-
-CHANNEL_TYPES: dict[str, type[Channel[Any]]] = {
-    cls.channel_type: cls for cls in (LogChannel, WebhookChannel, EmailChannel, SlackChannel)
-}
+from alertd.channels.registry import CHANNEL_TYPES
 
 __all__ = ["CHANNEL_TYPES", "Channel", "ChannelConfig", "ChannelContext"]

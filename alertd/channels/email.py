@@ -55,6 +55,8 @@ def _mailbox(value: str) -> str:
 
 
 class EmailConfig(ChannelConfig):
+    template_form: ClassVar[str | None] = "email"
+
     type: Literal["email"] = "email"
     host: str = Field(min_length=1)
     port: int = Field(default=587, ge=1, le=65535)
@@ -260,8 +262,11 @@ class EmailChannel(Channel[EmailConfig]):
         cfg = self.config
         domain = cfg.from_address.rpartition("@")[2]
         msg = EmailMessage()
+        subject = self.rendered(n, "subject")
+        if subject is None:
+            subject = render_template(cfg.subject, n.template_fields())
         # Labels may hold newlines; a header must not (nor be split into two).
-        msg["Subject"] = " ".join(render_template(cfg.subject, n.template_fields()).splitlines())
+        msg["Subject"] = " ".join(subject.strip().splitlines())
         msg["From"] = cfg.from_
         msg["To"] = ", ".join(cfg.to)
         msg["Date"] = formatdate(self.ctx.now(), usegmt=True)
@@ -270,8 +275,12 @@ class EmailChannel(Channel[EmailConfig]):
             msg["In-Reply-To"] = in_reply_to
             msg["References"] = in_reply_to
         msg["Auto-Submitted"] = "auto-generated"  # RFC 3834: no vacation auto-replies
-        msg.set_content(text_body(n, self.ctx.external_url))
-        msg.add_alternative(html_body(n, self.ctx.external_url), subtype="html")
+        text = self.rendered(n, "text")
+        html_part = self.rendered(n, "html", html=True)
+        msg.set_content(text if text is not None else text_body(n, self.ctx.external_url))
+        if html_part is None:
+            html_part = html_body(n, self.ctx.external_url)
+        msg.add_alternative(html_part, subtype="html")
         return msg
 
     async def send(self, notification: Notification) -> None:

@@ -19,8 +19,12 @@ from pydantic import ConfigDict, Field, SecretStr, field_validator
 from redis.exceptions import RedisError
 
 from alertd.channels.base import Channel, ChannelConfig
+from alertd.channels.templating import blocks_or_text
+from alertd.channels.text import format_value as _format_value
+from alertd.channels.text import notification_title as slack_title
+from alertd.channels.text import severity_rank as _severity_rank
 from alertd.errors import DeliveryError
-from alertd.model import SEVERITIES, Alert, Notification
+from alertd.model import Alert, Notification
 from alertd.redact import redact
 
 log = structlog.get_logger("alertd.channels.slack")
@@ -40,6 +44,8 @@ _HIDDEN_LABELS = frozenset({"alertname", "severity"})
 class SlackConfig(ChannelConfig):
     # A rejected value is otherwise echoed in the error, webhook URL included.
     model_config = ConfigDict(hide_input_in_errors=True)
+
+    template_form: ClassVar[str | None] = "text"
 
     type: Literal["slack"] = "slack"
     webhook_url: SecretStr
@@ -79,27 +85,6 @@ def _truncate(text: str, limit: int) -> str:
     if amp != -1 and ";" not in cut[amp:]:
         cut = cut[:amp]
     return cut + ELLIPSIS
-
-
-def _severity_rank(severity: str) -> int:
-    return SEVERITIES.index(severity) if severity in SEVERITIES else -1
-
-
-def _format_value(value: float | None) -> str:
-    if value is None:
-        return "n/a"
-    if value.is_integer() and abs(value) < 1e15:
-        return str(int(value))
-    return f"{value:.6g}"
-
-
-def slack_title(n: Notification) -> str:
-    """The one-line summary, e.g. "[FIRING:2] HighErrorRate (critical)"."""
-    names = list(dict.fromkeys(a.alertname for a in n.alerts))
-    name = n.group_labels.get("alertname") or ", ".join(names) or n.receiver
-    if n.status == "resolved":
-        return f"[RESOLVED] {name}"
-    return f"[FIRING:{len(n.firing)}] {name} ({n.severity})"
 
 
 def _runbook_link(url: str) -> str:
@@ -188,6 +173,19 @@ def slack_payload(
     return payload
 
 
+def templated(payload: dict[str, Any], text: str) -> None:
+    """A template's output in place of the message: a JSON array is the blocks, anything
+    else the text (and its one section)."""
+    attachment = payload["attachments"][0]
+    blocks = blocks_or_text(text)
+    if blocks is not None:
+        attachment["blocks"] = blocks[:MAX_BLOCKS]
+        return
+    payload["text"] = attachment["fallback"] = _truncate(text, MAX_SECTION_CHARS)
+    section = {"type": "mrkdwn", "text": _truncate(text, MAX_SECTION_CHARS)}
+    attachment["blocks"] = [{"type": "section", "text": section}]
+
+
 # --- the rate limit ------------------------------------------------------------------------
 
 # Next free slot (time.monotonic) per URL hash, for every channel of this process.
@@ -215,11 +213,13 @@ class SlackChannel(Channel[SlackConfig]):
     async def send(self, notification: Notification) -> None:
         cfg = self.config
         url = cfg.webhook_url.get_secret_value()
-        body = orjson.dumps(
-            slack_payload(
-                notification, channel=cfg.channel, username=cfg.username, icon_emoji=cfg.icon_emoji
-            )
+        payload = slack_payload(
+            notification, channel=cfg.channel, username=cfg.username, icon_emoji=cfg.icon_emoji
         )
+        text = self.rendered(notification)
+        if text is not None:
+            templated(payload, text)
+        body = orjson.dumps(payload)
         await self._wait_turn(url)
         try:
             await self.post_json(url, body)

@@ -11,11 +11,17 @@ import orjson
 from pydantic import Field, SecretStr, field_validator
 
 from alertd.channels.base import Channel, ChannelConfig
+from alertd.channels.payload import webhook_payload
+from alertd.errors import DeliveryError
 from alertd.model import Notification
 from alertd.redact import query_secrets
 
+__all__ = ["WebhookChannel", "WebhookConfig", "sign", "signing_key", "webhook_payload"]
+
 
 class WebhookConfig(ChannelConfig):
+    template_form: ClassVar[str | None] = "json"
+
     type: Literal["webhook"] = "webhook"
     url: str
     secret: SecretStr | None = None
@@ -67,35 +73,27 @@ def sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
     return "v1," + base64.b64encode(digest).decode()
 
 
-def webhook_payload(n: Notification, external_url: str, max_alerts: int = 0) -> dict[str, Any]:
-    """The webhook body for one notification (Alertmanager's version 4, extended)."""
-    alerts = n.alerts
-    truncated = 0
-    if max_alerts and len(alerts) > max_alerts:
-        truncated = len(alerts) - max_alerts
-        alerts = alerts[:max_alerts]
-    return {
-        "version": "4",
-        "id": n.id,
-        "receiver": n.receiver,
-        "status": n.status,
-        "alerts": [a.to_webhook() for a in alerts],
-        "groupLabels": n.group_labels,
-        "commonLabels": n.common_labels,
-        "commonAnnotations": n.common_annotations,
-        "externalURL": external_url,
-        "groupKey": n.group_key,
-        "truncatedAlerts": truncated,
-    }
-
-
 class WebhookChannel(Channel[WebhookConfig]):
     channel_type: ClassVar[str] = "webhook"
     config_model: ClassVar[type[ChannelConfig]] = WebhookConfig
 
     async def send(self, notification: Notification) -> None:
         cfg = self.config
-        body = orjson.dumps(webhook_payload(notification, self.ctx.external_url, cfg.max_alerts))
+        text = self.rendered(notification)
+        if text is None:
+            body = orjson.dumps(
+                webhook_payload(notification, self.ctx.external_url, cfg.max_alerts)
+            )
+        else:
+            body = text.encode()
+            try:
+                orjson.loads(body)
+            except ValueError as exc:
+                raise DeliveryError(
+                    f"template {cfg.template} does not render JSON ({exc})",
+                    channel=self.name,
+                    retryable=False,
+                ) from None
         headers = dict(cfg.headers)
         if cfg.secret is not None:
             ts = int(self.ctx.now())

@@ -415,6 +415,28 @@ class DeadLetters(_Answer):
     dead_letters: list[DeadLetter]
 
 
+class NotificationRecord(_Answer):
+    """One notification in the history (GET /api/v1/notifications)."""
+
+    id: str
+    channel: str
+    groupKey: str
+    reason: str
+    status: Literal["firing", "resolved"]
+    alerts: int
+    fingerprints: list[str]
+    outcome: Literal["pending", "delivered", "dead-lettered", "held"]
+    attempts: int
+    last_error: str
+    queued_at: Timestamp
+    delivered_at: Timestamp | None
+    digest: str | None = None
+
+
+class Notifications(_Answer):
+    notifications: list[NotificationRecord]
+
+
 class ReplayRequest(_V1Request):
     ids: Annotated[list[str], Field(min_length=1)] | None = None
 

@@ -197,6 +197,28 @@ OPERATIONS: dict[tuple[str, str], Op] = {
             ),
         ],
     ),
+    ("/api/v1/notifications", "get"): Op(
+        "Notification history, newest first (kept notify.history_retention)",
+        {200: (m.Notifications, "the notifications")},
+        READ_ERRORS,
+        params=[
+            query("channel", STR, "only this channel's"),
+            query(
+                "outcome",
+                {"type": "string", "enum": ["pending", "delivered", "dead-lettered", "held"]},
+                "only those with this outcome",
+            ),
+            query("fingerprint", STR, "only those that carried this alert"),
+            query(
+                "since", STR, "only those queued since: RFC 3339, unix seconds, or a duration ago"
+            ),
+            query(
+                "limit",
+                {"type": "integer", "minimum": 1, "maximum": 10000, "default": 100},
+                "at most this many",
+            ),
+        ],
+    ),
     ("/api/v1/dead-letters/replay", "post"): Op(
         "Replay dead letters: all, or those named in ids",
         {200: (m.ReplayResult, "what was replayed, failed, or not found")},

@@ -15,6 +15,7 @@ from alertd.events import MAX_ARRAY, event_from_object
 from alertd.http.common import ApiError, app_of, read_json, read_object, reply
 from alertd.http.models import EmptyRequest, ReplayRequest, TestAlertRequest, V1Silences, dump
 from alertd.model import SEVERITIES, Event
+from alertd.notify.history import OUTCOMES, parse_since
 from alertd.silences import silence_from_request
 
 if TYPE_CHECKING:
@@ -252,6 +253,23 @@ async def list_dead_letters(request: web.Request) -> web.Response:
     return reply({"dead_letters": await app.dead.list(limit, source)})
 
 
+async def list_notifications(request: web.Request) -> web.Response:
+    app = app_of(request)
+    outcome = _choice(request, "outcome", OUTCOMES)
+    try:
+        since = parse_since(request.query.get("since", ""), time.time())
+    except ValueError as exc:
+        raise ApiError(400, "invalid since", [str(exc)]) from None
+    found = await app.history.list(
+        channel=request.query.get("channel") or None,
+        outcome=outcome,
+        fingerprint=request.query.get("fingerprint") or None,
+        since=since,
+        limit=_limit(request),
+    )
+    return reply({"notifications": found})
+
+
 async def replay_dead_letters(request: web.Request) -> web.Response:
     app = app_of(request)
     body = await read_object(request, frozenset(ReplayRequest.model_fields))
@@ -281,4 +299,5 @@ def add_routes(router: web.UrlDispatcher) -> None:
     router.add_post(f"{v1}/test-alert", post_test_alert)
     router.add_post(f"{v1}/reload", reload)
     router.add_get(f"{v1}/dead-letters", list_dead_letters)
+    router.add_get(f"{v1}/notifications", list_notifications)
     router.add_post(f"{v1}/dead-letters/replay", replay_dead_letters)

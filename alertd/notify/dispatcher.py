@@ -47,9 +47,17 @@ from redis.exceptions import RedisError
 from alertd.alerts import AlertStore
 from alertd.channels.base import ChannelConfig
 from alertd.inhibit import Inhibitor, InhibitRule
-from alertd.model import Alert, Notification, NotifyReason, new_id
+from alertd.model import Alert, Notification, new_id
+from alertd.notify.history import History
 from alertd.notify.outbox import Outbox
 from alertd.notify.routing import RoutePolicy, Router, routing_digest
+from alertd.notify.stages import (
+    NflogEntry,
+    build_notification,
+    decide,
+    firing_key,
+    select,
+)
 from alertd.settings import Config
 from alertd.silences import Silence, SilenceStore, silenced_by
 from alertd.storage import keys
@@ -84,76 +92,6 @@ class Runtime:
 
 
 # --- the pure core: what receivers were told, and whether to tell them again ------
-
-
-def firing_key(a: Alert) -> str:
-    """An alert's firing identity in the notification log: severity is part of it."""
-    return f"{a.fingerprint}:{a.severity}"
-
-
-def _fp_of(key: str) -> str:
-    return key.rsplit(":", 1)[0]
-
-
-@dataclass(frozen=True, slots=True)
-class NflogEntry:
-    """What one channel was last told about one group (the notification log)."""
-
-    firing: frozenset[str]  # firing keys receivers believe are firing
-    resolved: frozenset[str]  # fingerprints they were told resolved
-    ts: float  # when
-
-    @property
-    def firing_fingerprints(self) -> frozenset[str]:
-        return frozenset(_fp_of(k) for k in self.firing)
-
-    def to_json(self) -> bytes:
-        return orjson.dumps(
-            {"firing": sorted(self.firing), "resolved": sorted(self.resolved), "ts": self.ts}
-        )
-
-    @classmethod
-    def from_json(cls, raw: bytes | None) -> NflogEntry | None:
-        if not raw:
-            return None
-        try:
-            d = orjson.loads(raw)
-            return cls(frozenset(d["firing"]), frozenset(d["resolved"]), float(d["ts"]))
-        except (ValueError, KeyError, TypeError):
-            return None  # unreadable: as if never told, so receivers hear at worst twice
-
-
-def decide(
-    entry: NflogEntry | None,
-    firing: list[Alert],
-    resolved: list[Alert],
-    send_resolved: bool,
-    repeat_s: float,
-    now: float,
-    carried: frozenset[str] = frozenset(),
-) -> NotifyReason | None:
-    """Alertmanager's dedup decision, with severity part of an alert's firing identity.
-
-    `firing` are the alerts to report firing, `resolved` those to report resolved;
-    `carried` are logged firing keys receivers keep believing (muted after being told,
-    with resolve_silenced), which are not news and not gone.
-    """
-    keys = {firing_key(a) for a in firing}
-    told = entry.firing if entry is not None else frozenset()
-    if entry is None or not told:
-        return NotifyReason.FIRST if keys else None
-    news = keys - told
-    if news:
-        if {_fp_of(k) for k in news} <= entry.firing_fingerprints:
-            return NotifyReason.SEVERITY_CHANGED
-        return NotifyReason.CHANGED
-    if send_resolved and {a.fingerprint for a in resolved} - entry.resolved:
-        return NotifyReason.RESOLVED
-    if not keys and told - carried:
-        return NotifyReason.RESOLVED  # nothing fires any more: clear the log
-    if keys and now - entry.ts >= repeat_s:
-        return NotifyReason.REPEAT
-    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,49 +173,19 @@ def plan_channel(
     """
     raw_entry = snap.nflog.get(channel)
     entry = NflogEntry.from_json(raw_entry)
-    told = entry.firing if entry is not None else frozenset()
-    told_by_fp: dict[str, set[str]] = {}
-    for k in told:
-        told_by_fp.setdefault(_fp_of(k), set()).add(k)
     keep_told = ctx.rt.config.settings.notify.resolve_silenced
-    firing: list[Alert] = []
-    resolved: list[Alert] = []
-    carried: set[str] = set()
-    for m in snap.members:
-        a = m.alert
-        is_muted = a.fingerprint in muted_fps
-        was_told = keep_told and a.fingerprint in told_by_fp
-        if a.state == "firing":
-            if not is_muted:
-                firing.append(a)
-            elif was_told:
-                carried |= told_by_fp[a.fingerprint]
-        elif a.state == "resolved" and (not is_muted or was_told):
-            resolved.append(a)
+    chosen = select([m.alert for m in snap.members], muted_fps, entry, keep_told)
     send_resolved = cfg.send_resolved if cfg.send_resolved is not None else policy.send_resolved
     repeat_s = policy.repeat_interval.total_seconds()
-    reason = decide(entry, firing, resolved, send_resolved, repeat_s, ctx.now, frozenset(carried))
+    reason = decide(
+        entry, chosen.firing, chosen.resolved, send_resolved, repeat_s, ctx.now, chosen.carried
+    )
     if reason is None:
         return None, entry
-    new_entry = NflogEntry(
-        frozenset(firing_key(a) for a in firing) | carried,
-        frozenset(a.fingerprint for a in resolved),
-        ctx.now,
+    new_entry = chosen.log_entry(ctx.now)
+    notification = build_notification(
+        channel, snap.labels, snap.key, chosen, reason, send_resolved, ctx.now
     )
-    payload = firing + (resolved if send_resolved else [])
-    notification = None
-    if payload:
-        notification = Notification(
-            id=new_id(ctx.now),
-            receiver=channel,
-            status="firing" if firing else "resolved",
-            alerts=sorted(payload, key=lambda a: (a.state == "resolved", a.starts_at)),
-            group_labels=snap.labels,
-            group_key=snap.key,
-            reason=reason,
-            created_at=ctx.now,
-            changed_at=max(a.updated_at for a in payload),
-        )
     return Notice(channel, raw_entry or b"", new_entry, notification), new_entry
 
 
@@ -406,6 +314,7 @@ class Dispatcher:
         self._inhibitor: _InhibitorCache | None = None
         self._routes: tuple[Runtime, bytes] | None = None  # the claim's route -> channels
         self.notifications_created = 0
+        self.history: History | None = None
 
     def nflog_key(self, channel: str, gid: str) -> str:
         return keys.nflog(self.prefix, channel, gid)
@@ -586,6 +495,7 @@ class Dispatcher:
         args: list[Any] = [self.prefix, token, repr(now), NFLOG_TTL_S, groups]
         results = await self._commit(keys=[self.store.due_key], args=args)
         queued = 0
+        told: list[Notification] = []
         for i, p in enumerate(plans):
             status, n = results[2 * i], results[2 * i + 1]
             if status == -1:
@@ -597,6 +507,9 @@ class Dispatcher:
                 for notice in p.notices:
                     if notice.notification is not None:
                         self._log_queued(notice.notification)
+                        told.append(notice.notification)
+        if self.history is not None:
+            await self.history.queued(told)
         self.notifications_created += queued
         return queued
 

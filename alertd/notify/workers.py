@@ -37,7 +37,9 @@ from alertd.deadletters import DeadLetters
 from alertd.metrics import Metrics
 from alertd.model import Alert, Notification, NotifyReason, fingerprint, new_id
 from alertd.notify.delivery import DeliveryResult, deliver
+from alertd.notify.history import History
 from alertd.notify.outbox import Entry, Outbox
+from alertd.notify.ratelimit import RateLimiter
 from alertd.notify.retry import Outcome
 from alertd.storage import keys
 
@@ -130,6 +132,8 @@ class ChannelWorkers:
     health: dict[str, ChannelHealth] = field(default_factory=dict)
     clock: Callable[[], float] = time.time
     confirm: Callable[[], Awaitable[None]] | None = None  # replicas hold what was read
+    history: History | None = None
+    limiter: RateLimiter | None = None
     _tasks: dict[str, list[asyncio.Task[None]]] = field(default_factory=dict)
     _busy: set[asyncio.Task[Any]] = field(default_factory=set)
     _retired: set[asyncio.Task[None]] = field(default_factory=set)
@@ -371,6 +375,9 @@ class ChannelWorkers:
             fields = self.dead.notification_fields(n, name, "channel unavailable", error)
             await self._record(name, entry_id, dead=fields)
             return
+        if self.limiter is not None and not await self.limiter.admit(channel, n):
+            await self._record(name, entry_id)  # held in Redis for a digest: leaves the outbox
+            return
         result = await self._deliver_held(channel, held, n)
         if result is None:
             if self._stopping:
@@ -468,6 +475,8 @@ class ChannelWorkers:
             latency_ms=round(result.latency_ms, 1),
         )
         failing = await self._record(name, entry_id, delivered=True)
+        if self.history is not None:
+            await self.history.record(n, "delivered", delivered_at=time.time())
         if failing:
             await self._resolve_failing(name, failing)
 
@@ -490,6 +499,9 @@ class ChannelWorkers:
         self.metrics.dead_letters.labels("notification").inc()
         fields = self.dead.notification_fields(n, name, reason, result.error)
         reply = await self._record(name, entry_id, dead=fields, follow=follow, delivered=False)
+        if self.history is not None:
+            await self.history.record(n, "dead-lettered", last_error=result.error)
+            await self.history.queued([follow] if follow is not None else [])
         # The count is shared by the replicas; failures finishing together report out of order.
         count = int(reply) if reply is not None else health.consecutive_failures + 1
         health.consecutive_failures = max(health.consecutive_failures, count)

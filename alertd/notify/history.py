@@ -1,0 +1,255 @@
+"""The notification history: was anyone told, when, and did it arrive? (SPEC section 6)
+
+One record per notification and channel (a fallback's copy keeps the id, so the
+channel is part of the identity), rewritten whole at each step of its life:
+
+    pending        queued in the outbox, not delivered yet
+    held           over its channel's rate limit, waiting for the digest
+    delivered      the receiver accepted it (for a held one: its digest was delivered)
+    dead-lettered  moved to the dead-letter stream
+
+Records live in Redis (`HistoryKeys`), newest first by when they were queued, and
+are dropped once older than `notify.history_retention` (and beyond MAX_RECORDS, so
+a storm cannot grow Redis without bound). Writing history never fails a delivery:
+a Redis error here is logged and the record is skipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import orjson
+import structlog
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from alertd.durations import parse_duration
+from alertd.model import Notification, parse_rfc3339, rfc3339
+
+log = structlog.get_logger("alertd.history")
+
+Outcome = Literal["pending", "held", "delivered", "dead-lettered"]
+OUTCOMES: tuple[str, ...] = ("pending", "held", "delivered", "dead-lettered")
+MAX_RECORDS = 200_000
+TRIM_EVERY_S = 1.0
+TRIM_BATCH = 1000
+WRITE_CHUNK = 500  # records per script call
+MAX_SCAN = 100_000  # records looked at by one list() with filters
+
+
+RANK = {"pending": 0, "held": 1, "delivered": 2, "dead-lettered": 2}
+
+# Write records only forward (pending -> held -> delivered / dead-lettered): a queued
+# write landing after the worker's outcome must not turn "delivered" back to "pending".
+# KEYS: records hash, index zset; ARGV: per record member, score, rank, JSON.
+WRITE_LUA = """
+local ranks = {pending = 0, held = 1, delivered = 2}
+ranks['dead-lettered'] = 2
+for i = 1, #ARGV, 4 do
+  local cur = redis.call('HGET', KEYS[1], ARGV[i])
+  local ok = true
+  if cur then
+    local okd, rec = pcall(cjson.decode, cur)
+    if okd and type(rec) == 'table' and (ranks[rec['outcome']] or 0) > tonumber(ARGV[i + 2]) then
+      ok = false
+    end
+  end
+  if ok then
+    redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 3])
+    redis.call('ZADD', KEYS[2], ARGV[i + 1], ARGV[i])
+  end
+end
+return 0
+"""
+
+
+@dataclass(frozen=True)
+class HistoryKeys:
+    """Every Redis key of the history (for the keys module of issue 13)."""
+
+    prefix: str
+
+    @property
+    def index(self) -> str:
+        """zset: `channel id` -> when queued (unix seconds)."""
+        return f"{self.prefix}nhist"
+
+    @property
+    def records(self) -> str:
+        """hash: `channel id` -> the record's JSON."""
+        return f"{self.prefix}nhist:rec"
+
+
+def member(channel: str, notification_id: str) -> str:
+    return f"{channel} {notification_id}"
+
+
+def record_of(
+    n: Notification,
+    outcome: Outcome,
+    *,
+    attempts: int | None = None,
+    last_error: str = "",
+    delivered_at: float | None = None,
+    digest: str = "",
+) -> dict[str, Any]:
+    """One record in the API's shape (SPEC section 6)."""
+    out: dict[str, Any] = {
+        "id": n.id,
+        "channel": n.receiver,
+        "groupKey": n.group_key,
+        "reason": n.reason.value,
+        "status": n.status,
+        "alerts": len(n.alerts),
+        "fingerprints": sorted({a.fingerprint for a in n.alerts}),
+        "outcome": outcome,
+        "attempts": n.attempts if attempts is None else attempts,
+        "last_error": last_error,
+        "queued_at": rfc3339(n.created_at),
+        "delivered_at": rfc3339(delivered_at) if delivered_at is not None else None,
+    }
+    if digest:
+        out["digest"] = digest  # the id of the digest notification a held one went out in
+    return out
+
+
+class History:
+    def __init__(
+        self,
+        redis: Redis,
+        prefix: str,
+        retention_s: Callable[[], float],
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.redis = redis
+        self.keys = HistoryKeys(prefix)
+        self.retention_s = retention_s
+        self.clock = clock
+        self._trimmed_at = 0.0
+        self._write = redis.register_script(WRITE_LUA)
+        # Records written together: outcomes finishing close together share a round trip.
+        self._batch: list[tuple[Notification, dict[str, Any]]] = []
+        self._writer: asyncio.Task[None] | None = None
+
+    async def record(self, n: Notification, outcome: Outcome, **fields: Any) -> None:
+        await self.record_many([(n, record_of(n, outcome, **fields))])
+
+    async def queued(self, ns: Iterable[Notification], outcome: Outcome = "pending") -> None:
+        await self.record_many([(n, record_of(n, outcome)) for n in ns])
+
+    async def record_many(self, items: Sequence[tuple[Notification, dict[str, Any]]]) -> None:
+        """Write records, joined with those other tasks write at the same moment; returns
+        once they are written (or given up: never raises for Redis)."""
+        if not items:
+            return
+        self._batch.extend(items)
+        if self._writer is None:
+            self._writer = asyncio.create_task(self._write_batch())
+        # Shielded: a cancelled caller (shutdown) does not cancel the others' records.
+        await asyncio.shield(self._writer)
+
+    async def _write_batch(self) -> None:
+        await asyncio.sleep(0)  # let the outcomes finishing in this loop turn join
+        items, self._batch = self._batch, []
+        self._writer = None
+        try:
+            for start in range(0, len(items), WRITE_CHUNK):
+                args: list[Any] = []
+                for n, rec in items[start : start + WRITE_CHUNK]:
+                    args += [member(n.receiver, n.id), repr(n.created_at), RANK[rec["outcome"]]]
+                    args.append(orjson.dumps(rec))
+                await self._write(keys=[self.keys.records, self.keys.index], args=args)
+            await self._trim()
+        except RedisError as exc:
+            log.warning("notification history not written", error=type(exc).__name__)
+        except Exception:  # history is a record of delivery, never a reason for it to fail
+            log.exception("notification history not written")
+
+    async def _trim(self) -> None:
+        """Drop records past retention, and the oldest beyond MAX_RECORDS."""
+        now = self.clock()
+        if now - self._trimmed_at < TRIM_EVERY_S:
+            return
+        self._trimmed_at = now
+        old = await self.redis.zrangebyscore(
+            self.keys.index, "-inf", now - self.retention_s(), start=0, num=TRIM_BATCH
+        )
+        excess = await self.redis.zcard(self.keys.index) - len(old) - MAX_RECORDS
+        if excess > 0:
+            old += await self.redis.zrange(self.keys.index, 0, min(excess, TRIM_BATCH) - 1)
+        if old:
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.hdel(self.keys.records, *old)
+                pipe.zrem(self.keys.index, *old)
+                await pipe.execute()
+
+    async def list(
+        self,
+        *,
+        channel: str | None = None,
+        outcome: str | None = None,
+        fingerprint: str | None = None,
+        since: float | None = None,
+        limit: int = 100,
+    ) -> list[dict[str, Any]]:
+        """Records newest first, filtered; at most `limit`."""
+        out: list[dict[str, Any]] = []
+        low = max(since or 0.0, self.clock() - self.retention_s())
+        scanned = 0
+        page = max(limit, 200) if (channel or outcome or fingerprint) else limit
+        while len(out) < limit and scanned < MAX_SCAN:
+            ids = await self.redis.zrevrangebyscore(
+                self.keys.index, "+inf", low, start=scanned, num=page
+            )
+            if not ids:
+                break
+            scanned += len(ids)
+            for raw in await self.redis.hmget(self.keys.records, ids):
+                rec = _decode(raw)
+                if rec is None:
+                    continue
+                if channel and rec["channel"] != channel:
+                    continue
+                if outcome and rec["outcome"] != outcome:
+                    continue
+                if fingerprint and fingerprint not in rec["fingerprints"]:
+                    continue
+                out.append(rec)
+                if len(out) >= limit:
+                    break
+        return out
+
+
+def parse_since(text: str, now: float) -> float | None:
+    """`since=`: RFC 3339, unix seconds, or a duration ago ("1h"); None when empty."""
+    text = text.strip()
+    if not text:
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        return parse_rfc3339(text)
+    except ValueError:
+        pass
+    try:
+        return now - parse_duration(text).total_seconds()
+    except ValueError:
+        raise ValueError(
+            f"since {text[:40]!r} is not an RFC 3339 time, unix seconds or a duration"
+        ) from None
+
+
+def _decode(raw: bytes | None) -> dict[str, Any] | None:
+    if raw is None:
+        return None
+    try:
+        rec = orjson.loads(raw)
+    except ValueError:
+        return None
+    return rec if isinstance(rec, dict) else None
