@@ -59,7 +59,7 @@ class TestFlappingStorm:
 
         async def settled() -> list[dict[str, Any]] | None:
             records = await app.history.list(limit=10_000)
-            left = await redis.llen("alertd:held:hook")
+            left = await redis.llen("alertd:{p0}:held:hook")
             pending = [r for r in records if r["outcome"] == "pending"]
             return records if records and not left and not pending else None
 
