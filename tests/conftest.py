@@ -338,3 +338,33 @@ def sentinel_set(tmp_path: Path) -> Iterator[Any]:
         yield s
     finally:
         s.stop()
+
+
+@pytest.fixture(params=["single", "cluster"])
+async def topology_redis(
+    request: pytest.FixtureRequest, redis_server: RedisServer
+) -> AsyncIterator[Any]:
+    """A flushed client of one Redis, then of the session's Cluster: a test module that
+    names this `redis` (with `topology_daemons` as `daemons`) runs on both, unchanged."""
+    if request.param == "cluster":
+        cluster = request.getfixturevalue("redis_cluster")
+        client: Any = aioredis.RedisCluster.from_url(cluster.url)
+    else:
+        client = aioredis.Redis.from_url(redis_server.url)
+    await client.flushall()
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+async def topology_daemons(
+    request: pytest.FixtureRequest, tmp_path: Path, topology_redis: Any, redis_server: RedisServer
+) -> AsyncIterator[DaemonFactory]:
+    if isinstance(topology_redis, aioredis.RedisCluster):
+        cluster = request.getfixturevalue("redis_cluster")
+        factory = DaemonFactory(tmp_path, cluster.url, redis_extra='mode = "cluster"')
+    else:
+        factory = DaemonFactory(tmp_path, redis_server.url)
+    yield factory
+    for app in list(factory.apps):
+        await factory.stop(app)

@@ -2,10 +2,25 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import orjson
+import pytest
 import redis.asyncio as aioredis
 
 from tests.conftest import DaemonFactory, Receiver, wait_for
+
+
+# Every test here runs on one Redis and on a Cluster, with the same assertions.
+@pytest.fixture
+def redis(topology_redis: Any) -> Any:
+    return topology_redis
+
+
+@pytest.fixture
+def daemons(topology_daemons: DaemonFactory) -> DaemonFactory:
+    return topology_daemons
+
 
 RULES = """
 [[rules]]
