@@ -394,12 +394,20 @@ async def post_silence(request: web.Request) -> web.Response:
 # --- status and receivers --------------------------------------------------------
 
 
+def _masked(channel: dict[str, Any]) -> dict[str, Any]:
+    """A channel's settings with its HTTP header values hidden (they often carry tokens)."""
+    headers = channel.get("headers")
+    if isinstance(headers, dict):
+        channel["headers"] = dict.fromkeys(headers, "***")
+    return channel
+
+
 def _config_text(app: App) -> str:
     """The running configuration as JSON text, secrets masked (as amtool shows it)."""
     cfg = app.config
     data = {
         "settings": cfg.settings.model_dump(mode="json", by_alias=True),
-        "channels": {n: c.model_dump(mode="json") for n, c in cfg.channels.items()},
+        "channels": {n: _masked(c.model_dump(mode="json")) for n, c in cfg.channels.items()},
         "rules": [r.name for r in cfg.rules],
     }
     secrets = [s for c in cfg.channels.values() for s in c.secret_values()]
