@@ -366,6 +366,9 @@ class TestGroupsAndRestart:
             for g in groups
         ]
         assert [] == (await request(app, "GET", "/api/v2/alerts/groups?receiver=other"))[1]
+        assert 2 == len((await request(app, "GET", "/api/v2/alerts?receiver=ho.*"))[1])
+        assert [] == (await request(app, "GET", "/api/v2/alerts?receiver=ho"))[1]
+        assert 400 == (await request(app, "GET", "/api/v2/alerts?receiver=("))[0]
         assert 400 == (await request(app, "GET", "/api/v2/alerts?filter=broken"))[0]
         assert 400 == (await request(app, "GET", "/api/v2/alerts?active=maybe"))[0]
 
