@@ -182,12 +182,18 @@ class TestStatusAndReceivers:
     """amtool's status and receivers answer, with no secret in the configuration shown."""
 
     async def test_status(self, daemons: DaemonFactory, receiver: Receiver) -> None:
-        app = await start(daemons, receiver, http=f'token = "{TOKEN}"')
+        channel = hook(receiver).replace(
+            'type = "webhook"\n', 'type = "webhook"\nheaders = { "X-Api-Key" = "hdr-secret" }\n'
+        )
+        cfg = daemons.write("", channel, ROUTE)
+        cfg.write_text(cfg.read_text().replace("[http]\n", f'[http]\ntoken = "{TOKEN}"\n'))
+        app = await daemons.start(http=True)
         status, answer = await request(app, "GET", "/api/v2/status", token=TOKEN)
         assert 200 == status
         assert "ready" == answer["cluster"]["status"]
         assert "hook" in answer["config"]["original"]
-        assert TOKEN not in orjson.dumps(answer).decode()
+        text = orjson.dumps(answer).decode()
+        assert (False, False) == (TOKEN in text, "hdr-secret" in text)
         status, receivers = await request(app, "GET", "/api/v2/receivers", token=TOKEN)
         assert [{"name": "hook"}, {"name": "log"}] == receivers
 
@@ -360,6 +366,9 @@ class TestGroupsAndRestart:
             for g in groups
         ]
         assert [] == (await request(app, "GET", "/api/v2/alerts/groups?receiver=other"))[1]
+        assert 2 == len((await request(app, "GET", "/api/v2/alerts?receiver=ho.*"))[1])
+        assert [] == (await request(app, "GET", "/api/v2/alerts?receiver=ho"))[1]
+        assert 400 == (await request(app, "GET", "/api/v2/alerts?receiver=("))[0]
         assert 400 == (await request(app, "GET", "/api/v2/alerts?filter=broken"))[0]
         assert 400 == (await request(app, "GET", "/api/v2/alerts?active=maybe"))[0]
 

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import DaemonFactory, Receiver, free_port, wait_for
-from tests.test_api_v2 import start
+from tests.test_api_v2 import TOKEN, start
 
 PROMETHEUS = shutil.which("prometheus")
 pytestmark = pytest.mark.skipif(PROMETHEUS is None, reason="prometheus is not installed")
@@ -97,12 +97,12 @@ async def prometheus(tmp_path: Path) -> AsyncIterator[list[Prometheus]]:
 
 
 async def run_prometheus(
-    started: list[Prometheus], tmp: Path, apps: list[Any], names: list[str]
+    started: list[Prometheus], tmp: Path, apps: list[Any], names: list[str], token: str = ""
 ) -> Prometheus:
     d = tmp / f"prometheus{len(started)}"
     d.mkdir()
     targets = [f"127.0.0.1:{app.config.settings.http.port}" for app in apps]
-    prom = Prometheus(d, targets)
+    prom = Prometheus(d, targets, token)
     prom.write_rules(names, FIRING_EXPR)
     started.append(prom)
     await prom.start()
@@ -128,8 +128,9 @@ class TestPrometheusSendsToAlertd:
         prometheus: list[Prometheus],
         tmp_path: Path,
     ) -> None:
-        app = await start(daemons, receiver)
-        prom = await run_prometheus(prometheus, tmp_path, [app], ["DiskAlwaysFull"])
+        # Prometheus sends alertd's token (its `authorization`), as a remote one must
+        app = await start(daemons, receiver, http=f'token = "{TOKEN}"')
+        prom = await run_prometheus(prometheus, tmp_path, [app], ["DiskAlwaysFull"], TOKEN)
         await wait_for(lambda: receiver.bodies("/hook"), timeout_s=60)
         alert = receiver.bodies("/hook")[0]["alerts"][0]
         assert {

@@ -170,6 +170,8 @@ class GettableSilence(_Answer):
     endsAt: Timestamp
     createdBy: str
     comment: str
+    # Newer Alertmanagers (0.28+) list silence annotations; alertd keeps none.
+    annotations: LabelSet = Field(default_factory=dict)
 
 
 class SilenceCreated(_Answer):

@@ -8,8 +8,8 @@ Alertmanager's shape.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -18,7 +18,13 @@ from pydantic import ValidationError
 
 from alertd import __version__
 from alertd.errors import NotFoundError
-from alertd.http.am_matchers import object_of, parse_text, spec_of
+from alertd.http.am_matchers import object_of, parse_text
+from alertd.http.am_silences import (
+    gettable_silence,
+    listing_order,
+    silence_from_postable,
+    updates_in_place,
+)
 from alertd.http.common import ApiError, app_of, read_json, reply
 from alertd.http.models import (
     AlertGroup,
@@ -27,27 +33,22 @@ from alertd.http.models import (
     AlertStatus,
     ClusterStatus,
     GettableAlert,
-    GettableSilence,
     PostableAlerts,
     PostableSilence,
     Receiver,
     ReceiverReference,
     SilenceCreated,
-    SilenceMatcher,
-    SilenceStatus,
     VersionInfo,
 )
 from alertd.inhibit import Inhibitor, InhibitRule
-from alertd.matchers import Matcher, matches_all
+from alertd.matchers import Matcher, matches_all, parse_matcher
 from alertd.model import Alert, new_id, rfc3339
-from alertd.posted import Posted
+from alertd.posted import Posted, is_posted
 from alertd.posted_writer import PostConflictError, PostedAlertWriter
 from alertd.redact import redact
-from alertd.silences import Silence, check_matcher_pairs, silenced_by, split_matchers
+from alertd.silences import Silence, silenced_by
 
 if TYPE_CHECKING:
-    from datetime import datetime
-
     from alertd.app import App
 
 V2 = "/api/v2"
@@ -73,14 +74,15 @@ def _filters(request: web.Request) -> tuple[Matcher, ...]:
 
 
 def _receiver_filter(request: web.Request) -> Callable[[str], bool]:
+    """Alertmanager's `receiver`: a regular expression the whole name must match."""
     raw = request.query.get("receiver")
     if not raw:
         return lambda _: True
     try:
-        pattern = re.compile(f"^(?:{raw})$")
-    except re.error as exc:
-        raise ApiError(400, "invalid receiver", [f"not a regular expression: {exc}"]) from None
-    return lambda name: pattern.match(name) is not None
+        matcher = parse_matcher("receiver", "~" + raw)
+    except ValueError as exc:
+        raise ApiError(400, "invalid receiver", [str(exc)]) from None
+    return lambda name: matcher.matches({"receiver": name})
 
 
 def _errors(exc: ValidationError) -> list[str]:
@@ -169,7 +171,12 @@ def _wanted(request: web.Request) -> Callable[[GettableAlert], bool]:
 
 async def _current(app: App) -> tuple[list[Alert], AlertView]:
     now = app.clock()
-    alerts = [a for a in await app.store.all() if a.state != "resolved"]
+    # A posted alert past its endsAt is over, even before the clock resolves it.
+    alerts = [
+        a
+        for a in await app.store.all()
+        if a.state != "resolved" and not (is_posted(a) and (a.ends_at or now) < now)
+    ]
     alerts.sort(key=lambda a: (a.starts_at, a.fingerprint))
     return alerts, AlertView(app, alerts, await app.silences.active(now), now)
 
@@ -258,36 +265,13 @@ async def post_alerts(request: web.Request) -> web.Response:
 # --- silences --------------------------------------------------------------------
 
 
-def gettable_silence(s: Silence, now: float) -> GettableSilence:
-    return GettableSilence(
-        id=s.id,
-        status=SilenceStatus(state=s.state(now)),
-        updatedAt=rfc3339(s.created_at),
-        matchers=[SilenceMatcher(**object_of(n, spec)) for n, spec in s.matcher_pairs()],
-        startsAt=rfc3339(s.starts_at),
-        endsAt=rfc3339(s.ends_at),
-        createdBy=s.created_by,
-        comment=s.comment,
-    )
-
-
-def _silence_order(s: Silence, now: float) -> tuple[int, float]:
-    # As Alertmanager lists them: active by end, then pending by start, then expired newest first.
-    state = s.state(now)
-    if state == "active":
-        return 0, s.ends_at
-    if state == "pending":
-        return 1, s.starts_at
-    return 2, -s.ends_at
-
-
 async def get_silences(request: web.Request) -> web.Response:
     app = app_of(request)
     matchers = _filters(request)
     states = {st for st in ("active", "pending", "expired") if _flag(request, st)}
     now = app.clock()
     out = []
-    for s in sorted(await app.silences.list(now), key=lambda s: _silence_order(s, now)):
+    for s in sorted(await app.silences.list(now), key=lambda s: listing_order(s, now)):
         # A filter matches a silence when it holds for the labels its matchers name.
         named = {n: object_of(n, spec)["value"] for n, spec in s.matcher_pairs()}
         if s.state(now) in states and matches_all(matchers, {k: str(v) for k, v in named.items()}):
@@ -313,58 +297,6 @@ async def delete_silence(request: web.Request) -> web.Response:
     return web.Response(status=200)
 
 
-def _ts(dt: datetime) -> float:
-    return dt.timestamp()
-
-
-def silence_from_postable(body: PostableSilence, now: float, prev: Silence | None) -> Silence:
-    """The silence a v2 body asks for (`prev`: the one its `id` names); ValueError why not."""
-    errors: list[str] = []
-    pairs = check_matcher_pairs(
-        [(m.name, spec_of(m.value, m.isRegex, m.isEqual)) for m in body.matchers], errors
-    )
-    starts, ends = _ts(body.startsAt), _ts(body.endsAt)
-    if not 0 <= starts <= _LAST_TS or not 0 <= ends <= _LAST_TS:
-        errors.append("startsAt and endsAt must be between 1970 and 9999")
-    if ends <= starts:
-        errors.append("endsAt must be after startsAt")
-    elif ends <= now:
-        errors.append("endsAt must be in the future")
-    if not body.createdBy.strip():
-        errors.append("createdBy must not be empty")
-    if len(body.createdBy) > 1024 or len(body.comment) > 1024:
-        errors.append("createdBy and comment are at most 1024 characters")
-    if errors:
-        raise ValueError("; ".join(errors))
-    matchers, more = split_matchers(pairs)
-    # Answers show times to the millisecond: the same start, read back and sent again.
-    kept_start = (
-        prev.starts_at if prev is not None and abs(starts - prev.starts_at) < 0.001 else None
-    )
-    silence = Silence(
-        id=prev.id if prev is not None else "",
-        matchers=matchers,
-        starts_at=kept_start if kept_start is not None else max(starts, now),
-        ends_at=ends,
-        created_by=body.createdBy.strip(),
-        comment=body.comment,
-        created_at=now,
-        more_matchers=more,
-    )
-    return silence
-
-
-def updates_in_place(prev: Silence, new: Silence, now: float) -> bool:
-    """Whether Alertmanager would change `prev` itself rather than replace it: same
-    matchers, not expired, and an active one keeps its start."""
-    if prev.matcher_pairs() != new.matcher_pairs():
-        return False
-    state = prev.state(now)
-    if state == "expired":
-        return False
-    return state == "pending" or new.starts_at == prev.starts_at
-
-
 async def post_silence(request: web.Request) -> web.Response:
     app = app_of(request)
     raw = await read_json(request, required=True)
@@ -386,7 +318,7 @@ async def post_silence(request: web.Request) -> web.Response:
     if prev is None or not updates_in_place(prev, silence, now):
         if prev is not None:
             await app.silences.expire(prev.id, now)
-        silence = Silence(**{**silence.__dict__, "id": new_id(now)})
+        silence = replace(silence, id=new_id(now))
     await app.silences.create(silence)
     return _answer(SilenceCreated(silenceID=silence.id))
 
@@ -394,12 +326,20 @@ async def post_silence(request: web.Request) -> web.Response:
 # --- status and receivers --------------------------------------------------------
 
 
+def _masked(channel: dict[str, Any]) -> dict[str, Any]:
+    """A channel's settings with its HTTP header values hidden (they often carry tokens)."""
+    headers = channel.get("headers")
+    if isinstance(headers, dict):
+        channel["headers"] = dict.fromkeys(headers, "***")
+    return channel
+
+
 def _config_text(app: App) -> str:
     """The running configuration as JSON text, secrets masked (as amtool shows it)."""
     cfg = app.config
     data = {
         "settings": cfg.settings.model_dump(mode="json", by_alias=True),
-        "channels": {n: c.model_dump(mode="json") for n, c in cfg.channels.items()},
+        "channels": {n: _masked(c.model_dump(mode="json")) for n, c in cfg.channels.items()},
         "rules": [r.name for r in cfg.rules],
     }
     secrets = [s for c in cfg.channels.values() for s in c.secret_values()]
