@@ -304,6 +304,15 @@ async def run_fleet(
 class TestThreeDaemons:
     """Three daemons in one consumer group notify each firing alert exactly once, like one."""
 
+    # On one Redis and on a Cluster, with the same assertions.
+    @pytest.fixture
+    def redis(self, topology_redis: Any) -> Any:
+        return topology_redis
+
+    @pytest.fixture
+    def daemons(self, topology_daemons: DaemonFactory) -> DaemonFactory:
+        return topology_daemons
+
     async def test_same_notifications_as_one_daemon(
         self, daemons: DaemonFactory, redis: aioredis.Redis, receiver: Receiver
     ) -> None:
