@@ -18,8 +18,10 @@ from alertd.inhibit import Inhibitor, InhibitRule
 from alertd.model import Alert, Event, Notification, NotifyReason, fingerprint, new_id, rfc3339
 from alertd.notify.delivery import DeliveryResult, deliver
 from alertd.notify.outbox import Outbox
+from alertd.notify.routing import Router
 from alertd.settings import Config
 from alertd.silences import SilenceStore, silenced_by
+from alertd.timeintervals import TimeInterval
 
 TEST_SEVERITIES = ("info", "warning", "critical")
 
@@ -40,7 +42,29 @@ async def publish(redis: Redis, stream: str, events: list[Event]) -> list[str]:
     return [i.decode() if isinstance(i, bytes) else str(i) for i in ids]
 
 
-def alert_view(a: Alert, silenced: list[str], inhibited: list[str]) -> dict[str, Any]:
+def alert_groups(
+    router: Router, intervals: Mapping[str, TimeInterval], a: Alert, now: float
+) -> list[dict[str, Any]]:
+    """The groups the alert is notified in, and the time intervals muting each one now."""
+    return [
+        {
+            "groupKey": g.group_key,
+            "groupLabels": g.labels,
+            "channels": list(g.policy.channels),
+            "mutedBy": [
+                n for n in g.policy.mute_during if n in intervals and intervals[n].contains(now)
+            ],
+        }
+        for g in router.groups(a)
+    ]
+
+
+def alert_view(
+    a: Alert,
+    silenced: list[str],
+    inhibited: list[str],
+    groups: list[dict[str, Any]],
+) -> dict[str, Any]:
     return {
         "labels": a.labels,
         "annotations": a.annotations,
@@ -52,6 +76,8 @@ def alert_view(a: Alert, silenced: list[str], inhibited: list[str]) -> dict[str,
         "rule": a.rule,
         "silencedBy": silenced,
         "inhibitedBy": inhibited,
+        "mutedBy": sorted({n for g in groups for n in g["mutedBy"]}),
+        "groups": groups,
     }
 
 
@@ -69,6 +95,8 @@ async def list_alerts(
     silences = await SilenceStore(redis, prefix).active(now)
     rules = [InhibitRule.from_settings(s) for s in config.settings.inhibit]
     inhibitor = Inhibitor(rules, [a for a in alerts if a.state == "firing"]) if rules else None
+    router = Router(config)
+    intervals = {t.name: TimeInterval(t) for t in config.settings.time_intervals}
     out = []
     for a in sorted(alerts, key=lambda a: (a.rule, a.starts_at)):
         if state and a.state != state:
@@ -82,6 +110,7 @@ async def list_alerts(
                 a,
                 silenced_by(a.labels, silences, now),
                 inhibitor.inhibited_by(a) if inhibitor else [],
+                alert_groups(router, intervals, a, now),
             )
         )
     return out

@@ -84,6 +84,23 @@ SCHEMAS: dict[str, Schema] = {
             "rule": STR,
             "silencedBy": {"type": "array", "items": STR},
             "inhibitedBy": {"type": "array", "items": STR},
+            "mutedBy": {
+                "description": "time intervals muting one of its routes now",
+                "type": "array",
+                "items": STR,
+            },
+            "groups": {
+                "description": "the aggregation groups it is notified in",
+                "type": "array",
+                "items": _obj(
+                    {
+                        "groupKey": STR,
+                        "groupLabels": STR_MAP,
+                        "channels": {"type": "array", "items": STR},
+                        "mutedBy": {"type": "array", "items": STR},
+                    }
+                ),
+            },
         },
         ["labels", "state", "severity", "fingerprint"],
     ),

@@ -19,7 +19,7 @@ from aiohttp.typedefs import Handler
 from redis.exceptions import RedisError
 
 from alertd.errors import EventError, NotFoundError
-from alertd.http import health, v1
+from alertd.http import console, health, v1
 from alertd.http.common import APP_KEY, MAX_BODY_BYTES, ApiError, app_of, error_reply, reply
 from alertd.http.openapi import openapi_document
 
@@ -164,6 +164,7 @@ def build_http(app: App) -> web.Application:
     health.add_routes(http.router)
     v1.add_routes(http.router)
     http.router.add_get("/api/v1/openapi.json", openapi)
+    console.add_routes(http.router)
     return http
 
 
