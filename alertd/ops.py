@@ -20,9 +20,11 @@ from alertd.matchers import Matcher, matches_all, parse_matcher
 from alertd.model import Alert, Event, Notification, NotifyReason, fingerprint, new_id, rfc3339
 from alertd.notify.delivery import DeliveryResult, deliver
 from alertd.notify.outbox import Outbox
+from alertd.notify.routing import Router
 from alertd.settings import Config, RedisSettings
 from alertd.silences import SilenceStore, silenced_by
 from alertd.storage import keys
+from alertd.timeintervals import TimeInterval
 
 TEST_SEVERITIES = ("info", "warning", "critical")
 
@@ -61,7 +63,29 @@ def parse_filters(items: Iterable[str]) -> tuple[Matcher, ...]:
     return tuple(out)
 
 
-def alert_view(a: Alert, silenced: list[str], inhibited: list[str]) -> dict[str, Any]:
+def alert_groups(
+    router: Router, intervals: Mapping[str, TimeInterval], a: Alert, now: float
+) -> list[dict[str, Any]]:
+    """The groups the alert is notified in, and the time intervals muting each one now."""
+    return [
+        {
+            "groupKey": g.group_key,
+            "groupLabels": g.labels,
+            "channels": list(g.policy.channels),
+            "mutedBy": [
+                n for n in g.policy.mute_during if n in intervals and intervals[n].contains(now)
+            ],
+        }
+        for g in router.groups(a)
+    ]
+
+
+def alert_view(
+    a: Alert,
+    silenced: list[str],
+    inhibited: list[str],
+    groups: list[dict[str, Any]],
+) -> dict[str, Any]:
     return {
         "labels": a.labels,
         "annotations": a.annotations,
@@ -73,6 +97,8 @@ def alert_view(a: Alert, silenced: list[str], inhibited: list[str]) -> dict[str,
         "rule": a.rule,
         "silencedBy": silenced,
         "inhibitedBy": inhibited,
+        "mutedBy": sorted({n for g in groups for n in g["mutedBy"]}),
+        "groups": groups,
     }
 
 
@@ -95,6 +121,8 @@ async def list_alerts(
     silences = await SilenceStore(redis, prefix).active(now)
     rules = [InhibitRule.from_settings(s) for s in config.settings.inhibit]
     inhibitor = Inhibitor(rules, [a for a in alerts if a.state == "firing"]) if rules else None
+    router = Router(config)
+    intervals = {t.name: TimeInterval(t) for t in config.settings.time_intervals}
     out = []
     for a in sorted(alerts, key=lambda a: (a.rule, a.starts_at)):
         if state and a.state != state:
@@ -108,6 +136,7 @@ async def list_alerts(
                 a,
                 silenced_by(a.labels, silences, now),
                 inhibitor.inhibited_by(a) if inhibitor else [],
+                alert_groups(router, intervals, a, now),
             )
         )
     return out

@@ -286,6 +286,15 @@ class Accepted(_Answer):
     accepted: int
 
 
+class AlertGroupRef(_Answer):
+    """One aggregation group an alert is notified in, and what mutes it now."""
+
+    groupKey: str
+    groupLabels: LabelSet
+    channels: list[str]
+    mutedBy: list[str]
+
+
 class V1Alert(_Answer):
     """A current alert in /api/v1 (a rule's or a posted one: `rule` empty)."""
 
@@ -299,6 +308,12 @@ class V1Alert(_Answer):
     rule: str
     silencedBy: list[str]
     inhibitedBy: list[str]
+    mutedBy: list[str] = Field(
+        default_factory=list, description="time intervals muting one of its routes now"
+    )
+    groups: list[AlertGroupRef] = Field(
+        default_factory=list, description="the aggregation groups it is notified in"
+    )
 
 
 class V1Alerts(_Answer):

@@ -24,7 +24,7 @@ from aiohttp.typedefs import Handler
 from redis.exceptions import RedisError
 
 from alertd.errors import EventError, NotFoundError
-from alertd.http import health, v1, v2
+from alertd.http import console, health, v1, v2
 from alertd.http.browser import allowed_hosts, browser_decision
 from alertd.http.common import (
     APP_KEY,
@@ -222,6 +222,7 @@ def build_http(app: App) -> web.Application:
     v1.add_routes(http.router)
     v2.add_routes(http.router)
     http.router.add_get("/api/v1/openapi.json", openapi)
+    console.add_routes(http.router)
     return http
 
 
