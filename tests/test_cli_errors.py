@@ -327,3 +327,20 @@ class TestPlainWords:
         assert "alertd: alertd.toml: routes #1.channels: is required; add it" == one_line(
             result.stderr
         )
+
+
+class TestCheckNamesTheRedis:
+    """`alertd check` says which Redis the commands will use, and what chose it."""
+
+    def test_from_environment_and_from_file(self, shipped: Path) -> None:
+        url = "redis://:hunter22@10.1.2.3:6390/2"
+        from_env = alertd("check", cwd=shipped, env={"ALERTD_REDIS_URL": url})
+        from_file = alertd("check", cwd=shipped)
+
+        assert 0 == from_env.returncode, from_env.stderr
+        assert (
+            "  redis: redis://:***@10.1.2.3:6390/2 (from ALERTD_REDIS_URL), stream alertd:events"
+        ) == from_env.stdout.splitlines()[1]
+        assert (
+            "  redis: redis://127.0.0.1:6379/0 (from redis.url), stream alertd:events"
+        ) == from_file.stdout.splitlines()[1]
