@@ -96,6 +96,8 @@ def cmd_check(args: argparse.Namespace) -> int:
         kinds[ch.type] = kinds.get(ch.type, 0) + 1
     channel_text = ", ".join(f"{n} {k}" for k, n in sorted(kinds.items()))
     print(f"config {config.path}: ok")
+    source = env_source("redis.url") or "redis.url"
+    print(f"  redis: {shown(s.redis.url)} (from {source}), stream {s.redis.stream}")
     print(f"  rules: {len(config.rules)} in {len({r.file for r in config.rules})} file(s)")
     print(f"  channels: {len(config.channels)} ({channel_text})")
     print(

@@ -18,7 +18,7 @@ import time
 
 import structlog
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
+from redis.exceptions import AuthenticationError, RedisError
 
 from alertd.errors import AlertdError
 from alertd.redisurl import shown
@@ -72,15 +72,17 @@ def check_listen(settings: Settings, config_name: str) -> None:
         raise listen_error(settings, config_name, exc) from None
 
 
-async def _ping(redis: Redis) -> str:
-    """ "" when Redis answers, else why not (one line, no secret)."""
+async def _ping(redis: Redis) -> tuple[str, bool]:
+    """Why Redis does not answer ("" when it does: one line, no secret), and whether it
+    refused the login rather than not answering."""
     try:
         await asyncio.wait_for(redis.ping(), PING_TIMEOUT_S)
     except TimeoutError:
-        return f"no answer within {PING_TIMEOUT_S:g}s"
+        return f"no answer within {PING_TIMEOUT_S:g}s", False
     except (RedisError, OSError) as exc:
-        return shown(" ".join(str(exc).split())) or type(exc).__name__
-    return ""
+        why = shown(" ".join(str(exc).split())) or type(exc).__name__
+        return why, isinstance(exc, AuthenticationError)
+    return "", False
 
 
 class RedisWatch:
@@ -92,11 +94,13 @@ class RedisWatch:
         self.down_since: float | None = None
 
     async def check(self) -> None:
-        error = await _ping(self.redis)
+        error, refused = await _ping(self.redis)
         if error and self.down_since is None:
             self.down_since = time.monotonic()
             log.error(
-                "cannot reach Redis; alertd keeps trying and resumes when it answers",
+                "Redis refuses alertd's login; check the user and password in the URL"
+                if refused
+                else "cannot reach Redis; alertd keeps trying and resumes when it answers",
                 error=error,
                 **self.target,
             )

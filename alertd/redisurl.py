@@ -20,8 +20,12 @@ def shown(url: str) -> str:
     return redact(url)
 
 
-def check_redis_url(url: str) -> str:
-    """`url` unchanged when redis-py will connect where it says; ValueError otherwise."""
+def check_redis_url(url: str, require_host: bool = True) -> str:
+    """`url` unchanged when redis-py will connect where it says; ValueError otherwise.
+
+    `require_host=False` where the address comes from elsewhere (Sentinel: the URL
+    carries only the database, credentials and TLS).
+    """
     parts = urlsplit(url)
     if parts.scheme not in SCHEMES or "://" not in url:
         got = f"scheme '{parts.scheme}:'" if parts.scheme else "no scheme"
@@ -32,7 +36,7 @@ def check_redis_url(url: str) -> str:
         if not parts.path:
             raise ValueError(f"Redis URL {shown(url)!r} names no socket path; write unix:///PATH")
         return url
-    if not parts.hostname:
+    if require_host and not parts.hostname:
         raise ValueError(f"Redis URL {shown(url)!r} names no host; write {EXAMPLE}")
     try:
         parts.port  # noqa: B018 - the property raises on a port that is not a number in range

@@ -536,6 +536,42 @@ def _submodel(model: type[BaseModel], loc: tuple[int | str, ...]) -> type[BaseMo
     return current if isinstance(current, type) and issubclass(current, BaseModel) else None
 
 
+# pydantic's wording ("Input should be a valid integer, ...") in an operator's words.
+# Only numbers, booleans and choices are echoed: any other value may be a secret.
+_PLAIN: dict[str, Callable[[dict[str, Any]], str]] = {
+    "missing": lambda e: "is required; add it",
+    "int_parsing": lambda e: f"{e['input']!r} is not a whole number",
+    "int_type": lambda e: "must be a whole number",
+    "int_from_float": lambda e: f"{e['input']!r} is not a whole number",
+    "float_parsing": lambda e: f"{e['input']!r} is not a number",
+    "float_type": lambda e: "must be a number",
+    "bool_parsing": lambda e: f"{e['input']!r} is not true or false",
+    "bool_type": lambda e: "must be true or false",
+    "string_type": lambda e: 'must be a string (in quotes: "...")',
+    "list_type": lambda e: 'must be a list, e.g. ["a", "b"]',
+    "dict_type": lambda e: "must be a table (key = value pairs)",
+    "model_type": lambda e: "must be a table (key = value pairs)",
+    "greater_than_equal": lambda e: f"must be at least {e['ctx']['ge']}",
+    "less_than_equal": lambda e: f"must be at most {e['ctx']['le']}",
+    "greater_than": lambda e: f"must be more than {e['ctx']['gt']}",
+    "less_than": lambda e: f"must be less than {e['ctx']['lt']}",
+    "too_short": lambda e: f"needs at least {e['ctx']['min_length']} item(s)",
+    "literal_error": lambda e: (
+        f"{e['input']!r} is not one of {e['ctx']['expected'].replace(' or ', ', ')}"
+    ),
+}
+
+
+def _plain_words(err: Any) -> str:
+    plain = _PLAIN.get(err["type"])
+    if plain is not None:
+        try:
+            return plain(err)
+        except (KeyError, TypeError):  # a context pydantic did not give: its own words
+            pass
+    return str(err["msg"]).removeprefix("Value error, ")
+
+
 def _key(loc: tuple[int | str, ...]) -> str:
     """A pydantic location as operators count: ("routes", 0, "channels") -> "routes #1.channels"."""
     text = ""
@@ -576,9 +612,7 @@ def validation_errors(
             parent = f" {_key(loc[:-1])}" if len(loc) > 1 else ""
             out.append(ConfigError(f"unknown key '{loc[-1]}' in {file}{where}{parent}{hint}"))
             continue
-        msg = err["msg"].removeprefix("Value error, ")
-        if err["type"] == "literal_error":  # pydantic's "Input should be 'a' or 'b'"
-            msg = f"{err['input']!r} is not one of {err['ctx']['expected'].replace(' or ', ', ')}"
+        msg = _plain_words(err)
         out.append(ConfigError(msg, file=f"{file}{where}", key=key))
     return out
 

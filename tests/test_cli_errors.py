@@ -296,3 +296,51 @@ class TestOtherFilesGivenToRulesTest:
         result = alertd("check", "--config", "rules", cwd=shipped)
 
         assert "alertd: rules: is a directory; name the .toml file in it" == one_line(result.stderr)
+
+
+class TestPlainWords:
+    """Type mistakes in alertd.toml read as an operator writes, not as pydantic's."""
+
+    @pytest.mark.parametrize(
+        ("key", "value", "expected"),
+        [
+            ("batch_size", '"lots"', "daemon.batch_size: 'lots' is not a whole number"),
+            ("batch_size", "0", "daemon.batch_size: must be at least 1"),
+            ("send_resolved", '"maybe"', "notify.send_resolved: 'maybe' is not true or false"),
+            ("rules", '"rules/*.toml"', 'paths.rules: must be a list, e.g. ["a", "b"]'),
+        ],
+    )
+    def test_wording(self, shipped: Path, key: str, value: str, expected: str) -> None:
+        set_key(shipped, key, value)
+
+        result = alertd("check", cwd=shipped)
+
+        assert 1 == result.returncode
+        assert f"alertd: alertd.toml: {expected}" == one_line(result.stderr)
+
+    def test_route_without_channels(self, shipped: Path) -> None:
+        cfg = shipped / "alertd.toml"
+        cfg.write_text(cfg.read_text() + '\n[[routes]]\nmatch = { service = "api" }\n')
+
+        result = alertd("check", cwd=shipped)
+
+        assert "alertd: alertd.toml: routes #1.channels: is required; add it" == one_line(
+            result.stderr
+        )
+
+
+class TestCheckNamesTheRedis:
+    """`alertd check` says which Redis the commands will use, and what chose it."""
+
+    def test_from_environment_and_from_file(self, shipped: Path) -> None:
+        url = "redis://:hunter22@10.1.2.3:6390/2"
+        from_env = alertd("check", cwd=shipped, env={"ALERTD_REDIS_URL": url})
+        from_file = alertd("check", cwd=shipped)
+
+        assert 0 == from_env.returncode, from_env.stderr
+        assert (
+            "  redis: redis://:***@10.1.2.3:6390/2 (from ALERTD_REDIS_URL), stream alertd:events"
+        ) == from_env.stdout.splitlines()[1]
+        assert (
+            "  redis: redis://127.0.0.1:6379/0 (from redis.url), stream alertd:events"
+        ) == from_file.stdout.splitlines()[1]

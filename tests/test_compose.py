@@ -3,8 +3,9 @@
 No Docker engine runs here, so the stack runs without containers: the same files laid
 out as the image lays them (/etc/alertd: the compose alertd.toml, rules/, channels/),
 the alertd service's environment from docker-compose.yml with the compose network's
-addresses swapped for loopback ones, a real Redis, an SMTP catcher in mailpit's place
-and an HTTP receiver in webhook-echo's. A published event must page both.
+addresses swapped for loopback ones, as many alertd replicas as it runs, a real Redis,
+an SMTP catcher in mailpit's place and an HTTP receiver in webhook-echo's. A published
+event must page both, once.
 """
 
 from __future__ import annotations
@@ -129,11 +130,10 @@ class TestTopologyWithoutContainers:
         box, smtp_port = mailpit
         dotenv = {"ALERTD_LOG_LEVEL": "info"}
         env = service_environment("alertd", dotenv)
-        listen = f"127.0.0.1:{free_port()}"
         # The compose network's addresses, and only those, become loopback ones.
         addresses = {
             "ALERTD_REDIS_URL": ("redis://redis:6379/0", redis_server.url),
-            "ALERTD_HTTP_LISTEN": ("0.0.0.0:9099", listen),
+            "ALERTD_HTTP_LISTEN": ("0.0.0.0:9099", ""),  # one port per replica, below
             "MAILPIT_HOST": ("mailpit", "127.0.0.1"),
             "MAILPIT_SMTP_PORT": ("1025", str(smtp_port)),
             "WEBHOOK_ECHO_URL": ("http://webhook-echo:8080/alertd", f"{receiver.url}/alertd"),
@@ -142,18 +142,25 @@ class TestTopologyWithoutContainers:
             assert in_compose == env[name], name
             env[name] = here
         image_env = {"ALERTD_CONFIG": str(etc_alertd / "alertd.toml"), "PATH": str(BIN)}
-        log = etc_alertd / "alertd.log"
-        with log.open("wb") as out:
-            daemon = await asyncio.create_subprocess_exec(
-                str(BIN / "alertd"),
-                "run",
-                cwd=etc_alertd,
-                env={**image_env, **env},
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
+        replicas = int(compose()["services"]["alertd"]["deploy"]["replicas"])
+        logs = [etc_alertd / f"alertd-{i}.log" for i in range(replicas)]
+        daemons = []
+        for log in logs:
+            with log.open("wb") as out:
+                listen = {"ALERTD_HTTP_LISTEN": f"127.0.0.1:{free_port()}"}
+                daemons.append(
+                    await asyncio.create_subprocess_exec(
+                        str(BIN / "alertd"),
+                        "run",
+                        cwd=etc_alertd,
+                        env={**image_env, **env, **listen},
+                        stdout=out,
+                        stderr=subprocess.STDOUT,
+                    )
+                )
         try:
-            await wait_for(lambda: "alertd started" in log.read_text(), timeout_s=20)
+            for log in logs:
+                await wait_for(lambda log=log: "alertd started" in log.read_text(), timeout_s=20)
             await redis.xadd(
                 "alertd:events",
                 {"name": "queue_depth", "value": "7000", "service": "billing", "queue": "emails"},
@@ -162,9 +169,12 @@ class TestTopologyWithoutContainers:
             # group_wait is 10 s in the compose config.
             await wait_for(lambda: box.messages and receiver.bodies("/alertd"), timeout_s=40)
         finally:
-            daemon.send_signal(signal.SIGTERM)
-            await asyncio.wait_for(daemon.wait(), 20)
+            for daemon in daemons:
+                daemon.send_signal(signal.SIGTERM)
+            for daemon in daemons:
+                await asyncio.wait_for(daemon.wait(), 20)
 
+        # The replicas share one consumer group: one page per channel, not one per replica.
         [body] = receiver.bodies("/alertd")
         assert ("firing", "webhook-echo") == (body["status"], body["receiver"])
         assert {"QueueBacklog"} == {a["labels"]["alertname"] for a in body["alerts"]}

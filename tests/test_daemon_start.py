@@ -145,6 +145,28 @@ class TestRedisAway:
             server.stop()
         assert "s3cr3tpw" not in log.read_text()
 
+    def test_wrong_password_is_named_as_such(self, tmp_path: Path, daemon: list[Any]) -> None:
+        port = free_port()
+        server = RedisServer(port, tmp_path, extra_args=["--requirepass", "right-one"])
+        server.start()
+        try:
+            url = f"redis://:wrong-one@127.0.0.1:{port}/0"
+            env = env_with(ALERTD_REDIS_URL=url, ALERTD_HTTP_LISTEN=f"127.0.0.1:{free_port()}")
+            log = start(tmp_path, env, daemon)
+
+            line = wait_for_record(
+                log, "Redis refuses alertd's login; check the user and password in the URL"
+            )
+        finally:
+            daemon[0].send_signal(signal.SIGTERM)
+            daemon[0].wait(15)
+            server.stop()
+        assert (f"redis://:***@127.0.0.1:{port}/0", "ALERTD_REDIS_URL") == (
+            line["redis"],
+            line["redis_from"],
+        )
+        assert "wrong-one" not in log.read_text()
+
 
 class TestPortInUse:
     """A taken HTTP port stops the start with a hint, before the consumer group exists."""

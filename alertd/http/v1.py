@@ -208,7 +208,11 @@ async def post_test_alert(request: web.Request) -> web.Response:
     except NotFoundError as exc:
         raise ApiError(404, "unknown channel", [str(exc)]) from None
     if not results:
-        raise ApiError(400, "no enabled channel to test")
+        raise ApiError(
+            400,
+            "no enabled channel to test",
+            ['every channel has enabled = false; name one in "channel" or enable one'],
+        )
     answer = {"results": {name: r.to_api() for name, r in results.items()}}
     return reply(answer, status=200 if all(r.ok for r in results.values()) else 502)
 
