@@ -114,6 +114,7 @@ class TestCheckNamesFileAndLine:
         write(tmp_path, slack, {"t.j2": CHAT})
         result = alertd("check", "--config", "alertd.toml", cwd=tmp_path)
         assert 0 == result.returncode, result.stderr
+        assert "templates: 1 rendered on a sample notification" in result.stdout
 
 
 class TestRenderedBody:
