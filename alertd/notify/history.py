@@ -4,9 +4,9 @@ One record per notification and channel (a fallback's copy keeps the id, so the
 channel is part of the identity), rewritten whole at each step of its life:
 
     pending        queued in the outbox, not delivered yet
-    held           over its channel's rate limit, waiting for the digest
-    delivered      the receiver accepted it (for a held one: its digest was delivered)
-    dead-lettered  moved to the dead-letter stream
+    held           over its channel's rate limit, waiting for its digest
+    delivered      the receiver accepted it (a held one: its digest, named in `digest`)
+    dead-lettered  moved to the dead-letter stream (a held one: its digest was)
 
 Records live in Redis (`HistoryKeys`), newest first by when they were queued, and
 are dropped once older than `notify.history_retention` (and beyond MAX_RECORDS, so
@@ -28,7 +28,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from alertd.durations import parse_duration
-from alertd.model import Notification, parse_rfc3339, rfc3339
+from alertd.model import Notification, NotifyReason, parse_rfc3339, rfc3339
 
 log = structlog.get_logger("alertd.history")
 
@@ -132,11 +132,35 @@ class History:
         self._trimmed_at = 0.0
         self._write = redis.register_script(WRITE_LUA)
         # Records written together: outcomes finishing close together share a round trip.
-        self._batch: list[tuple[Notification, dict[str, Any]]] = []
+        self._batch: list[tuple[str, float, dict[str, Any]]] = []  # member, queued at, record
         self._writer: asyncio.Task[None] | None = None
 
     async def record(self, n: Notification, outcome: Outcome, **fields: Any) -> None:
         await self.record_many([(n, record_of(n, outcome, **fields))])
+        if n.reason is NotifyReason.DIGEST and outcome != "pending":
+            await self._settle_held(n, outcome, fields)
+
+    async def _settle_held(self, digest: Notification, outcome: Outcome, fields: Any) -> None:
+        """What became of a digest became of every notification it stood for."""
+        ids = [str(i) for i in digest.extra.get("held_ids") or []]
+        members = [member(digest.receiver, i) for i in ids]
+        if not members:
+            return
+        try:
+            raws = await self.redis.hmget(self.keys.records, members)
+            scores = await self.redis.zmscore(self.keys.index, members)
+        except RedisError as exc:
+            log.warning("notification history not written", error=type(exc).__name__)
+            return
+        settled = record_of(digest, outcome, **fields)
+        items = []
+        for m, raw, score in zip(members, raws, scores, strict=True):
+            rec = _decode(raw)
+            if rec is not None and score is not None:
+                rec.update({k: settled[k] for k in ("outcome", "last_error", "delivered_at")})
+                rec["digest"] = digest.id  # also when the limiter's own note comes later
+                items.append((m, float(score), rec))
+        await self._enqueue(items)
 
     async def queued(self, ns: Iterable[Notification], outcome: Outcome = "pending") -> None:
         await self.record_many([(n, record_of(n, outcome)) for n in ns])
@@ -144,6 +168,9 @@ class History:
     async def record_many(self, items: Sequence[tuple[Notification, dict[str, Any]]]) -> None:
         """Write records, joined with those other tasks write at the same moment; returns
         once they are written (or given up: never raises for Redis)."""
+        await self._enqueue([(member(n.receiver, n.id), n.created_at, rec) for n, rec in items])
+
+    async def _enqueue(self, items: Sequence[tuple[str, float, dict[str, Any]]]) -> None:
         if not items:
             return
         self._batch.extend(items)
@@ -159,9 +186,8 @@ class History:
         try:
             for start in range(0, len(items), WRITE_CHUNK):
                 args: list[Any] = []
-                for n, rec in items[start : start + WRITE_CHUNK]:
-                    args += [member(n.receiver, n.id), repr(n.created_at), RANK[rec["outcome"]]]
-                    args.append(orjson.dumps(rec))
+                for m, queued_at, rec in items[start : start + WRITE_CHUNK]:
+                    args += [m, repr(queued_at), RANK[rec["outcome"]], orjson.dumps(rec)]
                 await self._write(keys=[self.keys.records, self.keys.index], args=args)
             await self._trim()
         except RedisError as exc:
