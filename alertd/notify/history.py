@@ -4,9 +4,10 @@ One record per notification and channel (a fallback's copy keeps the id, so the
 channel is part of the identity), rewritten whole at each step of its life:
 
     pending        queued in the outbox, not delivered yet
-    held           over its channel's rate limit, waiting for its digest
-    delivered      the receiver accepted it (a held one: its digest, named in `digest`)
-    dead-lettered  moved to the dead-letter stream (a held one: its digest was)
+    held           over its channel's rate limit: sent in a digest (named in `digest`);
+                   `delivered_at` / `last_error` once that digest was delivered / dead
+    delivered      the receiver accepted it
+    dead-lettered  moved to the dead-letter stream
 
 Records live in Redis (`HistoryKeys`), newest first by when they were queued, and
 are dropped once older than `notify.history_retention` (and beyond MAX_RECORDS, so
@@ -43,18 +44,31 @@ MAX_SCAN = 100_000  # records looked at by one list() with filters
 
 RANK = {"pending": 0, "held": 1, "delivered": 2, "dead-lettered": 2}
 
-# Write records only forward (pending -> held -> delivered / dead-lettered): a queued
-# write landing after the worker's outcome must not turn "delivered" back to "pending".
+
+def rank(rec: dict[str, Any]) -> int:
+    """How far a record is: its outcome, then whether it is settled (a held one whose
+    digest was delivered or dead-lettered). Records only move forward."""
+    settled = rec.get("delivered_at") is not None or bool(rec.get("last_error"))
+    return RANK[rec["outcome"]] * 2 + int(settled)
+
+
+# Write records only forward (see `rank`, computed the same way here): a queued write
+# landing after the worker's outcome must not turn "delivered" back to "pending".
 # KEYS: records hash, index zset; ARGV: per record member, score, rank, JSON.
 WRITE_LUA = """
 local ranks = {pending = 0, held = 1, delivered = 2}
 ranks['dead-lettered'] = 2
+local function rank(rec)
+  local at, err = rec['delivered_at'], rec['last_error']
+  local settled = (at ~= nil and at ~= cjson.null) or (type(err) == 'string' and err ~= '')
+  return (ranks[rec['outcome']] or 0) * 2 + (settled and 1 or 0)
+end
 for i = 1, #ARGV, 4 do
   local cur = redis.call('HGET', KEYS[1], ARGV[i])
   local ok = true
   if cur then
     local okd, rec = pcall(cjson.decode, cur)
-    if okd and type(rec) == 'table' and (ranks[rec['outcome']] or 0) > tonumber(ARGV[i + 2]) then
+    if okd and type(rec) == 'table' and rank(rec) > tonumber(ARGV[i + 2]) then
       ok = false
     end
   end
@@ -157,7 +171,8 @@ class History:
         for m, raw, score in zip(members, raws, scores, strict=True):
             rec = _decode(raw)
             if rec is not None and score is not None:
-                rec.update({k: settled[k] for k in ("outcome", "last_error", "delivered_at")})
+                # Still "held" (that is what happened to it), now with when it arrived.
+                rec.update({k: settled[k] for k in ("last_error", "delivered_at")})
                 rec["digest"] = digest.id  # also when the limiter's own note comes later
                 items.append((m, float(score), rec))
         await self._enqueue(items)
@@ -187,7 +202,7 @@ class History:
             for start in range(0, len(items), WRITE_CHUNK):
                 args: list[Any] = []
                 for m, queued_at, rec in items[start : start + WRITE_CHUNK]:
-                    args += [m, repr(queued_at), RANK[rec["outcome"]], orjson.dumps(rec)]
+                    args += [m, repr(queued_at), rank(rec), orjson.dumps(rec)]
                 await self._write(keys=[self.keys.records, self.keys.index], args=args)
             await self._trim()
         except RedisError as exc:
