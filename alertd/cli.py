@@ -100,6 +100,9 @@ def cmd_check(args: argparse.Namespace) -> int:
     print(f"  redis: {shown(s.redis.url)} (from {source}), stream {s.redis.stream}")
     print(f"  rules: {len(config.rules)} in {len({r.file for r in config.rules})} file(s)")
     print(f"  channels: {len(config.channels)} ({channel_text})")
+    templated = [c.template for c in config.channels.values() if c.template]
+    if templated:
+        print(f"  templates: {len(templated)} rendered on a sample notification")
     print(
         f"  routes: {len(s.routes)}, inhibit rules: {len(s.inhibit)}, "
         f"time intervals: {len(s.time_intervals)}"

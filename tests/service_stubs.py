@@ -136,9 +136,7 @@ def pagerduty_errors(event: Any) -> list[str]:
 OG_LIMITS = {"message": 130, "alias": 512, "description": 15000, "entity": 512, "source": 100}
 
 
-def opsgenie_errors(body: Any) -> dict[str, str]:
-    if not isinstance(body, dict):
-        return {"body": "Request body is not valid JSON"}
+def opsgenie_errors(body: dict[str, Any]) -> dict[str, str]:
     errors = {}
     if not str(body.get("message", "")).strip():
         errors["message"] = "Message can not be empty."
@@ -390,6 +388,9 @@ class _Handlers:
         refused = self.opsgenie_auth(request)
         if refused is not None:
             return await self.record(request, "opsgenie", body, refused)
+        if not isinstance(body, dict):  # 400 is for syntax only; invalid fields are 422
+            invalid = {"message": "Invalid JSON body", "took": 0.0, "requestId": str(uuid.uuid4())}
+            return await self.record(request, "opsgenie", body, _json(400, invalid))
         errors = opsgenie_errors(body)
         if errors:
             return await self.record(

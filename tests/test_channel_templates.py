@@ -3,6 +3,7 @@ renders becomes the message body (sandboxed, HTML autoescaped where it matters).
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from alertd.channels.email import EmailChannel, EmailConfig
 from alertd.channels.registry import CHANNEL_TYPES
 from alertd.notify.delivery import deliver
 from alertd.settings import load_config
-from tests.conftest import Receiver
+from tests.conftest import DaemonFactory, Receiver
 from tests.service_stubs import DISCORD_TOKEN, TELEGRAM_CHAT, TELEGRAM_TOKEN, Services
 from tests.test_channel_slack import make_alert, make_notification
 from tests.test_cli_check import alertd
@@ -113,6 +114,7 @@ class TestCheckNamesFileAndLine:
         write(tmp_path, slack, {"t.j2": CHAT})
         result = alertd("check", "--config", "alertd.toml", cwd=tmp_path)
         assert 0 == result.returncode, result.stderr
+        assert "templates: 1 rendered on a sample notification" in result.stdout
 
 
 class TestRenderedBody:
@@ -197,3 +199,29 @@ class TestRenderedBody:
         assert (False, True, 1) == (result.ok, result.permanent, result.attempts)
         assert "template templates/t.j2 line 2:" in result.error
         assert [] == receiver.received
+
+
+class TestReload:
+    """An edited template is used after a reload, without a restart."""
+
+    async def test_reload_takes_the_edited_template(
+        self, daemons: DaemonFactory, receiver: Receiver
+    ) -> None:
+        hook = table("webhook", url=f"{receiver.url}/hook")
+        (daemons.dir / "templates").mkdir()
+        (daemons.dir / "templates" / "t.j2").write_text('{"v": 1}')
+        daemons.write("", hook)
+        app = await daemons.start(http=True)
+        base = f"http://{app.config.settings.http.listen}/api/v1"
+        async with aiohttp.ClientSession() as http:
+            async with http.post(f"{base}/test-alert", json={"channel": "c"}) as resp:
+                assert 200 == resp.status
+            template = daemons.dir / "templates" / "t.j2"
+            template.write_text('{"v": 2}')
+            stamp = template.stat().st_mtime + 2
+            os.utime(template, (stamp, stamp))
+            async with http.post(f"{base}/reload") as resp:
+                assert 200 == resp.status
+            async with http.post(f"{base}/test-alert", json={"channel": "c"}) as resp:
+                assert 200 == resp.status
+        assert [{"v": 1}, {"v": 2}] == receiver.bodies("/hook")

@@ -356,3 +356,60 @@ class TestRetryHintsInTheBody:
             ' "parameters": {"retry_after": 7}}'
         )
         assert 7.0 == ch.rejected(429, body, None).retry_after_s
+
+
+class TestStubsHoldTheLimits:
+    """The stubs refuse what their service refuses, so staying within limits is checked."""
+
+    @pytest.mark.parametrize(
+        ("kind", "body", "status", "words"),
+        [
+            (
+                "pagerduty",
+                {
+                    "routing_key": PD_ROUTING_KEY,
+                    "event_action": "trigger",
+                    "payload": {"summary": "x" * 1025, "source": "s", "severity": "critical"},
+                },
+                400,
+                "'payload.summary' must be 1024 characters or less",
+            ),
+            ("opsgenie", {"message": "x" * 131}, 422, "Message can not be longer than 130"),
+            (
+                "teams",
+                {"type": "message", "attachments": [{"contentType": "x", "content": {}}]},
+                400,
+                "InvalidRequestContent",
+            ),
+            ("discord", {"embeds": [{"title": "x" * 257}]}, 400, "Must be 256 or fewer in length."),
+            (
+                "telegram",
+                {"chat_id": TELEGRAM_CHAT, "text": "x" * 4097, "parse_mode": "HTML"},
+                400,
+                "Bad Request: message is too long",
+            ),
+            (
+                "telegram",
+                {"chat_id": TELEGRAM_CHAT, "text": "<b>open", "parse_mode": "HTML"},
+                400,
+                "Bad Request: can't parse entities",
+            ),
+        ],
+    )
+    async def test_over_the_limit_is_refused(
+        self, services: Services, kind: str, body: dict[str, Any], status: int, words: str
+    ) -> None:
+        url = {
+            "pagerduty": services.pagerduty,
+            "opsgenie": f"{services.url}/v2/alerts",
+            "teams": services.teams,
+            "discord": services.discord,
+            "telegram": f"{services.url}/bot{TELEGRAM_TOKEN}/sendMessage",
+        }[kind]
+        headers = {"Authorization": f"GenieKey {OPSGENIE_KEY}"}
+        async with (
+            aiohttp.ClientSession() as http,
+            http.post(url, json=body, headers=headers) as resp,
+        ):
+            assert status == resp.status
+            assert words in await resp.text()

@@ -10,8 +10,8 @@ import aiohttp
 import orjson
 import redis.asyncio as aioredis
 
-from alertd.model import fingerprint
-from alertd.notify.history import History
+from alertd.model import NotifyReason, fingerprint
+from alertd.notify.history import History, record_of
 from tests.conftest import DaemonFactory, Receiver, wait_for
 from tests.service_stubs import Services
 from tests.test_channel_slack import make_alert, make_notification
@@ -161,3 +161,20 @@ class TestStore:
         assert [fresh.id] == [r["id"] for r in await history.list()]
         assert 1 == await redis.zcard(history.keys.index)
         assert 1 == await redis.hlen(history.keys.records)
+
+    async def test_a_held_one_says_when_its_digest_arrived(self, redis: aioredis.Redis) -> None:
+        history = History(redis, "alertd:", lambda: 3600.0)
+        n = make_notification([make_alert()])
+        n.created_at = time.time()
+        await history.queued([n], outcome="held")
+        digest = make_notification([make_alert()])
+        digest.id, digest.reason = "01JD3X5Y0C9Q8V7N6M5K4J3DIG", NotifyReason.DIGEST
+        digest.created_at, digest.extra = time.time(), {"held_ids": [n.id]}
+
+        await history.record(digest, "delivered", delivered_at=digest.created_at)
+        # The rate limiter's own note, landing after the delivery, changes nothing.
+        await history.record_many([(n, record_of(n, "held", digest=digest.id))])
+
+        held = await history.list(outcome="held")
+        assert [(n.id, digest.id)] == [(r["id"], r["digest"]) for r in held]
+        assert held[0]["delivered_at"] is not None

@@ -20,6 +20,7 @@ from redis.exceptions import RedisError
 
 from alertd.channels.base import Channel, ChannelConfig
 from alertd.channels.templating import blocks_or_text
+from alertd.channels.text import ELLIPSIS, label_text
 from alertd.channels.text import format_value as _format_value
 from alertd.channels.text import notification_title as slack_title
 from alertd.channels.text import severity_rank as _severity_rank
@@ -33,12 +34,10 @@ log = structlog.get_logger("alertd.channels.slack")
 MAX_BLOCKS = 50
 MAX_SECTION_CHARS = 3000
 MAX_HEADER_CHARS = 150
-ELLIPSIS = "…"
 
 SEVERITY_COLORS = {"critical": "#E01E5A", "warning": "#ECB22E", "info": "#36C5F0"}
 RESOLVED_COLOR = "#2EB67D"
 _SEVERITY_EMOJI = {"critical": ":red_circle:", "warning": ":large_orange_circle:"}
-_HIDDEN_LABELS = frozenset({"alertname", "severity"})
 
 
 class SlackConfig(ChannelConfig):
@@ -107,9 +106,9 @@ def _alert_text(a: Alert) -> str:
     summary = a.annotations.get("summary", "")
     if summary:
         middle += f"\n*Summary:* {_escape(summary)}"
-    labels = [f"{k}={v}" for k, v in sorted(a.labels.items()) if k not in _HIDDEN_LABELS]
+    labels = label_text(a)
     if labels:
-        middle += f"\n*Labels:* {_escape(', '.join(labels))}"
+        middle += f"\n*Labels:* {_escape(labels)}"
     runbook = a.annotations.get("runbook_url", "")
     tail = f"\n{_runbook_link(runbook)}" if runbook else ""
     # The link is kept whole when it fits: a cut link shows as raw markup.

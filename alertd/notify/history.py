@@ -4,8 +4,9 @@ One record per notification and channel (a fallback's copy keeps the id, so the
 channel is part of the identity), rewritten whole at each step of its life:
 
     pending        queued in the outbox, not delivered yet
-    held           over its channel's rate limit, waiting for the digest
-    delivered      the receiver accepted it (for a held one: its digest was delivered)
+    held           over its channel's rate limit: sent in a digest (named in `digest`);
+                   `delivered_at` / `last_error` once that digest was delivered / dead
+    delivered      the receiver accepted it
     dead-lettered  moved to the dead-letter stream
 
 Records live in Redis (`HistoryKeys`), newest first by when they were queued, and
@@ -28,7 +29,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from alertd.durations import parse_duration
-from alertd.model import Notification, parse_rfc3339, rfc3339
+from alertd.model import Notification, NotifyReason, parse_rfc3339, rfc3339
 
 log = structlog.get_logger("alertd.history")
 
@@ -43,18 +44,31 @@ MAX_SCAN = 100_000  # records looked at by one list() with filters
 
 RANK = {"pending": 0, "held": 1, "delivered": 2, "dead-lettered": 2}
 
-# Write records only forward (pending -> held -> delivered / dead-lettered): a queued
-# write landing after the worker's outcome must not turn "delivered" back to "pending".
+
+def rank(rec: dict[str, Any]) -> int:
+    """How far a record is: its outcome, then whether it is settled (a held one whose
+    digest was delivered or dead-lettered). Records only move forward."""
+    settled = rec.get("delivered_at") is not None or bool(rec.get("last_error"))
+    return RANK[rec["outcome"]] * 2 + int(settled)
+
+
+# Write records only forward (see `rank`, computed the same way here): a queued write
+# landing after the worker's outcome must not turn "delivered" back to "pending".
 # KEYS: records hash, index zset; ARGV: per record member, score, rank, JSON.
 WRITE_LUA = """
 local ranks = {pending = 0, held = 1, delivered = 2}
 ranks['dead-lettered'] = 2
+local function rank(rec)
+  local at, err = rec['delivered_at'], rec['last_error']
+  local settled = (at ~= nil and at ~= cjson.null) or (type(err) == 'string' and err ~= '')
+  return (ranks[rec['outcome']] or 0) * 2 + (settled and 1 or 0)
+end
 for i = 1, #ARGV, 4 do
   local cur = redis.call('HGET', KEYS[1], ARGV[i])
   local ok = true
   if cur then
     local okd, rec = pcall(cjson.decode, cur)
-    if okd and type(rec) == 'table' and (ranks[rec['outcome']] or 0) > tonumber(ARGV[i + 2]) then
+    if okd and type(rec) == 'table' and rank(rec) > tonumber(ARGV[i + 2]) then
       ok = false
     end
   end
@@ -132,11 +146,36 @@ class History:
         self._trimmed_at = 0.0
         self._write = redis.register_script(WRITE_LUA)
         # Records written together: outcomes finishing close together share a round trip.
-        self._batch: list[tuple[Notification, dict[str, Any]]] = []
+        self._batch: list[tuple[str, float, dict[str, Any]]] = []  # member, queued at, record
         self._writer: asyncio.Task[None] | None = None
 
     async def record(self, n: Notification, outcome: Outcome, **fields: Any) -> None:
         await self.record_many([(n, record_of(n, outcome, **fields))])
+        if n.reason is NotifyReason.DIGEST and outcome != "pending":
+            await self._settle_held(n, outcome, fields)
+
+    async def _settle_held(self, digest: Notification, outcome: Outcome, fields: Any) -> None:
+        """What became of a digest became of every notification it stood for."""
+        ids = [str(i) for i in digest.extra.get("held_ids") or []]
+        members = [member(digest.receiver, i) for i in ids]
+        if not members:
+            return
+        try:
+            raws = await self.redis.hmget(self.keys.records, members)
+            scores = await self.redis.zmscore(self.keys.index, members)
+        except RedisError as exc:
+            log.warning("notification history not written", error=type(exc).__name__)
+            return
+        settled = record_of(digest, outcome, **fields)
+        items = []
+        for m, raw, score in zip(members, raws, scores, strict=True):
+            rec = _decode(raw)
+            if rec is not None and score is not None:
+                # Still "held" (that is what happened to it), now with when it arrived.
+                rec.update({k: settled[k] for k in ("last_error", "delivered_at")})
+                rec["digest"] = digest.id  # also when the limiter's own note comes later
+                items.append((m, float(score), rec))
+        await self._enqueue(items)
 
     async def queued(self, ns: Iterable[Notification], outcome: Outcome = "pending") -> None:
         await self.record_many([(n, record_of(n, outcome)) for n in ns])
@@ -144,6 +183,9 @@ class History:
     async def record_many(self, items: Sequence[tuple[Notification, dict[str, Any]]]) -> None:
         """Write records, joined with those other tasks write at the same moment; returns
         once they are written (or given up: never raises for Redis)."""
+        await self._enqueue([(member(n.receiver, n.id), n.created_at, rec) for n, rec in items])
+
+    async def _enqueue(self, items: Sequence[tuple[str, float, dict[str, Any]]]) -> None:
         if not items:
             return
         self._batch.extend(items)
@@ -159,9 +201,8 @@ class History:
         try:
             for start in range(0, len(items), WRITE_CHUNK):
                 args: list[Any] = []
-                for n, rec in items[start : start + WRITE_CHUNK]:
-                    args += [member(n.receiver, n.id), repr(n.created_at), RANK[rec["outcome"]]]
-                    args.append(orjson.dumps(rec))
+                for m, queued_at, rec in items[start : start + WRITE_CHUNK]:
+                    args += [m, repr(queued_at), rank(rec), orjson.dumps(rec)]
                 await self._write(keys=[self.keys.records, self.keys.index], args=args)
             await self._trim()
         except RedisError as exc:

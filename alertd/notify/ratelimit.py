@@ -106,7 +106,7 @@ def build_digest(channel: str, held: list[Notification], now: float) -> Notifica
         changed_at=max((n.changed_at for n in groups), default=now),
         extra={
             "digest": [{"id": n.id, "groupKey": n.group_key, "status": n.status} for n in groups],
-            "held": len(held),
+            "held_ids": [n.id for n in held],  # their history records follow the digest's
         },
     )
 
