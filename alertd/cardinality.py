@@ -1,4 +1,4 @@
-"""The cardinality guard of SPEC section 4: at most `max_series` series per rule.
+"""The cardinality guard : at most `max_series` series per rule.
 
 Series are admitted first come. Each rule's admitted series live in one Redis
 sorted set (fingerprint -> when last seen), changed only by one single-key Lua

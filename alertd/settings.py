@@ -27,6 +27,7 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -225,13 +226,14 @@ class RuleFile(StrictModel):
 
 
 class RedisSettings(StrictModel):
+    # Before url: the URL's check depends on it (behind Sentinel it names no host).
+    mode: Literal["standalone", "cluster", "sentinel"] = "standalone"
     url: str = "redis://127.0.0.1:6379/0"
     stream: str = "alertd:events"
     group: str = "alertd"
     group_start: str = "$"
     key_prefix: str = "alertd:"
     dead_letter_stream: str = "alertd:dead"
-    mode: Literal["standalone", "cluster", "sentinel"] = "standalone"
     sentinels: list[str] = Field(default_factory=list)  # "host:port" of each Sentinel
     master: str = "mymaster"  # the name Sentinels know the master by
     partitions: int = Field(default=16, ge=1, le=1024)
@@ -262,8 +264,8 @@ class RedisSettings(StrictModel):
 
     @field_validator("url")
     @classmethod
-    def _url(cls, v: str) -> str:
-        return check_redis_url(v)
+    def _url(cls, v: str, info: ValidationInfo) -> str:
+        return check_redis_url(v, require_host=info.data.get("mode") != "sentinel")
 
 
 class DaemonSettings(StrictModel):

@@ -73,7 +73,7 @@ class TestSentinel:
     ) -> None:
         factory = DaemonFactory(
             tmp_path,
-            "redis://127.0.0.1:1/0",  # the address is the Sentinels' to tell
+            "redis:///0",  # the address is the Sentinels' to tell
             redis_extra=(
                 'mode = "sentinel"\n'
                 f'sentinels = ["127.0.0.1:{sentinel_set.sentinel_port}"]\n'

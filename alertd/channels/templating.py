@@ -1,6 +1,6 @@
 """Channel templates (`template = "templates/NAME.j2"`): Jinja2, sandboxed.
 
-A template replaces a channel's message body (SPEC section 5). Its data are the
+A template replaces a channel's message body. Its data are the
 notification's fields as the webhook payload has them (`status`, `alerts`,
 `groupLabels`, `commonLabels`, `commonAnnotations`, `externalURL`, ...). It runs in
 Jinja2's immutable sandbox: no attribute of Python internals, no mutation, bounded

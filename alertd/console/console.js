@@ -72,7 +72,7 @@
     return h("time", { datetime: iso, title: localTime(iso) }, text);
   }
 
-  // --- matchers (the configuration's syntax, SPEC section 3) ---------------------
+  // --- matchers (the configuration's syntax) -----------------------------------------
 
   const MATCHER_RE = /^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(=~|!~|!=|=)\s*(.*?)\s*$/;
   // A comma starts a new matcher only where a "name=" follows, so regexes may hold commas.

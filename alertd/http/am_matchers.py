@@ -1,4 +1,4 @@
-"""Alertmanager's matchers, in and out of alertd's own form (SPEC 3: `value`, `~re`, `!v`, `!~re`).
+"""Alertmanager's matchers, in and out of alertd's own form (`value`, `~re`, `!v`, `!~re`).
 
 Two shapes cross the API v2: matcher objects `{name, value, isRegex, isEqual}`
 (silences) and matcher text `name=~"value"` (the `filter` query parameter,

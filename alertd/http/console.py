@@ -1,4 +1,4 @@
-"""The web console (SPEC 6): `GET /` and its static assets, packaged under alertd/console/.
+"""The web console: `GET /` and its static assets, packaged under alertd/console/.
 
 The page is a static shell; every piece of data it shows comes from the same
 /api/v1 endpoints the CLI uses (and /health), fetched by its script with the

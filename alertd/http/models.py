@@ -1,4 +1,4 @@
-"""Request and answer bodies of the HTTP API as pydantic models (SPEC 6).
+"""Request and answer bodies of the HTTP API as pydantic models.
 
 The handlers validate requests with these and build answers from them, and
 the OpenAPI document (openapi.py) is generated from them, so the document
@@ -226,7 +226,7 @@ class Error(_Answer):
 
 
 class Event(_V1Request):
-    """One event (SPEC 2). The API and the consumer validate events with the fast
+    """One event. The API and the consumer validate events with the fast
     validator of alertd.events; this model states the same rules for the document
     (tests/test_models.py checks they agree)."""
 
@@ -353,10 +353,10 @@ MatcherSpecs = dict[str, str | list[str]]
 
 
 class SilenceRequest(_V1Request):
-    """A new silence: matchers as in SPEC 3 (`~` regex, `!` negation), and how long."""
+    """A new silence: matchers in the config's syntax (`~` regex, `!` negation), and how long."""
 
     matchers: LabelSet = Field(
-        description="label -> value; '~' regex, '!' negation (SPEC section 3)",
+        description="label -> value; '~' regex, '!' negation",
         examples=[{"service": "api", "env": "~prod.*"}],
     )
     duration: str | None = Field(default=None, examples=["2h"])
@@ -418,7 +418,7 @@ class Reloaded(_Answer):
 
 
 class DeadLetter(BaseModel):
-    """A dead-letter entry (SPEC 8); its other fields depend on its source."""
+    """A dead-letter entry; its other fields depend on its source."""
 
     model_config = ConfigDict(extra="allow")
 

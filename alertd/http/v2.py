@@ -1,4 +1,4 @@
-"""`/api/v2`: the parts of Alertmanager's API v2 that senders and tools use (SPEC 6).
+"""`/api/v2`: the parts of Alertmanager's API v2 that senders and tools use.
 
 Prometheus, Grafana, vmalert post alerts here; amtool queries alerts and
 manages silences. Bodies are the models of `alertd.http.models`; alerts and

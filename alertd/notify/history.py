@@ -1,4 +1,4 @@
-"""The notification history: was anyone told, when, and did it arrive? (SPEC section 6)
+"""The notification history: was anyone told, when, and did it arrive?
 
 One record per notification and channel (a fallback's copy keeps the id, so the
 channel is part of the identity), rewritten whole at each step of its life:
@@ -111,7 +111,7 @@ def record_of(
     delivered_at: float | None = None,
     digest: str = "",
 ) -> dict[str, Any]:
-    """One record in the API's shape (SPEC section 6)."""
+    """One record in the API's shape."""
     out: dict[str, Any] = {
         "id": n.id,
         "channel": n.receiver,
