@@ -30,6 +30,8 @@ from redis.exceptions import RedisError
 
 from alertd.durations import parse_duration
 from alertd.model import Notification, NotifyReason, parse_rfc3339, rfc3339
+from alertd.storage import keys
+from alertd.storage.scripts import lua
 
 log = structlog.get_logger("alertd.history")
 
@@ -52,50 +54,21 @@ def rank(rec: dict[str, Any]) -> int:
     return RANK[rec["outcome"]] * 2 + int(settled)
 
 
-# Write records only forward (see `rank`, computed the same way here): a queued write
-# landing after the worker's outcome must not turn "delivered" back to "pending".
-# KEYS: records hash, index zset; ARGV: per record member, score, rank, JSON.
-WRITE_LUA = """
-local ranks = {pending = 0, held = 1, delivered = 2}
-ranks['dead-lettered'] = 2
-local function rank(rec)
-  local at, err = rec['delivered_at'], rec['last_error']
-  local settled = (at ~= nil and at ~= cjson.null) or (type(err) == 'string' and err ~= '')
-  return (ranks[rec['outcome']] or 0) * 2 + (settled and 1 or 0)
-end
-for i = 1, #ARGV, 4 do
-  local cur = redis.call('HGET', KEYS[1], ARGV[i])
-  local ok = true
-  if cur then
-    local okd, rec = pcall(cjson.decode, cur)
-    if okd and type(rec) == 'table' and rank(rec) > tonumber(ARGV[i + 2]) then
-      ok = false
-    end
-  end
-  if ok then
-    redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 3])
-    redis.call('ZADD', KEYS[2], ARGV[i + 1], ARGV[i])
-  end
-end
-return 0
-"""
-
-
 @dataclass(frozen=True)
 class HistoryKeys:
-    """Every Redis key of the history (for the keys module of issue 13)."""
+    """The history's keys (named in alertd/storage/keys.py)."""
 
     prefix: str
 
     @property
     def index(self) -> str:
         """zset: `channel id` -> when queued (unix seconds)."""
-        return f"{self.prefix}nhist"
+        return keys.history_index(self.prefix)
 
     @property
     def records(self) -> str:
         """hash: `channel id` -> the record's JSON."""
-        return f"{self.prefix}nhist:rec"
+        return keys.history_records(self.prefix)
 
 
 def member(channel: str, notification_id: str) -> str:
@@ -144,7 +117,7 @@ class History:
         self.retention_s = retention_s
         self.clock = clock
         self._trimmed_at = 0.0
-        self._write = redis.register_script(WRITE_LUA)
+        self._write = redis.register_script(lua("write_history"))
         # Records written together: outcomes finishing close together share a round trip.
         self._batch: list[tuple[str, float, dict[str, Any]]] = []  # member, queued at, record
         self._writer: asyncio.Task[None] | None = None

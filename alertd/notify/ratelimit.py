@@ -32,58 +32,28 @@ from alertd.metrics import Metrics
 from alertd.model import Notification, NotifyReason, new_id
 from alertd.notify.history import History, record_of
 from alertd.notify.outbox import Outbox
+from alertd.storage import keys
+from alertd.storage.scripts import lua
 
 log = structlog.get_logger("alertd.ratelimit")
 
 MAX_DIGEST = 500  # held notifications one digest stands for; the rest go in the next
 POLL_S = 0.2
 
-# KEYS: slots, held. ARGV: now_ms, period_ms, limit, slot member, notification JSON.
-# 1: a slot was taken, deliver; 0: held.
-ADMIT_LUA = """
-local now = tonumber(ARGV[1])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[2]))
-if redis.call('LLEN', KEYS[2]) == 0 and redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[3]) then
-  redis.call('ZADD', KEYS[1], now, ARGV[4])
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
-  return 1
-end
-redis.call('RPUSH', KEYS[2], ARGV[5])
-return 0
-"""
-
-# KEYS: slots, held, outbox stream. ARGV: now_ms, period_ms, limit, slot member, count,
-# first and last held entry read, digest JSON. Queue the digest for the first `count`
-# held entries, if the window has room and they are still the ones read.
-# 1: queued; 0: no room yet; -1: the held list moved (another replica sent them).
-DIGEST_LUA = """
-local now = tonumber(ARGV[1])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[2]))
-if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[3]) then return 0 end
-local n = tonumber(ARGV[5])
-local first, last = redis.call('LINDEX', KEYS[2], 0), redis.call('LINDEX', KEYS[2], n - 1)
-if first ~= ARGV[6] or last ~= ARGV[7] then return -1 end
-redis.call('LTRIM', KEYS[2], n, -1)
-redis.call('ZADD', KEYS[1], now, ARGV[4])
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
-redis.call('XADD', KEYS[3], '*', 'n', ARGV[8])
-return 1
-"""
-
 
 @dataclass(frozen=True)
 class RateKeys:
-    """Every Redis key of the rate limits (for the keys module of issue 13)."""
+    """The rate limits' keys (named in alertd/storage/keys.py)."""
 
     prefix: str
 
     def slots(self, channel: str) -> str:
         """zset: slot member -> when it was taken (ms); the channel's sliding window."""
-        return f"{self.prefix}rl:{channel}"
+        return keys.rate_slots(self.prefix, channel)
 
     def held(self, channel: str) -> str:
         """list: notifications (JSON) held for the channel's next digest."""
-        return f"{self.prefix}held:{channel}"
+        return keys.rate_held(self.prefix, channel)
 
 
 def build_digest(channel: str, held: list[Notification], now: float) -> Notification:
@@ -129,8 +99,8 @@ class RateLimiter:
         self.metrics = metrics
         self.history = history
         self.clock = clock
-        self._admit = redis.register_script(ADMIT_LUA)
-        self._digest = redis.register_script(DIGEST_LUA)
+        self._admit = redis.register_script(lua("admit_rate"))
+        self._digest = redis.register_script(lua("queue_digest"))
 
     async def admit(self, channel: Channel[Any], n: Notification) -> bool:
         """Whether `n` may be delivered now; False: it is held for the next digest."""

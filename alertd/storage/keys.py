@@ -24,6 +24,8 @@ configured names (each is one key).
 | `channel:failures:{channel}`   | string | consecutive failures |
 | `channel:failing:{channel}`    | string | the AlertdChannelFailing episode |
 | `silences`                     | hash   | silence id -> JSON |
+| `nhist`, `nhist:rec`           | zset, hash | notification history: index, records |
+| `rl:{channel}`, `held:{channel}` | zset, list | rate-limit window, held notifications |
 | `lease:tick`                   | string | the replica running the current clock tick |
 | `lease:partition`              | string | the partition's owner and fencing token (`name:token`) |
 | `lease:fence`                  | int    | the last fencing token handed out |
@@ -124,6 +126,26 @@ def partition_lease(prefix: str) -> str:
 
 def partition_fence(prefix: str) -> str:
     return f"{prefix}lease:fence"
+
+
+def history_index(prefix: str) -> str:
+    """zset: `channel id` -> when the notification was queued (unix seconds)."""
+    return f"{prefix}nhist"
+
+
+def history_records(prefix: str) -> str:
+    """hash: `channel id` -> the history record's JSON."""
+    return f"{prefix}nhist:rec"
+
+
+def rate_slots(prefix: str, channel: str) -> str:
+    """zset: slot -> when taken (ms): a channel's `rate_limit` sliding window."""
+    return f"{prefix}rl:{channel}"
+
+
+def rate_held(prefix: str, channel: str) -> str:
+    """list: notifications held for the channel's next digest."""
+    return f"{prefix}held:{channel}"
 
 
 def replication_probe(prefix: str) -> str:
