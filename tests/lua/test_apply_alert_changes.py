@@ -1,0 +1,150 @@
+"""apply_alert_changes.lua: compare-and-set alert changes, filed into their groups.
+
+Changes are built as the rule engine builds them (AlertStore.apply_args, targets from
+the router of tests/test_dispatch.py's config: group_wait 5s, group_interval 10s).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+
+from alertd.model import Alert
+from alertd.storage import keys
+from tests.test_dispatch import PREFIX, T0, Harness, write_config
+
+
+@pytest.fixture
+async def h(redis: aioredis.Redis, tmp_path: Path) -> Harness:
+    return Harness(redis, write_config(tmp_path))
+
+
+def args(
+    h: Harness,
+    alert: Alert | None,
+    expected: bytes,
+    *,
+    fp: str = "",
+    notify: bool = True,
+    immediate: bool = False,
+    window: tuple[str, float] | None = None,
+    clock_at: float | None = None,
+) -> list[Any]:
+    targets = h.rt.router.groups(alert) if notify and alert is not None else []
+    fp = fp or (alert.fingerprint if alert is not None else "")
+    return h.store.apply_args(
+        fp, expected, alert, targets, immediate, h.now, window=window, clock_at=clock_at
+    )
+
+
+def gid_of(h: Harness, alert: Alert) -> str:
+    [target] = h.rt.router.groups(alert)
+    return target.gid
+
+
+async def due_at(h: Harness, gid: str) -> float | None:
+    return await h.redis.zscore(h.store.due_key, gid)
+
+
+class TestCompareAndSet:
+    """A change is written only over the value it was judged on, and over a window no newer
+    than the one it was judged on; a refused change writes nothing."""
+
+    async def test_stale_expected_value_is_refused(self, h: Harness) -> None:
+        alert = await h.fire(service="db")
+        _, stored = await h.get(alert.fingerprint)
+        version = await h.redis.get(h.store.version_key)
+        worse = replace(alert, severity="critical")
+        stale = args(h, worse, b"{}", clock_at=T0 + 60)
+        assert [False] == await h.store.apply_many([stale])
+        assert stored == (await h.get(alert.fingerprint))[1]
+        assert version == await h.redis.get(h.store.version_key)
+        assert None is await h.redis.zscore(h.store.clock_key, alert.fingerprint)
+        assert [True] == await h.store.apply_many([args(h, worse, stored)])
+        assert worse == (await h.get(alert.fingerprint))[0]
+
+    async def test_change_judged_on_an_older_window_is_refused(self, h: Harness) -> None:
+        alert = await h.fire(service="db")
+        _, stored = await h.get(alert.fingerprint)
+        wkey = keys.window(PREFIX, alert.fingerprint, "v1")
+        await h.redis.hset(wkey, "T", repr(T0 + 5))
+        worse = replace(alert, severity="critical")
+        older = args(h, worse, stored, window=(wkey, T0 + 4), clock_at=T0 + 60)
+        assert [False] == await h.store.apply_many([older])
+        assert stored == (await h.get(alert.fingerprint))[1]
+        same = args(h, worse, stored, window=(wkey, T0 + 5), clock_at=T0 + 60)
+        assert [True] == await h.store.apply_many([same])
+        assert T0 + 60 == await h.redis.zscore(h.store.clock_key, alert.fingerprint)
+
+
+class TestGroupScheduling:
+    """Groups come due after group_wait, then group_interval after the last flush, or at
+    once for an immediate change; never later than they already were due."""
+
+    async def test_new_group_waits_group_wait(self, h: Harness) -> None:
+        alert = await h.fire(service="db", disk="a")
+        [target] = h.rt.router.groups(alert)
+        gid = target.gid
+        assert T0 + 5 == await due_at(h, gid)
+        group = await h.redis.hgetall(h.store.group_key(gid))
+        stored = (group[b"key"], group[b"route"], group[b"created"])
+        assert (target.group_key.encode(), target.policy.route_id.encode(), b"%r" % T0) == stored
+        assert {gid.encode()} == await h.redis.smembers(h.store.alert_groups_key(alert.fingerprint))
+        h.now = T0 + 3
+        other = await h.fire(service="db", disk="b")  # group_wait alone would say T0 + 8
+        assert T0 + 5 == await due_at(h, gid)
+        members = {alert.fingerprint.encode(), other.fingerprint.encode()}
+        assert members == await h.redis.smembers(h.store.members_key(gid))
+
+    async def test_flushed_group_waits_group_interval_unless_immediate(self, h: Harness) -> None:
+        first = await h.fire(service="db", disk="a")
+        gid = gid_of(h, first)
+        await h.redis.hset(h.store.group_key(gid), "last_flush", repr(T0))
+        await h.redis.zadd(h.store.due_key, {gid: T0 + 3600})
+        h.now = T0 + 3
+        await h.fire(service="db", disk="b")
+        assert T0 + 10 == await due_at(h, gid)
+        h.now = T0 + 4
+        await h.fire(severity="critical", service="db", disk="a")  # a severity change
+        assert T0 + 4 == await due_at(h, gid)
+
+
+class TestWhileLeased:
+    """While a flush holds a group, a change leaves `dirty` (or `rush`) and no new due time."""
+
+    async def test_change_leaves_dirty_then_rush(self, h: Harness) -> None:
+        alert = await h.fire(service="db", disk="a")
+        gid = gid_of(h, alert)
+        lease = {"lease": "x:0", "lease_until": repr(T0 + 60), "last_flush": repr(T0)}
+        await h.redis.hset(h.store.group_key(gid), mapping=lease)
+        await h.redis.zadd(h.store.due_key, {gid: T0 + 60})
+        h.now = T0 + 1
+        await h.fire(service="db", disk="b")
+        group = await h.redis.hgetall(h.store.group_key(gid))
+        assert (b"1", None) == (group.get(b"dirty"), group.get(b"rush"))
+        await h.fire(severity="critical", service="db", disk="a")
+        assert b"1" == await h.redis.hget(h.store.group_key(gid), "rush")
+        assert T0 + 60 == await due_at(h, gid)
+
+
+class TestResolvedStillOwed:
+    """A resolved alert its groups still owe is kept in alerts:gone while it goes pending,
+    until it fires again; a change filed into no group does not bump the version."""
+
+    async def test_pending_over_an_owed_resolution_keeps_it(self, h: Harness) -> None:
+        alert = await h.fire(service="db")
+        h.now = T0 + 1
+        await h.resolve(alert)
+        _, resolved = await h.get(alert.fingerprint)
+        version = await h.redis.get(h.store.version_key)
+        h.now = T0 + 2
+        await h.go_pending(alert)
+        assert [resolved] == await h.store.get_gone([alert.fingerprint])
+        assert version == await h.redis.get(h.store.version_key)
+        h.now = T0 + 3
+        await h.fire(service="db")
+        assert [None] == await h.store.get_gone([alert.fingerprint])

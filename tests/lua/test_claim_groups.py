@@ -1,0 +1,106 @@
+"""claim_groups.lua: leasing due groups to one flush, and reading what it needs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+import redis.asyncio as aioredis
+
+from alertd.storage import keys
+from alertd.storage.scripts import lua
+from tests.test_dispatch import PREFIX, T0, Harness, write_config
+
+DUE = keys.groups_due(PREFIX)
+ALERTS = keys.alerts(PREFIX)
+ROUTES = orjson.dumps({"r0": ["hook", "pager"], "": ["other"]})
+
+
+@pytest.fixture
+async def h(redis: aioredis.Redis, tmp_path: Path) -> Harness:
+    return Harness(redis, write_config(tmp_path))
+
+
+async def group(redis: aioredis.Redis, gid: str, due: float, **fields: str) -> None:
+    await redis.hset(keys.group(PREFIX, gid), mapping={"key": f"{{}}:{gid}", **fields})
+    await redis.zadd(DUE, {gid: due})
+
+
+async def claim(
+    redis: aioredis.Redis, now: float, token: str, limit: int = 10, lease_s: float = 30
+) -> tuple[int, list[Any]]:
+    script = redis.register_script(lua("claim_groups"))
+    args = [PREFIX, repr(now), repr(now + lease_s), token, limit, ROUTES]
+    count, rows = await script(keys=[DUE, ALERTS], args=args)
+    return count, rows
+
+
+def gids(rows: list[Any]) -> list[bytes]:
+    return rows[::5]
+
+
+class TestClaimGroups:
+    """Only due groups no other flush holds are leased (and pushed back to the lease's end);
+    each comes with its hash, members, their alerts and its channels' logs."""
+
+    async def test_only_due_groups_are_leased(self, redis: aioredis.Redis) -> None:
+        await group(redis, "g1", T0)
+        await group(redis, "g2", T0 + 10)
+        count, rows = await claim(redis, T0 + 1, "A:0")
+        assert (1, [b"g1"]) == (count, gids(rows))
+        leased = await redis.hmget(keys.group(PREFIX, "g1"), "lease", "lease_until")
+        assert [b"A:0", b"%r" % (T0 + 31)] == leased
+        assert [(b"g2", T0 + 10), (b"g1", T0 + 31)] == await redis.zrange(
+            DUE, 0, -1, withscores=True
+        )
+        assert None is await redis.hget(keys.group(PREFIX, "g2"), "lease")
+
+    async def test_group_leased_by_another_token_is_skipped_until_the_lease_ends(
+        self, redis: aioredis.Redis
+    ) -> None:
+        await group(redis, "g1", T0, lease="B:0", lease_until=repr(T0 + 20))
+        count, rows = await claim(redis, T0 + 1, "A:0")
+        assert (1, []) == (count, rows)
+        assert b"B:0" == await redis.hget(keys.group(PREFIX, "g1"), "lease")
+        assert T0 + 20 == await redis.zscore(DUE, "g1")
+        count, rows = await claim(redis, T0 + 20, "A:1")  # B's lease has run out
+        assert [b"g1"] == gids(rows)
+        assert b"A:1" == await redis.hget(keys.group(PREFIX, "g1"), "lease")
+
+    async def test_reads_members_their_alerts_and_the_routes_channel_logs(
+        self, redis: aioredis.Redis
+    ) -> None:
+        await group(redis, "g1", T0, route="r0")
+        await group(redis, "g2", T0, route="r9")  # a route not in the map: ''
+        await redis.sadd(keys.group_members(PREFIX, "g1"), "f1", "f2")
+        await redis.hset(ALERTS, "f1", "A1")
+        await redis.set(keys.nflog(PREFIX, "hook", "g1"), "L1")
+        await redis.set(keys.nflog(PREFIX, "other", "g2"), "L2")
+        _, rows = await claim(redis, T0, "A:0")
+        by_gid = {rows[i]: rows[i + 1 : i + 5] for i in range(0, len(rows), 5)}
+        flat, members, raws, logs = by_gid[b"g1"]
+        assert b"r0" == dict(zip(flat[::2], flat[1::2], strict=True))[b"route"]
+        assert {b"f1": b"A1", b"f2": None} == dict(zip(members, raws, strict=True))
+        assert [b"hook", b"L1", b"pager", None] == logs
+        assert [b"other", b"L2"] == by_gid[b"g2"][3]
+
+    async def test_limit_counts_due_groups_and_vanished_ones_are_dropped(
+        self, redis: aioredis.Redis
+    ) -> None:
+        await redis.zadd(DUE, {"gone": T0 - 1})  # its hash was deleted
+        await group(redis, "g1", T0)
+        await group(redis, "g2", T0)
+        count, rows = await claim(redis, T0, "A:0", limit=2)
+        assert (2, [b"g1"]) == (count, gids(rows))
+        assert None is await redis.zscore(DUE, "gone")
+        assert T0 == await redis.zscore(DUE, "g2")
+
+    async def test_dispatchers_claim_a_group_once_after_group_wait(self, h: Harness) -> None:
+        alert = await h.fire(service="db")
+        other = h.replica()
+        assert [] == (await h.dispatcher.claim(T0 + 4)).groups
+        mine = await h.dispatcher.claim(T0 + 5)
+        assert [[alert.fingerprint]] == [g.fingerprints for g in mine.groups]
+        assert [] == (await other.claim(T0 + 5)).groups

@@ -1,0 +1,51 @@
+"""reschedule_groups.lua: after a reload, every group flushed before is due again now."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import redis.asyncio as aioredis
+
+from alertd.storage import keys
+from alertd.storage.scripts import lua
+from tests.test_dispatch import PREFIX, T0, Harness, write_config
+
+DUE = keys.groups_due(PREFIX)
+
+
+@pytest.fixture
+async def h(redis: aioredis.Redis, tmp_path: Path) -> Harness:
+    return Harness(redis, write_config(tmp_path))
+
+
+async def group(redis: aioredis.Redis, gid: str, due: float, **fields: str) -> None:
+    await redis.hset(keys.group(PREFIX, gid), mapping={"key": gid, **fields})
+    await redis.zadd(DUE, {gid: due})
+
+
+class TestRescheduleGroups:
+    """Flushed groups become due now (never later than they were); groups in group_wait,
+    and ids with no group, are left alone."""
+
+    async def test_flushed_groups_due_now_others_keep_group_wait(
+        self, redis: aioredis.Redis
+    ) -> None:
+        await group(redis, "flushed", T0 + 3600, last_flush=repr(T0 - 10))
+        await group(redis, "waiting", T0 + 5)
+        script = redis.register_script(lua("reschedule_groups"))
+        assert 0 == await script(keys=[DUE], args=[PREFIX, repr(T0), "flushed", "waiting", "x"])
+        expected = [(b"flushed", T0), (b"waiting", T0 + 5)]
+        assert expected == await redis.zrange(DUE, 0, -1, withscores=True)
+
+    async def test_a_group_due_earlier_stays_earlier(self, redis: aioredis.Redis) -> None:
+        await group(redis, "late", T0 - 30, last_flush=repr(T0 - 60))
+        script = redis.register_script(lua("reschedule_groups"))
+        await script(keys=[DUE], args=[PREFIX, repr(T0), "late"])
+        assert T0 - 30 == await redis.zscore(DUE, "late")
+
+    async def test_reschedule_all_takes_every_due_group(self, h: Harness) -> None:
+        await group(h.redis, "a", T0 + 3600, last_flush=repr(T0))
+        await group(h.redis, "b", T0 + 7200, last_flush=repr(T0))
+        await h.dispatcher.reschedule_all(T0 + 1)
+        assert [(b"a", T0 + 1), (b"b", T0 + 1)] == await h.redis.zrange(DUE, 0, -1, withscores=True)
