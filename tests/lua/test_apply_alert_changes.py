@@ -47,7 +47,8 @@ def gid_of(h: Harness, alert: Alert) -> str:
 
 
 async def due_at(h: Harness, gid: str) -> float | None:
-    return await h.redis.zscore(h.store.due_key, gid)
+    score: float | None = await h.redis.zscore(h.store.due_key, gid)
+    return score
 
 
 class TestCompareAndSet:

@@ -1,0 +1,129 @@
+"""commit_groups.lua: a flush's writes, all or nothing, only while its lease holds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+import redis.asyncio as aioredis
+
+from alertd.storage import keys
+from alertd.storage.scripts import lua
+from tests.test_dispatch import PREFIX, T0, Harness, write_config
+
+DUE = keys.groups_due(PREFIX)
+ALERTS = keys.alerts(PREFIX)
+STREAM = keys.outbox(PREFIX, "hook")
+LOG = keys.nflog(PREFIX, "hook", "g1")
+NOW = T0 + 10
+
+
+@pytest.fixture
+async def h(redis: aioredis.Redis, tmp_path: Path) -> Harness:
+    return Harness(redis, write_config(tmp_path))
+
+
+async def leased(redis: aioredis.Redis, gid: str = "g1", **fields: str) -> None:
+    """A group holding f1 (whose stored alert is R1), leased to A:0 until NOW + 30."""
+    lease = {"key": gid, "lease": "A:0", "lease_until": repr(NOW + 30), **fields}
+    await redis.hset(keys.group(PREFIX, gid), mapping=lease)
+    await redis.sadd(keys.group_members(PREFIX, gid), "f1")
+    await redis.sadd(keys.alert_groups(PREFIX, "f1"), gid)
+    await redis.hset(ALERTS, "f1", "R1")
+    await redis.zadd(DUE, {gid: NOW + 30})
+
+
+def plan(
+    gid: str = "g1",
+    expected: str = "",
+    forgets: list[list[str]] | None = None,
+    interval_s: float = 10,
+    sleep_s: float = 3600,
+) -> list[Any]:
+    notices = [[keys.nflog(PREFIX, "hook", gid), expected, "E1", STREAM, "N1"]]
+    return [gid, repr(interval_s), repr(sleep_s), notices, forgets or []]
+
+
+async def commit(redis: aioredis.Redis, token: str, *plans: list[Any]) -> list[int]:
+    script = redis.register_script(lua("commit_groups"))
+    args = [PREFIX, token, repr(NOW), 600, orjson.dumps(list(plans))]
+    result: list[int] = await script(keys=[DUE], args=args)
+    return result
+
+
+async def group(redis: aioredis.Redis, gid: str = "g1") -> dict[bytes, bytes]:
+    fields: dict[bytes, bytes] = await redis.hgetall(keys.group(PREFIX, gid))
+    return fields
+
+
+class TestCommitGroups:
+    """A flush commits only under its own lease and over the logs it read: else nothing is
+    written (status -1, or 2 and due again now). A commit writes logs, outbox entries and
+    last_flush, and reschedules by sleep, group_interval (dirty) or now (rush)."""
+
+    async def test_commit_with_a_lost_lease_writes_nothing(self, redis: aioredis.Redis) -> None:
+        await leased(redis)
+        before = await group(redis)
+        assert [-1, 0] == await commit(redis, "B:0", plan(forgets=[["f1", "R1"]]))
+        assert (None, 0) == (await redis.get(LOG), await redis.xlen(STREAM))
+        assert before == await group(redis)
+        assert NOW + 30 == await redis.zscore(DUE, "g1")
+        assert {b"f1"} == await redis.smembers(keys.group_members(PREFIX, "g1"))
+
+    async def test_commit_writes_log_outbox_and_schedule(self, redis: aioredis.Redis) -> None:
+        await leased(redis)
+        assert [1, 1] == await commit(redis, "A:0", plan())
+        assert b"E1" == await redis.get(LOG)
+        assert 590 < await redis.ttl(LOG) <= 600
+        assert [b"N1"] == [f[b"n"] for _, f in await redis.xrange(STREAM)]
+        assert {b"key": b"g1", b"last_flush": b"%r" % NOW} == await group(redis)
+        assert NOW + 3600 == await redis.zscore(DUE, "g1")
+
+    async def test_a_moved_log_writes_nothing_and_is_due_now(self, redis: aioredis.Redis) -> None:
+        await leased(redis)
+        await redis.set(LOG, "E0")  # another flush told the channel since this one read
+        assert [2, 0] == await commit(redis, "A:0", plan(expected="", forgets=[["f1", "R1"]]))
+        assert (b"E0", 0) == (await redis.get(LOG), await redis.xlen(STREAM))
+        assert {b"key": b"g1"} == await group(redis)  # no last_flush, lease let go
+        assert {b"f1"} == await redis.smembers(keys.group_members(PREFIX, "g1"))
+        assert NOW == await redis.zscore(DUE, "g1")
+
+    async def test_changes_during_the_lease_bring_the_next_flush_forward(
+        self, redis: aioredis.Redis
+    ) -> None:
+        await leased(redis, "dirty", dirty="1")
+        await leased(redis, "rush", rush="1")
+        assert [1, 1, 1, 1] == await commit(redis, "A:0", plan("dirty"), plan("rush"))
+        expected = [(b"rush", NOW), (b"dirty", NOW + 10)]
+        assert expected == await redis.zrange(DUE, 0, -1, withscores=True)
+
+    async def test_told_alerts_are_forgotten_and_the_emptied_group_dropped(
+        self, redis: aioredis.Redis
+    ) -> None:
+        await leased(redis, "g1")
+        await leased(redis, "g2")  # f1 is in both groups
+        assert [0, 1] == await commit(redis, "A:0", plan("g1", forgets=[["f1", "R1"]]))
+        assert ({}, None) == (await group(redis, "g1"), await redis.zscore(DUE, "g1"))
+        assert b"R1" == await redis.hget(ALERTS, "f1")  # g2 still owes it
+        await redis.hset(ALERTS, "f1", "R2")  # moved on after g2 read it as R1
+        assert [1, 1] == await commit(redis, "A:0", plan("g2", forgets=[["f1", "R1"]]))
+        assert {b"f1"} == await redis.smembers(keys.group_members(PREFIX, "g2"))
+        await redis.hset(keys.group(PREFIX, "g2"), "lease", "A:1")
+        told = plan("g2", expected="E1", forgets=[["f1", "R2"]])
+        assert [0, 1] == await commit(redis, "A:1", told)
+        assert (None, 0) == (
+            await redis.hget(ALERTS, "f1"),
+            await redis.exists(keys.alert_groups(PREFIX, "f1")),
+        )
+
+    async def test_a_replica_whose_lease_lapsed_queues_nothing(self, h: Harness) -> None:
+        await h.fire(service="db")
+        first, second = h.replica(lease_s=1), h.replica(lease_s=1)
+        stale = await first.claim(T0 + 5)
+        fresh = await second.claim(T0 + 6)  # first's lease ended at T0 + 6
+        assert (1, 1) == (len(stale.groups), len(fresh.groups))
+        assert 0 == await first.flush(stale, T0 + 6)
+        assert 1 == await second.flush(fresh, T0 + 6)
+        assert 1 == len(await h.queued())

@@ -1,0 +1,91 @@
+"""merge_windows.lua: shared sliding windows of series, merged and read through RedisWindows."""
+
+from __future__ import annotations
+
+import redis.asyncio as aioredis
+
+from alertd.engine.windows import RedisWindows, SeriesWindow, plan_of, series_value
+from alertd.settings import Rule
+from alertd.storage import keys
+from tests.test_lifecycle import T0, make_rule
+
+PREFIX = "t:"
+LABELS = {"host": "a"}
+
+
+def batch(rule: Rule, *samples: tuple[float, float]) -> SeriesWindow:
+    """A consumed batch of one series: (value, ts) samples."""
+    plan = plan_of(rule)
+    window = SeriesWindow(labels=dict(LABELS))
+    for value, ts in samples:
+        window.add(value, ts, plan.width_ms, sketch=plan.needs_sketch)
+    return window
+
+
+async def merge(
+    windows: RedisWindows, rule: Rule, now: float, *samples: tuple[float, float]
+) -> SeriesWindow:
+    [merged], _ = await windows.merge([(rule, "fp1", batch(rule, *samples))], now)
+    return merged
+
+
+class TestMergeWindows:
+    """Batches from any replica add up in one window per series; buckets that left the
+    window are dropped; the newest sample time and a `last` value never go back in time."""
+
+    async def test_batches_add_up_and_read_back(self, redis: aioredis.Redis) -> None:
+        rule = make_rule(aggregate="sum", window="1m", critical="> 0")
+        windows = RedisWindows(redis, PREFIX)
+        await merge(windows, rule, T0 + 1, (1.0, T0), (2.0, T0 + 1))
+        merged = await merge(windows, rule, T0 + 3, (4.0, T0 + 3))
+        assert 7.0 == series_value(rule, merged, T0 + 3)
+        assert LABELS == merged.labels
+        [read] = await windows.read([(rule, "fp1")], T0 + 3)
+        assert read is not None
+        assert (7.0, LABELS, T0 + 3) == (
+            series_value(rule, read, T0 + 3),
+            read.labels,
+            read.newest_ts,
+        )
+
+    async def test_buckets_that_left_the_window_are_dropped(self, redis: aioredis.Redis) -> None:
+        rule = make_rule(aggregate="sum", window="1m", critical="> 0")
+        windows = RedisWindows(redis, PREFIX)
+        await merge(windows, rule, T0, (1.0, T0))
+        await merge(windows, rule, T0 + 50, (2.0, T0 + 50))
+        key = windows.key(rule, "fp1")
+        old = f"{plan_of(rule).bucket_of(T0)}s".encode()
+        assert old in await redis.hkeys(key)
+        [read] = await windows.read([(rule, "fp1")], T0 + 70)
+        assert 2.0 == series_value(rule, read, T0 + 70)
+        assert old not in await redis.hkeys(key)
+
+    async def test_newest_time_and_last_value_ignore_late_samples(
+        self, redis: aioredis.Redis
+    ) -> None:
+        rule = make_rule(aggregate="last", window="1m", critical="> 0")
+        windows = RedisWindows(redis, PREFIX)
+        await merge(windows, rule, T0 + 5, (9.0, T0 + 5))
+        merged = await merge(windows, rule, T0 + 6, (1.0, T0 + 1))  # arrives late
+        assert (9.0, T0 + 5) == (series_value(rule, merged, T0 + 6), merged.newest_ts)
+        assert repr(T0 + 5).encode() == await redis.hget(windows.key(rule, "fp1"), "T")
+
+    async def test_read_writes_nothing(self, redis: aioredis.Redis) -> None:
+        rule = make_rule(aggregate="max", window="1m", critical="> 0")
+        windows = RedisWindows(redis, PREFIX)
+        assert [None] == await windows.read([(rule, "fp1")], T0)
+        assert 0 == await redis.exists(windows.key(rule, "fp1"))
+        await merge(windows, rule, T0, (5.0, T0), (3.0, T0))
+        await redis.pexpire(windows.key(rule, "fp1"), 5_000)
+        [read] = await windows.read([(rule, "fp1")], T0)
+        assert 5.0 == series_value(rule, read, T0)
+        assert await redis.pttl(windows.key(rule, "fp1")) <= 5_000
+
+    async def test_merge_answers_each_series_stored_alert(self, redis: aioredis.Redis) -> None:
+        rule = make_rule(aggregate="sum", window="1m", critical="> 0")
+        windows = RedisWindows(redis, PREFIX)
+        alerts = keys.alerts(PREFIX)
+        await redis.hset(alerts, "fp1", "A1")
+        updates = [(rule, "fp1", batch(rule, (1.0, T0))), (rule, "fp2", batch(rule, (1.0, T0)))]
+        _, stored = await windows.merge(updates, T0, alerts_key=alerts)
+        assert [b"A1", None] == stored
