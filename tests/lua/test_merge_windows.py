@@ -40,6 +40,8 @@ class TestMergeWindows:
         merged = await merge(windows, rule, T0 + 3, (4.0, T0 + 3))
         assert 7.0 == series_value(rule, merged, T0 + 3)
         assert LABELS == merged.labels
+        ttl_ms = windows.ttl_ms(plan_of(rule))  # the series expires once idle
+        assert ttl_ms - 10_000 < await redis.pttl(windows.key(rule, "fp1")) <= ttl_ms
         [read] = await windows.read([(rule, "fp1")], T0 + 3)
         assert read is not None
         assert (7.0, LABELS, T0 + 3) == (
@@ -66,16 +68,24 @@ class TestMergeWindows:
         rule = make_rule(aggregate="last", window="1m", critical="> 0")
         windows = RedisWindows(redis, PREFIX)
         await merge(windows, rule, T0 + 5, (9.0, T0 + 5))
-        merged = await merge(windows, rule, T0 + 6, (1.0, T0 + 1))  # arrives late
+        merged = await merge(windows, rule, T0 + 6, (1.0, T0 + 4.5))  # late, same bucket
         assert (9.0, T0 + 5) == (series_value(rule, merged, T0 + 6), merged.newest_ts)
         assert repr(T0 + 5).encode() == await redis.hget(windows.key(rule, "fp1"), "T")
+
+    async def test_min_and_max_keep_the_extreme_across_batches(self, redis: aioredis.Redis) -> None:
+        windows = RedisWindows(redis, PREFIX)
+        for kind, first, second, kept in (("max", 5.0, 3.0, 5.0), ("min", 3.0, 5.0, 3.0)):
+            rule = make_rule(name=kind, aggregate=kind, window="1m", critical="> 0")
+            await merge(windows, rule, T0, (first, T0))
+            merged = await merge(windows, rule, T0 + 1, (second, T0 + 1))  # the same bucket
+            assert kept == series_value(rule, merged, T0 + 1)
 
     async def test_read_writes_nothing(self, redis: aioredis.Redis) -> None:
         rule = make_rule(aggregate="max", window="1m", critical="> 0")
         windows = RedisWindows(redis, PREFIX)
         assert [None] == await windows.read([(rule, "fp1")], T0)
         assert 0 == await redis.exists(windows.key(rule, "fp1"))
-        await merge(windows, rule, T0, (5.0, T0), (3.0, T0))
+        await merge(windows, rule, T0, (5.0, T0))
         await redis.pexpire(windows.key(rule, "fp1"), 5_000)
         [read] = await windows.read([(rule, "fp1")], T0)
         assert 5.0 == series_value(rule, read, T0)
