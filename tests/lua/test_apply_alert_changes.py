@@ -52,8 +52,7 @@ async def due_at(h: Harness, gid: str) -> float | None:
 
 
 class TestCompareAndSet:
-    """A change is written only over the value it was judged on, and over a window no newer
-    than the one it was judged on; a refused change writes nothing."""
+    """A change lands only over the value and window it was judged on; a refusal writes nothing."""
 
     async def test_stale_expected_value_is_refused(self, h: Harness) -> None:
         alert = await h.fire(service="db")
@@ -83,8 +82,7 @@ class TestCompareAndSet:
 
 
 class TestGroupScheduling:
-    """Groups come due after group_wait, then group_interval after the last flush, or at
-    once for an immediate change; never later than they already were due."""
+    """Groups come due after group_wait, then group_interval, or now if immediate; never later."""
 
     async def test_new_group_waits_group_wait(self, h: Harness) -> None:
         alert = await h.fire(service="db", disk="a")
@@ -133,8 +131,7 @@ class TestWhileLeased:
 
 
 class TestResolvedStillOwed:
-    """A resolved alert its groups still owe is kept in alerts:gone while it goes pending,
-    until it fires again; a change filed into no group does not bump the version."""
+    """A resolution its groups still owe is kept in alerts:gone while the alert is pending."""
 
     async def test_pending_over_an_owed_resolution_keeps_it(self, h: Harness) -> None:
         alert = await h.fire(service="db")

@@ -42,8 +42,7 @@ def gids(rows: list[Any]) -> list[bytes]:
 
 
 class TestClaimGroups:
-    """Only due groups no other flush holds are leased (and pushed back to the lease's end);
-    each comes with its hash, members, their alerts and its channels' logs."""
+    """Only due groups nobody else holds are leased, read with members, alerts and logs."""
 
     async def test_only_due_groups_are_leased(self, redis: aioredis.Redis) -> None:
         await group(redis, "g1", T0)

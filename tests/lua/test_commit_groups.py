@@ -58,10 +58,8 @@ async def group(redis: aioredis.Redis, gid: str = "g1") -> dict[bytes, bytes]:
     return fields
 
 
-class TestCommitGroups:
-    """A flush commits only under its own lease and over the logs it read: else nothing is
-    written (status -1, or 2 and due again now). A commit writes logs, outbox entries and
-    last_flush, and reschedules by sleep, group_interval (dirty) or now (rush)."""
+class TestAllOrNothing:
+    """A flush writes only under its own lease and over the logs it read; else nothing."""
 
     async def test_commit_with_a_lost_lease_writes_nothing(self, redis: aioredis.Redis) -> None:
         await leased(redis)
@@ -72,15 +70,6 @@ class TestCommitGroups:
         assert NOW + 30 == await redis.zscore(DUE, "g1")
         assert {b"f1"} == await redis.smembers(keys.group_members(PREFIX, "g1"))
 
-    async def test_commit_writes_log_outbox_and_schedule(self, redis: aioredis.Redis) -> None:
-        await leased(redis)
-        assert [1, 1] == await commit(redis, "A:0", plan())
-        assert b"E1" == await redis.get(LOG)
-        assert 590 < await redis.ttl(LOG) <= 600
-        assert [b"N1"] == [f[b"n"] for _, f in await redis.xrange(STREAM)]
-        assert {b"key": b"g1", b"last_flush": b"%r" % NOW} == await group(redis)
-        assert NOW + 3600 == await redis.zscore(DUE, "g1")
-
     async def test_a_moved_log_writes_nothing_and_is_due_now(self, redis: aioredis.Redis) -> None:
         await leased(redis)
         await redis.set(LOG, "E0")  # another flush told the channel since this one read
@@ -89,6 +78,29 @@ class TestCommitGroups:
         assert {b"key": b"g1"} == await group(redis)  # no last_flush, lease let go
         assert {b"f1"} == await redis.smembers(keys.group_members(PREFIX, "g1"))
         assert NOW == await redis.zscore(DUE, "g1")
+
+    async def test_a_replica_whose_lease_lapsed_queues_nothing(self, h: Harness) -> None:
+        await h.fire(service="db")
+        first, second = h.replica(lease_s=1), h.replica(lease_s=1)
+        stale = await first.claim(T0 + 5)
+        fresh = await second.claim(T0 + 6)  # first's lease ended at T0 + 6
+        assert (1, 1) == (len(stale.groups), len(fresh.groups))
+        assert 0 == await first.flush(stale, T0 + 6)
+        assert 1 == await second.flush(fresh, T0 + 6)
+        assert 1 == len(await h.queued())
+
+
+class TestCommitted:
+    """A commit writes logs, outbox and last_flush, reschedules, and drops an emptied group."""
+
+    async def test_commit_writes_log_outbox_and_schedule(self, redis: aioredis.Redis) -> None:
+        await leased(redis)
+        assert [1, 1] == await commit(redis, "A:0", plan())
+        assert b"E1" == await redis.get(LOG)
+        assert 590 < await redis.ttl(LOG) <= 600
+        assert [b"N1"] == [f[b"n"] for _, f in await redis.xrange(STREAM)]
+        assert {b"key": b"g1", b"last_flush": b"%r" % NOW} == await group(redis)
+        assert NOW + 3600 == await redis.zscore(DUE, "g1")
 
     async def test_changes_during_the_lease_bring_the_next_flush_forward(
         self, redis: aioredis.Redis
@@ -117,13 +129,3 @@ class TestCommitGroups:
             await redis.hget(ALERTS, "f1"),
             await redis.exists(keys.alert_groups(PREFIX, "f1")),
         )
-
-    async def test_a_replica_whose_lease_lapsed_queues_nothing(self, h: Harness) -> None:
-        await h.fire(service="db")
-        first, second = h.replica(lease_s=1), h.replica(lease_s=1)
-        stale = await first.claim(T0 + 5)
-        fresh = await second.claim(T0 + 6)  # first's lease ended at T0 + 6
-        assert (1, 1) == (len(stale.groups), len(fresh.groups))
-        assert 0 == await first.flush(stale, T0 + 6)
-        assert 1 == await second.flush(fresh, T0 + 6)
-        assert 1 == len(await h.queued())

@@ -30,8 +30,7 @@ async def merge(
 
 
 class TestMergeWindows:
-    """Batches from any replica add up in one window per series; buckets that left the
-    window are dropped; the newest sample time and a `last` value never go back in time."""
+    """Batches add up per series, old buckets leave with the window, late samples never win."""
 
     async def test_batches_add_up_and_read_back(self, redis: aioredis.Redis) -> None:
         rule = make_rule(aggregate="sum", window="1m", critical="> 0")

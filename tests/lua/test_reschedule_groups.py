@@ -25,8 +25,7 @@ async def group(redis: aioredis.Redis, gid: str, due: float, **fields: str) -> N
 
 
 class TestRescheduleGroups:
-    """Flushed groups become due now (never later than they were); groups in group_wait,
-    and ids with no group, are left alone."""
+    """Groups flushed before become due now, never later; groups in group_wait keep it."""
 
     async def test_flushed_groups_due_now_others_keep_group_wait(
         self, redis: aioredis.Redis
