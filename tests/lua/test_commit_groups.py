@@ -79,6 +79,15 @@ class TestAllOrNothing:
         assert {b"f1"} == await redis.smembers(keys.group_members(PREFIX, "g1"))
         assert NOW == await redis.zscore(DUE, "g1")
 
+    async def test_a_moved_log_on_an_empty_group_is_not_told_as_sent(
+        self, redis: aioredis.Redis
+    ) -> None:
+        await leased(redis)
+        await redis.delete(keys.group_members(PREFIX, "g1"))
+        await redis.set(LOG, "E0")
+        assert [2, 0] == await commit(redis, "A:0", plan(expected=""))
+        assert (b"E0", 0) == (await redis.get(LOG), await redis.xlen(STREAM))
+
     async def test_a_replica_whose_lease_lapsed_queues_nothing(self, h: Harness) -> None:
         await h.fire(service="db")
         first, second = h.replica(lease_s=1), h.replica(lease_s=1)

@@ -49,6 +49,7 @@ local function commit(gid, interval_s, sleep_s, notices, forgets)
   if redis.call('SCARD', gm) == 0 then
     redis.call('DEL', g, gm)
     redis.call('ZREM', due, gid)
+    if stale then return 2, 0 end  -- nothing was written: not "dropped after telling"
     return 0, queued
   end
   redis.call('HDEL', g, 'lease', 'lease_until', 'rush', 'dirty')
