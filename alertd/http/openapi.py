@@ -10,6 +10,7 @@ from functools import cache
 from typing import Any
 
 from alertd import __version__
+from alertd.http.paging import DEFAULT_LIMIT, MAX_LIMIT
 from alertd.model import SEVERITIES
 
 JSON = "application/json"
@@ -347,11 +348,26 @@ def _paths() -> dict[str, Schema]:
                         style="form",
                         explode=True,
                     ),
+                    _query(
+                        "limit",
+                        {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT},
+                        f"at most this many alerts (default {DEFAULT_LIMIT})",
+                    ),
+                    _query("cursor", STR, "the next_cursor of the previous page"),
                 ],
                 "responses": {
                     "200": _json(
-                        _obj({"alerts": {"type": "array", "items": ref("Alert")}}, ["alerts"]),
-                        "the alerts",
+                        _obj(
+                            {
+                                "alerts": {"type": "array", "items": ref("Alert")},
+                                "next_cursor": {
+                                    **STR,
+                                    "description": "present when more alerts follow",
+                                },
+                            },
+                            ["alerts"],
+                        ),
+                        "the alerts, ordered by rule, start and fingerprint",
                     ),
                     **_errors(*READ_ERRORS),
                 },
