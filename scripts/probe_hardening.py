@@ -120,6 +120,7 @@ class Setup:
         return subprocess.run(
             [sys.executable, "-m", "alertd", "check", "--config", str(self.config())],
             env=self.env(),
+            cwd=self.dir,  # not this checkout: `python -m` would import its alertd first
             capture_output=True,
             text=True,
             timeout=60,
