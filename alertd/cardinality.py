@@ -33,6 +33,7 @@ from redis.exceptions import RedisError
 from alertd.deadletters import DeadLetters
 from alertd.engine.evaluator import AlertWriter, PendingWrite
 from alertd.engine.windows import SeriesWindow
+from alertd.logthrottle import ThrottledLog
 from alertd.matchers import matches_all
 from alertd.metrics import Metrics
 from alertd.model import Alert, Event
@@ -42,6 +43,7 @@ if TYPE_CHECKING:
     from alertd.settings import Rule
 
 log = structlog.get_logger("alertd.cardinality")
+throttled = ThrottledLog(log)  # a rule at its limit refuses events all day long
 
 SERIES_LIMIT_ALERT = "AlertdSeriesLimit"
 AGE_IDLE_S = 7 * 86400.0  # age rules remember a silent series this long (as their index does)
@@ -226,7 +228,7 @@ class SeriesGuard:
             self.metrics.dead_letters.labels("event").inc()
         except RedisError as exc:
             log.warning("could not dead-letter a refused series", rule=rule.name, error=str(exc))
-        log.warning(reason, rule=rule.name)
+        throttled.warning(f"limit:{rule.name}", reason, rule=rule.name)
 
     async def _resolve_quiet(self, now: float) -> None:
         """Resolve the self-alert of rules that refused nothing for RESOLVE_AFTER_S."""
