@@ -127,7 +127,8 @@ class TestRedosAgainstDaemon:
         latencies = await probe
         alert = receiver.bodies("/hook")[0]["alerts"][0]
         assert KIB_VALUE == alert["labels"]["service"]
-        assert max(latencies) < 0.5, f"/health/live took {max(latencies):.3f}s"
+        # Before RE2 one such event froze the loop for seconds (26 characters: 2 s).
+        assert max(latencies) < 1.0, f"/health/live took {max(latencies):.3f}s"
 
     async def test_api_refuses_a_lookahead_silence_with_the_matcher(
         self, daemons: DaemonFactory
