@@ -33,15 +33,19 @@ from redis.exceptions import RedisError
 from alertd.deadletters import DeadLetters
 from alertd.engine.evaluator import AlertWriter, PendingWrite
 from alertd.engine.windows import SeriesWindow
+from alertd.logthrottle import ThrottledLog
 from alertd.matchers import matches_all
 from alertd.metrics import Metrics
 from alertd.model import Alert, Event
 from alertd.selfalerts import self_alert, set_self_alert
+from alertd.storage import keys
+from alertd.storage.scripts import lua
 
 if TYPE_CHECKING:
     from alertd.settings import Rule
 
 log = structlog.get_logger("alertd.cardinality")
+throttled = ThrottledLog(log)  # a rule at its limit refuses events all day long
 
 SERIES_LIMIT_ALERT = "AlertdSeriesLimit"
 AGE_IDLE_S = 7 * 86400.0  # age rules remember a silent series this long (as their index does)
@@ -49,51 +53,18 @@ IDLE_MARGIN_S = 600.0
 DEAD_LETTER_EVERY_MS = 1000
 RESOLVE_AFTER_S = 300.0
 
-# KEYS[1]: the rule's admitted series. ARGV: max, now, stale_before, ttl_s, fingerprints...
-# Returns {count after, 1/0 per fingerprint (admitted or not)}.
-_ADMIT = """
-local key = KEYS[1]
-local max = tonumber(ARGV[1])
-local n = redis.call('ZCARD', key)
-local pruned = false
-local out = {0}
-for i = 5, #ARGV do
-  local fp = ARGV[i]
-  if redis.call('ZSCORE', key, fp) then
-    redis.call('ZADD', key, ARGV[2], fp)
-    out[#out + 1] = 1
-  else
-    if n >= max and not pruned then
-      redis.call('ZREMRANGEBYSCORE', key, '-inf', '(' .. ARGV[3])
-      pruned = true
-      n = redis.call('ZCARD', key)
-    end
-    if n < max then
-      redis.call('ZADD', key, ARGV[2], fp)
-      n = n + 1
-      out[#out + 1] = 1
-    else
-      out[#out + 1] = 0
-    end
-  end
-end
-redis.call('EXPIRE', key, ARGV[4])
-out[1] = n
-return out
-"""
-
 
 class SeriesKeys:
-    """The Redis keys the guard owns (one place, for the keys module to fold in)."""
+    """The guard's keys (named in alertd/storage/keys.py)."""
 
     def __init__(self, prefix: str) -> None:
         self.prefix = prefix
 
     def admitted(self, rule: str) -> str:
-        return f"{self.prefix}admitted:{rule}"
+        return keys.admitted_series(self.prefix, rule)
 
     def dead_letter_slot(self, rule: str) -> str:
-        return f"{self.prefix}admitted:{rule}:dl"
+        return keys.series_dead_letter_slot(self.prefix, rule)
 
 
 def idle_s(rule: Rule) -> float:
@@ -145,7 +116,7 @@ class SeriesGuard:
         self.writer = writer
         self.on_change = on_change
         self.clock = clock
-        self._script = redis.register_script(_ADMIT)
+        self._script = redis.register_script(lua("admit_series"))
         # rule -> fingerprint -> when this replica last refreshed it in Redis; holds only
         # admitted series, so it is bounded by the rules' max_series.
         self._seen: dict[str, dict[str, float]] = {}
@@ -227,7 +198,7 @@ class SeriesGuard:
             self.metrics.dead_letters.labels("event").inc()
         except RedisError as exc:
             log.warning("could not dead-letter a refused series", rule=rule.name, error=str(exc))
-        log.warning(reason, rule=rule.name)
+        throttled.warning(f"limit:{rule.name}", reason, rule=rule.name)
 
     async def _resolve_quiet(self, now: float) -> None:
         """Resolve the self-alert of rules that refused nothing for RESOLVE_AFTER_S."""

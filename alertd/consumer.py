@@ -39,6 +39,7 @@ from alertd.events import (
     parse_entries,
     parse_entry,
 )
+from alertd.logthrottle import ThrottledLog
 from alertd.metrics import Metrics
 from alertd.model import Event
 from alertd.ownership import Ownership
@@ -46,6 +47,7 @@ from alertd.redisconn import is_cluster, pinned
 from alertd.settings import RedisSettings
 
 log = structlog.get_logger("alertd.consumer")
+throttled = ThrottledLog(log)  # loops that fail alike each retry log once a minute
 
 # Batches read and handled together while the consumer is behind (see _new).
 CATCH_UP_BATCHES = 10
@@ -155,14 +157,17 @@ class Consumer:
                     if isinstance(exc, RedisError | OSError):
                         lost_group = isinstance(exc, ResponseError) and "NOGROUP" in str(exc)
                         self.joined = not lost_group
-                        log.warning(
+                        throttled.warning(
+                            "redis",
                             "redis unavailable; retrying",
                             error=type(exc).__name__,
                             detail=str(exc)[:200],
                             retry_in_s=backoff_s,
                         )
                     else:  # a bug must not stop consumption for good
-                        log.exception("consumer loop failed; retrying", retry_in_s=backoff_s)
+                        throttled.exception(
+                            "bug", "consumer loop failed; retrying", retry_in_s=backoff_s
+                        )
                     with contextlib.suppress(TimeoutError):
                         async with asyncio.timeout(backoff_s):
                             await stopping.wait()

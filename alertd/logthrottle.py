@@ -59,6 +59,10 @@ class ThrottledLog:
     def error(self, kind: str, event: str, **kw: Any) -> None:
         self._emit(self.log.error, kind, event, kw)
 
+    def exception(self, kind: str, event: str, **kw: Any) -> None:
+        """An error with the traceback of the exception being handled (once per interval)."""
+        self._emit(self.log.error, kind, event, {**kw, "exc_info": True})
+
     def _emit(self, method: Any, kind: str, event: str, kw: dict[str, Any]) -> None:
         held = self.throttle.allow(kind)
         if held is None:

@@ -41,6 +41,7 @@ from alertd.engine.evaluator import AlertWriter, PendingWrite
 from alertd.metrics import Metrics
 from alertd.redact import redact
 from alertd.selfalerts import self_alert, set_self_alert
+from alertd.storage import keys
 
 log = structlog.get_logger("alertd.watchdog")
 
@@ -58,13 +59,13 @@ def stall_after_s(block_s: float, claim_idle_s: float) -> float:
 
 
 class WatchdogKeys:
-    """The Redis keys the watchdog owns (one place, for the keys module to fold in)."""
+    """The watchdog's keys (named in alertd/storage/keys.py)."""
 
     def __init__(self, prefix: str) -> None:
         self.prefix = prefix
 
     def probe(self, consumer: str) -> str:
-        return f"{self.prefix}probe:{consumer}"
+        return keys.write_probe(self.prefix, consumer)
 
 
 def why_not_writable(exc: BaseException) -> str:

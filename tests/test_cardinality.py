@@ -118,3 +118,41 @@ class TestSeriesLimit:
         assert "gone" == await wait_for(r0_state, timeout_s=20)
         alerts = orjson.loads(await get(f"{url}/api/v1/alerts"))["alerts"]
         assert ["r1"] == [a["labels"]["request_id"] for a in alerts if "request_id" in a["labels"]]
+
+
+class TestAlertsPagination:
+    """GET /api/v1/alerts answers in pages: limit and cursor, next_cursor while more follow."""
+
+    async def test_pages_cover_every_alert_once(
+        self, daemons: DaemonFactory, redis: aioredis.Redis
+    ) -> None:
+        daemons.write(rules=RULES.format(max_series=100))
+        app = await daemons.start(http=True)
+        url = f"http://{app.config.settings.http.listen}/api/v1/alerts"
+        await publish(redis, range(25))
+        await wait_for(lambda: consumed_all(redis), timeout_s=20)
+
+        whole = orjson.loads(await get(url))
+        assert (25, False) == (len(whole["alerts"]), "next_cursor" in whole)
+        seen: list[str] = []
+        cursor = ""
+        pages = 0
+        while True:
+            page = orjson.loads(
+                await get(f"{url}?limit=10" + (f"&cursor={cursor}" if cursor else ""))
+            )
+            seen += [a["fingerprint"] for a in page["alerts"]]
+            pages += 1
+            if "next_cursor" not in page:
+                break
+            cursor = page["next_cursor"]
+        assert (3, [a["fingerprint"] for a in whole["alerts"]]) == (pages, seen)
+
+    async def test_bad_limit_and_cursor_are_400(self, daemons: DaemonFactory) -> None:
+        daemons.write(rules=RULES.format(max_series=100))
+        app = await daemons.start(http=True)
+        url = f"http://{app.config.settings.http.listen}/api/v1/alerts"
+        async with aiohttp.ClientSession() as session:
+            for query in ("limit=0", "limit=abc", "limit=999999", "cursor=%%%"):
+                async with session.get(f"{url}?{query}") as resp:
+                    assert (400, True) == (resp.status, "error" in await resp.json()), query

@@ -184,11 +184,20 @@ class TestPayload:
     async def test_no_max_alerts_sends_the_whole_group(
         self, receiver: Receiver, ctx: ChannelContext
     ) -> None:
-        """By default (max_alerts = 0) every alert of the group is sent."""
+        """With max_alerts = 0 every alert of the group is sent."""
         n = make_notification([make_alert(i) for i in range(1, 6)])
-        body = (await deliver(receiver, ctx, n)).json()
+        body = (await deliver(receiver, ctx, n, max_alerts=0)).json()
 
         assert (5, 0) == (len(body["alerts"]), body["truncatedAlerts"])
+
+    async def test_default_bound_cuts_a_huge_group(
+        self, receiver: Receiver, ctx: ChannelContext
+    ) -> None:
+        """By default a group of 1,200 alerts is sent as its first 1,000, and says so."""
+        n = make_notification([make_alert(i) for i in range(1, 1201)])
+        body = (await deliver(receiver, ctx, n)).json()
+
+        assert (1000, 200) == (len(body["alerts"]), body["truncatedAlerts"])
 
 
 class TestHeaders:

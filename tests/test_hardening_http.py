@@ -256,7 +256,7 @@ class TestCrossSiteWrites:
     def test_hosts_that_cannot_be_rebound_pass(self) -> None:
         hosts = frozenset({"127.0.0.1", "alertd.example.com"})
         actual = [
-            browser_decision("GET", "/api/v1/alerts", {"Host": host}, "http", hosts) is None
+            browser_decision("GET", "/api/v1/alerts", {"Host": host}, "", hosts) is None
             for host in (
                 "127.0.0.1:9099",
                 "[::1]:9099",
@@ -271,8 +271,22 @@ class TestCrossSiteWrites:
     def test_probes_are_exempt_and_a_token_lifts_the_host_check(self) -> None:
         hosts = frozenset({"127.0.0.1"})
         headers = {"Host": "lb.example.com"}
-        assert browser_decision("GET", "/health/ready", headers, "http", hosts) is None
-        assert browser_decision("GET", "/api/v1/alerts", headers, "http", None) is None
+        assert browser_decision("GET", "/health/ready", headers, "", hosts) is None
+        assert browser_decision("GET", "/api/v1/alerts", headers, "", None) is None
+
+    def test_origin_behind_a_tls_proxy_is_same_site(self) -> None:
+        """https://name in Origin, name in Host (the proxy ended TLS): the same site."""
+        headers = {
+            "Host": "alertd.example.com",
+            "Origin": "https://alertd.example.com",
+            "Content-Type": "application/json",
+            "Content-Length": "2",
+        }
+        hosts = frozenset({"alertd.example.com"})
+        assert browser_decision("POST", "/api/v1/silences", headers, "", hosts) is None
+        other = {**headers, "Origin": "https://alertd.example.com.evil.example"}
+        denial = browser_decision("POST", "/api/v1/silences", other, "", hosts)
+        assert denial is not None and 403 == denial.status
 
 
 class TestSlowBody:

@@ -19,7 +19,16 @@ from alertd.settings import load_config
 from tests.conftest import DaemonFactory, Receiver, wait_for
 from tests.test_e2e import ROUTE, hook
 
-PATHOLOGICAL = ["(a+)+$", "(a|aa)*b", "(a*)*b", "(a|a?)+$", "(.*a){12}", "(x+x+)+y", "(\\w+\\s?)+$"]
+PATHOLOGICAL = [
+    "(a+)+$",
+    "(a|aa)*b",
+    "(a*)*b",
+    "(a|a?)+$",
+    "(.*a){3}",
+    "(x+x+)+y",
+    "(\\w+\\s?)+$",
+    "^(([a-z])+.)+[A-Z]([a-z])+$",
+]
 KIB_VALUE = "a" * 1023 + "!"  # 1024 characters: the longest label value
 
 RULES = """
@@ -56,11 +65,14 @@ class TestRegexLinearTime:
     def test_pathological_pattern_matches_fast(self, pattern: str) -> None:
         matcher = parse_matcher("service", "~" + pattern)
         matcher.matches({"service": KIB_VALUE})  # warm: RE2 builds its DFA lazily
-        started = time.perf_counter()
-        for _ in range(10):
-            matcher.matches({"service": KIB_VALUE})
-        per_match_s = (time.perf_counter() - started) / 10
-        assert per_match_s < 0.001, f"{pattern}: {per_match_s * 1000:.3f} ms per match"
+        batches = []
+        for _ in range(5):  # the best of 5: a busy machine may pause any one batch
+            started = time.perf_counter()
+            for _ in range(10):
+                matcher.matches({"service": KIB_VALUE})
+            batches.append((time.perf_counter() - started) / 10)
+        per_match_s = min(batches)
+        assert per_match_s < 0.0005, f"{pattern}: {per_match_s * 1000:.3f} ms per match"
 
     def test_full_match_semantics_are_unchanged(self) -> None:
         """`~api|web` matches the whole value, as before: not a prefix, not a substring."""
@@ -115,7 +127,8 @@ class TestRedosAgainstDaemon:
         latencies = await probe
         alert = receiver.bodies("/hook")[0]["alerts"][0]
         assert KIB_VALUE == alert["labels"]["service"]
-        assert max(latencies) < 0.5, f"/health/live took {max(latencies):.3f}s"
+        # Before RE2 one such event froze the loop for seconds (26 characters: 2 s).
+        assert max(latencies) < 1.0, f"/health/live took {max(latencies):.3f}s"
 
     async def test_api_refuses_a_lookahead_silence_with_the_matcher(
         self, daemons: DaemonFactory

@@ -16,6 +16,8 @@ from alertd.errors import DeliveryError
 from alertd.model import Notification
 from alertd.redact import query_secrets
 
+DEFAULT_MAX_ALERTS = 1000
+
 __all__ = ["WebhookChannel", "WebhookConfig", "sign", "signing_key", "webhook_payload"]
 
 
@@ -26,7 +28,8 @@ class WebhookConfig(ChannelConfig):
     url: str
     secret: SecretStr | None = None
     headers: dict[str, str] = Field(default_factory=dict)
-    max_alerts: int = Field(default=0, ge=0)
+    # A group can hold thousands of alerts; receivers choke on bodies of tens of MB.
+    max_alerts: int = Field(default=DEFAULT_MAX_ALERTS, ge=0)  # 0: all
 
     @field_validator("url")
     @classmethod

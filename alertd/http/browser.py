@@ -64,24 +64,31 @@ def is_json(content_type: str | None) -> bool:
     return media in JSON_TYPES or (media.startswith("application/") and media.endswith("+json"))
 
 
-def _same_origin(origin: str, host_header: str | None, scheme: str) -> bool:
+def _netloc(host: str) -> str:
+    """host[:port] lower case, without a default port: behind a TLS-terminating proxy the
+    browser's https://name and the Host the daemon sees differ only there."""
+    host = host.strip().lower()
+    for default in (":80", ":443"):
+        host = host.removesuffix(default)
+    return host
+
+
+def _same_origin(origin: str, host_header: str | None, external_url: str) -> bool:
     if origin == "null":  # sandboxed frames, file:// pages: never this site
         return False
-    parts = urlsplit(origin)
-    if not parts.netloc or host_header is None:
+    netloc = _netloc(urlsplit(origin).netloc)
+    if not netloc:
         return False
-    default = {"http": 80, "https": 443}
-    o_port = parts.port or default.get(parts.scheme)
-    h = urlsplit(f"{scheme}://{host_header}")
-    h_port = h.port or default.get(scheme)
-    return (parts.hostname or "").lower() == (h.hostname or "").lower() and o_port == h_port
+    if host_header is not None and netloc == _netloc(host_header):
+        return True
+    return bool(external_url) and netloc == _netloc(urlsplit(external_url).netloc)
 
 
 def browser_decision(
     method: str,
     path: str,
     headers: Mapping[str, str],
-    scheme: str,
+    external_url: str,
     hosts: frozenset[str] | None,
 ) -> Denial | None:
     """None when the request may go on; else why not. `hosts`: None when a token is set."""
@@ -104,7 +111,7 @@ def browser_decision(
     if fetch_site is not None and fetch_site.strip().lower() not in SAME_SITE_FETCH:
         return Denial(403, "cross-site request refused", (f"Sec-Fetch-Site is {fetch_site!r}",))
     origin = headers.get("Origin")
-    if origin is not None and not _same_origin(origin.strip(), host, scheme):
+    if origin is not None and not _same_origin(origin.strip(), host, external_url):
         return Denial(
             403, "cross-site request refused", (f"Origin {origin[:100]!r} is not this site",)
         )

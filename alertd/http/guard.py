@@ -90,7 +90,8 @@ class GuardedHandler(RequestHandler):
 
     @property
     def busy(self) -> bool:
-        return bool(self._request_in_progress)
+        """A request is being handled (not merely awaited): not to be cut off."""
+        return bool(getattr(self, "_request_in_progress", False))
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)

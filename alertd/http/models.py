@@ -318,6 +318,7 @@ class V1Alert(_Answer):
 
 class V1Alerts(_Answer):
     alerts: list[V1Alert]
+    next_cursor: str | None = Field(default=None, description="present when more alerts follow")
 
 
 class Series(_Answer):

@@ -17,6 +17,7 @@ from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from alertd import __version__
 from alertd.http import models as m
+from alertd.http.paging import DEFAULT_LIMIT, MAX_LIMIT
 from alertd.model import SEVERITIES
 
 JSON = "application/json"
@@ -122,6 +123,12 @@ OPERATIONS: dict[tuple[str, str], Op] = {
                 style="form",
                 explode=True,
             ),
+            query(
+                "limit",
+                {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT},
+                f"at most this many alerts (default {DEFAULT_LIMIT})",
+            ),
+            query("cursor", STR, "the next_cursor of the previous page"),
         ],
     ),
     ("/api/v1/rules", "get"): Op(

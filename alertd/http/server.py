@@ -169,7 +169,7 @@ async def browser_middleware(request: web.Request, handler: Handler) -> web.Stre
         request.method,
         request.path,
         request.headers,
-        request.scheme,
+        settings.http.external_url,
         allowed_hosts(settings.http.listen, settings.http.external_url)
         if not settings.http.token.get_secret_value()
         else None,

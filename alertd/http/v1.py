@@ -14,6 +14,7 @@ from alertd.errors import EventError, NotFoundError
 from alertd.events import MAX_ARRAY, event_from_object
 from alertd.http.common import ApiError, app_of, read_json, read_object, reply
 from alertd.http.models import EmptyRequest, ReplayRequest, TestAlertRequest, V1Silences, dump
+from alertd.http.paging import page_params, paginate, with_next
 from alertd.model import SEVERITIES, Event
 from alertd.notify.history import OUTCOMES, parse_since
 from alertd.silences import silence_from_request
@@ -57,15 +58,21 @@ def _label_filters(request: web.Request) -> dict[str, str] | None:
     return None if conflict else filters
 
 
+def _alert_order(view: dict[str, Any]) -> tuple[str, ...]:
+    return (view["rule"], view["startsAt"], view["fingerprint"])
+
+
 async def list_alerts(request: web.Request) -> web.Response:
     app = app_of(request)
     state = _choice(request, "state", ALERT_STATES)
     severity = _choice(request, "severity", SEVERITIES)
     filters = _label_filters(request)
+    limit, after = page_params(request)
     if filters is None:
         return reply({"alerts": []})
     alerts = await ops.list_alerts(app.redis, app.config, app.clock(), state, severity, filters)
-    return reply({"alerts": alerts})
+    page, next_cursor = paginate(alerts, _alert_order, limit, after)
+    return reply(with_next({"alerts": page}, next_cursor))
 
 
 def rule_view(rule: Rule, series: list[dict[str, Any]]) -> dict[str, Any]:

@@ -47,6 +47,7 @@ from redis.exceptions import RedisError
 from alertd.alerts import AlertStore
 from alertd.channels.base import ChannelConfig
 from alertd.inhibit import Inhibitor, InhibitRule
+from alertd.logthrottle import ThrottledLog
 from alertd.model import Alert, Notification, new_id
 from alertd.notify.history import History
 from alertd.notify.outbox import Outbox
@@ -65,6 +66,7 @@ from alertd.storage.scripts import lua
 from alertd.timeintervals import TimeInterval, muted
 
 log = structlog.get_logger("alertd.dispatch")
+throttled = ThrottledLog(log)  # loops that fail alike each retry log once a minute
 
 LEASE_S = 30.0
 NFLOG_TTL_S = 8 * 86400
@@ -329,12 +331,14 @@ class Dispatcher:
                 wait_s = await self.flush_due()
                 backoff_s = 0.1
             except RedisError as exc:
-                log.warning("dispatcher cannot reach redis", error=type(exc).__name__)
+                throttled.warning(
+                    "redis", "dispatcher cannot reach redis", error=type(exc).__name__
+                )
                 wait_s = backoff_s
                 backoff_s = min(backoff_s * 2, 5.0)
             except Exception:
                 # A bug must not stop every later notification; the lease retries the groups.
-                log.exception("flush failed")
+                throttled.exception("bug", "flush failed")
                 wait_s = backoff_s
                 backoff_s = min(backoff_s * 2, 5.0)
             with contextlib.suppress(TimeoutError):

@@ -34,6 +34,7 @@ from redis.exceptions import RedisError
 
 from alertd.channels.base import Channel
 from alertd.deadletters import DeadLetters
+from alertd.logthrottle import ThrottledLog
 from alertd.metrics import Metrics
 from alertd.model import Alert, Notification, NotifyReason, fingerprint, new_id
 from alertd.notify.delivery import DeliveryResult, deliver
@@ -44,6 +45,7 @@ from alertd.notify.retry import Outcome
 from alertd.storage import keys
 
 log = structlog.get_logger("alertd.workers")
+throttled = ThrottledLog(log)  # loops that fail alike each retry log once a minute
 
 IN_FLIGHT_PER_CHANNEL = 64  # the most notifications of one channel in hand at once
 # Email opens an SMTP connection per message and Slack waits for its rate-limit slot
@@ -283,12 +285,16 @@ class ChannelWorkers:
             except asyncio.CancelledError:
                 raise
             except RedisError as exc:
-                log.warning("outbox unavailable", channel=name, error=type(exc).__name__)
+                throttled.warning(
+                    f"redis:{name}", "outbox unavailable", channel=name, error=type(exc).__name__
+                )
                 await asyncio.sleep(backoff_s)
                 backoff_s = min(backoff_s * 2, 5.0)
                 continue
             except Exception:  # a bug here must not silence the channel for good
-                log.exception("delivery worker failed; restarting it", channel=name)
+                throttled.exception(
+                    f"bug:{name}", "delivery worker failed; restarting it", channel=name
+                )
                 await asyncio.sleep(1.0)
                 continue
             if not self._current(name):

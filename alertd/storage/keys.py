@@ -26,6 +26,8 @@ configured names (each is one key).
 | `silences`                     | hash   | silence id -> JSON |
 | `nhist`, `nhist:rec`           | zset, hash | notification history: index, records |
 | `rl:{channel}`, `held:{channel}` | zset, list | rate-limit window, held notifications |
+| `admitted:{rule}`, `...:dl`    | zset, string | the cardinality guard, its dead-letter slot |
+| `probe:{consumer}`             | string | the watchdog's write probe |
 | `lease:tick`                   | string | the replica running the current clock tick |
 | `lease:partition`              | string | the partition's owner and fencing token (`name:token`) |
 | `lease:fence`                  | int    | the last fencing token handed out |
@@ -146,6 +148,21 @@ def rate_slots(prefix: str, channel: str) -> str:
 def rate_held(prefix: str, channel: str) -> str:
     """list: notifications held for the channel's next digest."""
     return f"{prefix}held:{channel}"
+
+
+def admitted_series(prefix: str, rule: str) -> str:
+    """zset: series fingerprint -> last seen: the rule's cardinality guard."""
+    return f"{prefix}admitted:{rule}"
+
+
+def series_dead_letter_slot(prefix: str, rule: str) -> str:
+    """string: the guard's one-dead-letter-per-second slot for the rule."""
+    return f"{prefix}admitted:{rule}:dl"
+
+
+def write_probe(prefix: str, consumer: str) -> str:
+    """string: the watchdog's write probe (expires after 60 s)."""
+    return f"{prefix}probe:{consumer}"
 
 
 def replication_probe(prefix: str) -> str:
