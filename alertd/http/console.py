@@ -41,6 +41,7 @@ def _read(name: str) -> bytes:
 
 _INDEX: Final = _read("index.html")
 _FILES: Final = {name: (_read(name), ctype) for name, ctype in _ASSETS.items()}
+ASSET_NAMES: Final = tuple(_ASSETS)
 
 
 async def index(_: web.Request) -> web.Response:

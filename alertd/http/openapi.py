@@ -17,6 +17,7 @@ from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from alertd import __version__
 from alertd.http import models as m
+from alertd.http.console import ASSET_NAMES as CONSOLE_ASSETS
 from alertd.http.paging import DEFAULT_LIMIT, MAX_LIMIT
 from alertd.model import SEVERITIES
 
@@ -104,6 +105,30 @@ OPERATIONS: dict[tuple[str, str], Op] = {
     ("/metrics", "get"): Op(
         "Prometheus metrics",
         {200: ({"text/plain": STR}, "Prometheus text exposition format")},
+        public=True,
+    ),
+    ("/", "get"): Op(
+        "The web console (its data comes from /api/v1, with the token when one is set)",
+        {200: ({"text/html": STR}, "the page")},
+        public=True,
+    ),
+    ("/console/{name}", "get"): Op(
+        "A static asset of the web console",
+        {
+            200: (
+                {"text/javascript": STR, "text/css": STR, "image/svg+xml": STR},
+                "script, style sheet or icon",
+            )
+        },
+        (404,),
+        params=[
+            {
+                "name": "name",
+                "in": "path",
+                "required": True,
+                "schema": {"type": "string", "enum": list(CONSOLE_ASSETS)},
+            }
+        ],
         public=True,
     ),
     ("/api/v1/openapi.json", "get"): Op(
@@ -342,8 +367,9 @@ def _content(
     if isinstance(answer, str):
         return None
     if isinstance(answer, dict):
-        if "text/plain" in answer:
-            return {"text/plain": {"schema": answer["text/plain"]}}
+        media = {k: v for k, v in answer.items() if "/" in k}  # {media type: schema}
+        if media:
+            return {k: {"schema": v} for k, v in media.items()}
         return {JSON: {"schema": answer}}
     return {JSON: {"schema": refs[(answer, "serialization")]}}
 
