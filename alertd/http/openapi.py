@@ -263,7 +263,19 @@ OPERATIONS: dict[tuple[str, str], Op] = {
         "Current alerts (rules' and posted), as Alertmanager lists them",
         {200: (_array("GettableAlert"), "the alerts")},
         READ_ERRORS,
-        params=[*flags("active", "silenced", "inhibited", "unprocessed"), V2_FILTER, V2_RECEIVER],
+        params=[
+            *flags("active", "silenced", "inhibited", "unprocessed"),
+            V2_FILTER,
+            V2_RECEIVER,
+            query(
+                "limit",
+                {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT},
+                f"at most this many alerts (default {DEFAULT_LIMIT}); the next page's cursor "
+                "is in the X-Next-Cursor header",
+            ),
+            query("cursor", STR, "the X-Next-Cursor of the previous page"),
+        ],
+        headers={200: {"X-Next-Cursor": STR}},
     ),
     ("/api/v2/alerts", "post"): Op(
         "Post alerts (Prometheus, Grafana, vmalert, amtool); all or nothing",

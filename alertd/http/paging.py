@@ -21,6 +21,8 @@ from alertd.http.common import ApiError
 
 DEFAULT_LIMIT = 10_000
 MAX_LIMIT = 10_000
+# Where a bare-list answer (Alertmanager's GET /api/v2/alerts) puts the next cursor.
+NEXT_CURSOR_HEADER = "X-Next-Cursor"
 
 T = TypeVar("T")
 Key = Callable[[T], tuple[str, ...]]

@@ -40,6 +40,7 @@ from alertd.http.models import (
     SilenceCreated,
     VersionInfo,
 )
+from alertd.http.paging import NEXT_CURSOR_HEADER, page_params, paginate
 from alertd.inhibit import Inhibitor, InhibitRule
 from alertd.matchers import Matcher, matches_all, parse_matcher
 from alertd.model import Alert, new_id, rfc3339
@@ -185,17 +186,25 @@ def _dump(model: Any) -> Any:
     return model.model_dump(mode="json")
 
 
+def _alert_order(alert: dict[str, Any]) -> tuple[str, ...]:
+    return (str(alert["startsAt"]), str(alert["fingerprint"]))
+
+
 async def get_alerts(request: web.Request) -> web.Response:
     app = app_of(request)
     wanted = _wanted(request)
     by_receiver = _receiver_filter(request)
+    limit, after = page_params(request)
     alerts, view = await _current(app)
     out = []
     for alert in alerts:
         g = view.gettable(alert)
         if wanted(g) and any(by_receiver(r.name) for r in g.receivers):
             out.append(_dump(g))
-    return reply(out)
+    # Alertmanager's answer is a bare list: the next page's cursor goes in a header.
+    page, next_cursor = paginate(out, _alert_order, limit, after)
+    headers = {NEXT_CURSOR_HEADER: next_cursor} if next_cursor else None
+    return reply(page, headers=headers)
 
 
 async def get_alert_groups(request: web.Request) -> web.Response:
