@@ -11,8 +11,8 @@ import redis.asyncio as aioredis
 from aiohttp import web
 
 from alertd.model import fingerprint
+from alertd.notify.channel_health import FAILING_AFTER, FAILING_ALERT
 from alertd.notify.outbox import Outbox
-from alertd.notify.workers import FAILING_AFTER, FAILING_ALERT
 from tests.conftest import DaemonFactory, Receiver, free_port, wait_for
 from tests.test_delivery import dead_letters_at_least, make_notification, outbox_len, webhook
 

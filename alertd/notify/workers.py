@@ -1,4 +1,4 @@
-"""Per-channel delivery workers reading the outbox, and the health of each channel.
+"""Per-channel delivery workers: the reader of each channel's outbox, and its jobs.
 
 Each channel has its own outbox stream and its own reader, so a slow or dead
 channel never delays another. The reader takes as many entries per XREADGROUP
@@ -6,15 +6,9 @@ as it has free delivery slots and delivers them side by side (a group's
 notifications one after the other). One heartbeat per channel keeps every
 entry it holds fresh (`Outbox.touch_many`) so no other replica claims them
 while they retry; an entry another worker took over is left to it, and one
-whose worker died is claimed after `claim_idle`. The outcome (acknowledge,
-dead letter, hand to the fallback, the channel's failure count) is written by
-one writer task that puts the outcomes finishing close together in one MULTI,
-under `asyncio.shield`, so a shutdown cannot cut one in half.
-
-A channel that dead-letters FAILING_AFTER notifications in a row raises
-alertd's own alert `AlertdChannelFailing` through the other enabled channels,
-once per failing episode across replicas (a Redis key set NX), and resolves
-it when the channel delivers again.
+whose worker died is claimed after `claim_idle`. Outcomes are written by
+`outcomes.OutcomeWriter`; a channel's health and its AlertdChannelFailing are
+`channel_health`'s.
 """
 
 from __future__ import annotations
@@ -27,22 +21,21 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
 import structlog
-from redis.asyncio.client import Pipeline
 from redis.exceptions import RedisError
 
 from alertd.channels.base import Channel
 from alertd.deadletters import DeadLetters
 from alertd.logthrottle import ThrottledLog
 from alertd.metrics import Metrics
-from alertd.model import Alert, Notification, NotifyReason, fingerprint, new_id
+from alertd.model import Notification
+from alertd.notify.channel_health import FAILING_AFTER, ChannelFailing, ChannelHealth
 from alertd.notify.delivery import DeliveryResult, deliver
 from alertd.notify.history import History
 from alertd.notify.outbox import Entry, Outbox
+from alertd.notify.outcomes import OutcomeWriter
 from alertd.notify.ratelimit import RateLimiter
 from alertd.notify.retry import Outcome
-from alertd.storage import keys
 
 log = structlog.get_logger("alertd.workers")
 throttled = ThrottledLog(log)  # loops that fail alike each retry log once a minute
@@ -51,28 +44,8 @@ IN_FLIGHT_PER_CHANNEL = 64  # the most notifications of one channel in hand at o
 # Email opens an SMTP connection per message and Slack waits for its rate-limit slot
 # inside the attempt's timeout: more at once would only hit connection limits and time out.
 IN_FLIGHT_BY_TYPE = {"email": 16, "slack": 16}
-OUTCOMES_PER_WRITE = 256  # the most outcomes in one MULTI
-FAILING_AFTER = 3  # consecutive dead letters before a channel counts as failing
-FAILING_ALERT = "AlertdChannelFailing"
-STATE_TTL_S = 7 * 86400  # failure counts and failing episodes of channels gone from config
 PRUNE_EVERY_S = 300.0
 PRUNE_IDLE_MS = 3600 * 1000
-
-
-@dataclass
-class ChannelHealth:
-    """What /health shows per channel."""
-
-    consecutive_failures: int = 0
-    last_success: float | None = None
-    last_error: str = ""
-    in_flight: int = 0
-
-    @property
-    def status(self) -> str:
-        if self.consecutive_failures >= FAILING_AFTER:
-            return "failing"
-        return "degraded" if self.consecutive_failures else "ok"
 
 
 @dataclass
@@ -107,20 +80,6 @@ class _Lane:
     beat: asyncio.Task[None] | None = None
 
 
-@dataclass(eq=False, slots=True)
-class _Outcome:
-    """One notification's outcome, waiting for the next coalesced write."""
-
-    channel: str
-    entry_id: str
-    written: asyncio.Future[None]
-    dead: dict[str, str] | None = None
-    follow: Notification | None = None
-    delivered: bool | None = None
-    # After a delivery: the failing episode it ends, if any; after a failure: the count.
-    reply: Any = None
-
-
 @dataclass
 class ChannelWorkers:
     """The workers of every configured channel, swapped channel by channel on reload."""
@@ -141,23 +100,20 @@ class ChannelWorkers:
     _retired: set[asyncio.Task[None]] = field(default_factory=set)
     _lanes: dict[str, _Lane] = field(default_factory=dict)
     _groups: dict[tuple[str, str], _GroupLock] = field(default_factory=dict)
-    _outcomes: list[_Outcome] = field(default_factory=list)
-    _writer: asyncio.Task[None] | None = None
+    _outcomes: OutcomeWriter = field(init=False)
+    _failing: ChannelFailing = field(init=False)
     _rng: random.Random = field(default_factory=random.Random)
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def __post_init__(self) -> None:
+        self._outcomes = OutcomeWriter(self.outbox, self.dead, self._spawn)
+        self._failing = ChannelFailing(self.outbox, lambda: self.channels, self.clock)
 
     @property
     def _stopping(self) -> bool:
         return self._stop.is_set()
 
-    # --- keys --------------------------------------------------------------------------
-
-    def failures_key(self, channel: str) -> str:
-        return keys.channel_failures(self.outbox.prefix, channel)
-
-    def failing_key(self, channel: str) -> str:
-        """Exists while `channel` is in a failing episode; holds the alert's start."""
-        return keys.channel_failing(self.outbox.prefix, channel)
+    failing_alert = staticmethod(ChannelFailing.failing_alert)
 
     # --- lifecycle ---------------------------------------------------------------------
 
@@ -368,7 +324,7 @@ class ChannelWorkers:
             held.delivering = False  # nothing to interrupt if it is taken over meanwhile
         if n is None:
             log.error("unreadable outbox entry dropped", channel=name, entry=entry_id)
-            await self._record(name, entry_id)
+            await self._outcomes.record(name, entry_id)
             return
         if channel is not None and not channel.config.enabled:
             # Stays pending: read first by this channel's next reader when it is enabled again.
@@ -379,10 +335,12 @@ class ChannelWorkers:
             error = f"channel '{name}' is no longer configured"
             self._bound(name, n).warning("notification dead-lettered", error=error)
             fields = self.dead.notification_fields(n, name, "channel unavailable", error)
-            await self._record(name, entry_id, dead=fields)
+            await self._outcomes.record(name, entry_id, dead=fields)
             return
         if self.limiter is not None and not await self.limiter.admit(channel, n):
-            await self._record(name, entry_id)  # held in Redis for a digest: leaves the outbox
+            await self._outcomes.record(
+                name, entry_id
+            )  # held in Redis for a digest: leaves the outbox
             return
         result = await self._deliver_held(channel, held, n)
         if result is None:
@@ -480,11 +438,11 @@ class ChannelWorkers:
             attempts=result.attempts,
             latency_ms=round(result.latency_ms, 1),
         )
-        failing = await self._record(name, entry_id, delivered=True)
+        failing = await self._outcomes.record(name, entry_id, delivered=True)
         if self.history is not None:
             await self.history.record(n, "delivered", delivered_at=time.time())
         if failing:
-            await self._resolve_failing(name, failing)
+            await self._failing.resolve_failing(name, failing)
 
     async def _failed(
         self, channel: Channel[Any], entry_id: str, n: Notification, result: DeliveryResult
@@ -504,7 +462,9 @@ class ChannelWorkers:
         self.metrics.notifications.labels(name, "failed").inc()
         self.metrics.dead_letters.labels("notification").inc()
         fields = self.dead.notification_fields(n, name, reason, result.error)
-        reply = await self._record(name, entry_id, dead=fields, follow=follow, delivered=False)
+        reply = await self._outcomes.record(
+            name, entry_id, dead=fields, follow=follow, delivered=False
+        )
         if self.history is not None:
             await self.history.record(n, "dead-lettered", last_error=result.error)
             await self.history.queued([follow] if follow is not None else [])
@@ -512,7 +472,7 @@ class ChannelWorkers:
         count = int(reply) if reply is not None else health.consecutive_failures + 1
         health.consecutive_failures = max(health.consecutive_failures, count)
         if health.consecutive_failures >= FAILING_AFTER:
-            await self._raise_failing(name, health.consecutive_failures, result.error)
+            await self._failing.raise_failing(name, health.consecutive_failures, result.error)
 
     def _fallback_of(self, channel: Channel[Any], n: Notification) -> Notification | None:
         """The copy of `n` for the channel's fallback (one hop: a fallback's own is not used)."""
@@ -527,198 +487,3 @@ class ChannelWorkers:
                 "extra": {**n.extra, "fallback_from": channel.name},
             }
         )
-
-    # --- outcomes ----------------------------------------------------------------------
-
-    async def _record(
-        self,
-        name: str,
-        entry_id: str,
-        *,
-        dead: dict[str, str] | None = None,
-        follow: Notification | None = None,
-        delivered: bool | None = None,
-    ) -> Any:
-        """Remove the entry, and dead-letter / hand to the fallback / count, atomically.
-
-        Queued for the writer, which joins it with the other outcomes at hand in one
-        MULTI; shielded, so a cancelled job still records its outcome (stop waits for the
-        writer). Returns, after a delivery, the failing episode it ends (if any); after a
-        failure, the consecutive failure count; None when Redis stayed away (the entry is
-        then delivered again later).
-        """
-        outcome = _Outcome(
-            name,
-            entry_id,
-            asyncio.get_running_loop().create_future(),
-            dead=dead,
-            follow=follow,
-            delivered=delivered,
-        )
-        self._outcomes.append(outcome)
-        if self._writer is None or self._writer.done():
-            self._writer = self._spawn(self._write_outcomes())
-        await asyncio.shield(outcome.written)
-        return outcome.reply
-
-    async def _write_outcomes(self) -> None:
-        """Write what is queued, a MULTI at a time; what queues meanwhile goes in the next."""
-        batch: list[_Outcome] = []
-        try:
-            while self._outcomes:
-                batch = self._outcomes[:OUTCOMES_PER_WRITE]
-                del self._outcomes[:OUTCOMES_PER_WRITE]
-                await self._write(batch)
-                for o in batch:
-                    if not o.written.done():
-                        o.written.set_result(None)
-                batch = []
-        finally:
-            # Cancelled (a stop past its deadline): what is unwritten is delivered again.
-            for o in [*batch, *self._outcomes]:
-                if not o.written.done():
-                    o.written.cancel()
-            self._outcomes.clear()
-
-    async def _write(self, batch: list[_Outcome]) -> None:
-        """One MULTI for the batch, retried while Redis is away (as a whole: nothing of
-        it was applied, or all of it)."""
-        for attempt in range(20):
-            try:
-                for receiver in {o.follow.receiver for o in batch if o.follow is not None}:
-                    await self.outbox.ensure_group(receiver)
-                async with self.outbox.redis.pipeline(transaction=True) as pipe:
-                    replies_at = self._queue_outcomes(pipe, batch)
-                    # A command Redis refuses must not cost the others their outcome.
-                    replies: list[Any] = await pipe.execute(raise_on_error=False)
-                break
-            except (RedisError, OSError) as exc:
-                log.debug("recording delivery outcomes failed", error=str(exc))
-                await asyncio.sleep(min(0.1 * 2**attempt, 2.0))
-        else:
-            for o in batch:
-                log.error(
-                    "could not record delivery outcome; it will be delivered again",
-                    channel=o.channel,
-                    entry=o.entry_id,
-                )
-            return
-        for o, at in replies_at:
-            if not isinstance(replies[at], Exception):
-                o.reply = replies[at]
-        for error in {str(r) for r in replies if isinstance(r, Exception)}:
-            log.error("recording a delivery outcome failed", error=error)
-
-    def _queue_outcomes(self, pipe: Pipeline, batch: list[_Outcome]) -> list[tuple[_Outcome, int]]:
-        """Queue the batch's writes in order; returns where each outcome's reply will be.
-
-        Deliveries of one channel with no failure between share one reset of its failure
-        count; the entries of each channel are removed with one XACK and one XDEL.
-        """
-        replies_at: list[tuple[_Outcome, int]] = []
-        reset: set[str] = set()  # channels whose count is reset since their last failure
-        done: dict[str, list[str]] = {}
-        for o in batch:
-            if o.dead is not None:
-                self.dead.add_to(pipe, o.dead)
-            if o.follow is not None:
-                self.outbox.add_to(pipe, o.follow)
-            if o.delivered is True and o.channel not in reset:
-                reset.add(o.channel)
-                pipe.delete(self.failures_key(o.channel))
-                replies_at.append((o, len(pipe)))
-                pipe.get(self.failing_key(o.channel))
-            elif o.delivered is False:
-                reset.discard(o.channel)
-                replies_at.append((o, len(pipe)))
-                pipe.incr(self.failures_key(o.channel))
-                pipe.expire(self.failures_key(o.channel), STATE_TTL_S)
-            done.setdefault(o.channel, []).append(o.entry_id)
-        for channel, entry_ids in done.items():
-            self.outbox.done_on(pipe, channel, *entry_ids)
-        return replies_at
-
-    # --- AlertdChannelFailing ----------------------------------------------------------
-
-    def _others(self, name: str) -> list[Channel[Any]]:
-        return [ch for n, ch in self.channels.items() if n != name and ch.config.enabled]
-
-    def _failing_notification(
-        self, name: str, receiver: str, alert: Alert, now: float
-    ) -> Notification:
-        return Notification(
-            id=new_id(now),
-            receiver=receiver,
-            status="resolved" if alert.state == "resolved" else "firing",
-            alerts=[alert],
-            group_labels={"alertname": FAILING_ALERT, "channel": name},
-            group_key=f'{{}}:{{alertname="{FAILING_ALERT}", channel="{name}"}}',
-            reason=NotifyReason.RESOLVED if alert.state == "resolved" else NotifyReason.FIRST,
-            created_at=now,
-            changed_at=now,
-        )
-
-    @staticmethod
-    def failing_alert(name: str, failures: int, error: str, starts_at: float) -> Alert:
-        labels = {"alertname": FAILING_ALERT, "channel": name, "severity": "critical"}
-        return Alert(
-            fingerprint=fingerprint(labels),
-            rule=FAILING_ALERT,
-            labels=labels,
-            annotations={
-                "summary": f"alertd cannot deliver to channel {name}: "
-                f"{failures} notifications in a row were dead-lettered",
-                "description": f"Last error: {error}. Replay them with `alertd dlq replay` "
-                "once the channel works again.",
-            },
-            state="firing",
-            severity="critical",
-            value=float(failures),
-            starts_at=starts_at,
-            updated_at=starts_at,
-        )
-
-    async def _raise_failing(self, name: str, failures: int, error: str) -> None:
-        """Alert through the other channels, once per episode whichever replica gets here."""
-        now = self.clock()
-        alert = self.failing_alert(name, failures, error, now)
-        ns = [self._failing_notification(name, ch.name, alert, now) for ch in self._others(name)]
-        state = orjson.dumps({"starts_at": now, "failures": failures, "error": error})
-        try:
-            raised = await self.outbox.enqueue_once(self.failing_key(name), state, STATE_TTL_S, ns)
-        except RedisError as exc:
-            log.warning("could not raise channel alert", channel=name, error=type(exc).__name__)
-            return
-        if raised:
-            log.error(
-                "channel failing; alerting through the other channels",
-                channel=name,
-                failures=failures,
-                alertname=FAILING_ALERT,
-                to=[n.receiver for n in ns],
-            )
-
-    async def _resolve_failing(self, name: str, state: bytes) -> None:
-        now = self.clock()
-        try:
-            info = orjson.loads(state)
-            alert = self.failing_alert(
-                name, int(info["failures"]), str(info["error"]), float(info["starts_at"])
-            )
-        except (ValueError, KeyError, TypeError):
-            alert = self.failing_alert(name, FAILING_AFTER, "", now)
-        alert.state = "resolved"
-        alert.ends_at = now
-        alert.updated_at = now
-        ns = [
-            self._failing_notification(name, ch.name, alert, now)
-            for ch in self._others(name)
-            if ch.config.send_resolved is not False
-        ]
-        try:
-            resolved = await self.outbox.enqueue_if(self.failing_key(name), state, ns)
-        except RedisError as exc:
-            log.warning("could not resolve channel alert", channel=name, error=type(exc).__name__)
-            return
-        if resolved:
-            log.info("channel delivers again", channel=name, alertname=FAILING_ALERT)

@@ -1,0 +1,161 @@
+"""Delivery outcomes, written together: the outbox entry removed, its dead letter,
+its fallback's copy, the channel's failure count, in one MULTI.
+
+One writer task puts the outcomes that finish close together in one MULTI, under
+`asyncio.shield`, so a shutdown cannot cut one in half; what Redis refuses is
+retried as a whole (nothing of it was applied, or all of it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+from redis.asyncio.client import Pipeline
+from redis.exceptions import RedisError
+
+from alertd.deadletters import DeadLetters
+from alertd.model import Notification
+from alertd.notify.outbox import Outbox
+from alertd.storage import keys
+
+log = structlog.get_logger("alertd.delivery")
+
+OUTCOMES_PER_WRITE = 256  # the most outcomes in one MULTI
+STATE_TTL_S = 7 * 86400  # failure counts and failing episodes of channels gone from config
+
+
+@dataclass(eq=False, slots=True)
+class Outcome:
+    """One notification's outcome, waiting for the next coalesced write."""
+
+    channel: str
+    entry_id: str
+    written: asyncio.Future[None]
+    dead: dict[str, str] | None = None
+    follow: Notification | None = None
+    delivered: bool | None = None
+    # After a delivery: the failing episode it ends, if any; after a failure: the count.
+    reply: Any = None
+
+
+@dataclass
+class OutcomeWriter:
+    """Queues outcomes and writes them, a MULTI at a time."""
+
+    outbox: Outbox
+    dead: DeadLetters
+    spawn: Callable[[Coroutine[Any, Any, Any]], asyncio.Task[Any]]
+    _outcomes: list[Outcome] = field(default_factory=list)
+    _writer: asyncio.Task[None] | None = None
+
+    async def record(
+        self,
+        name: str,
+        entry_id: str,
+        *,
+        dead: dict[str, str] | None = None,
+        follow: Notification | None = None,
+        delivered: bool | None = None,
+    ) -> Any:
+        """Remove the entry, and dead-letter / hand to the fallback / count, atomically.
+
+        Queued for the writer, which joins it with the other outcomes at hand in one
+        MULTI; shielded, so a cancelled job still records its outcome (stop waits for the
+        writer). Returns, after a delivery, the failing episode it ends (if any); after a
+        failure, the consecutive failure count; None when Redis stayed away (the entry is
+        then delivered again later).
+        """
+        outcome = Outcome(
+            name,
+            entry_id,
+            asyncio.get_running_loop().create_future(),
+            dead=dead,
+            follow=follow,
+            delivered=delivered,
+        )
+        self._outcomes.append(outcome)
+        if self._writer is None or self._writer.done():
+            self._writer = self.spawn(self._write_outcomes())
+        await asyncio.shield(outcome.written)
+        return outcome.reply
+
+    async def _write_outcomes(self) -> None:
+        """Write what is queued, a MULTI at a time; what queues meanwhile goes in the next."""
+        batch: list[Outcome] = []
+        try:
+            while self._outcomes:
+                batch = self._outcomes[:OUTCOMES_PER_WRITE]
+                del self._outcomes[:OUTCOMES_PER_WRITE]
+                await self._write(batch)
+                for o in batch:
+                    if not o.written.done():
+                        o.written.set_result(None)
+                batch = []
+        finally:
+            # Cancelled (a stop past its deadline): what is unwritten is delivered again.
+            for o in [*batch, *self._outcomes]:
+                if not o.written.done():
+                    o.written.cancel()
+            self._outcomes.clear()
+
+    async def _write(self, batch: list[Outcome]) -> None:
+        """One MULTI for the batch, retried while Redis is away (as a whole: nothing of
+        it was applied, or all of it)."""
+        for attempt in range(20):
+            try:
+                for receiver in {o.follow.receiver for o in batch if o.follow is not None}:
+                    await self.outbox.ensure_group(receiver)
+                async with self.outbox.redis.pipeline(transaction=True) as pipe:
+                    replies_at = self._queue_outcomes(pipe, batch)
+                    # A command Redis refuses must not cost the others their outcome.
+                    replies: list[Any] = await pipe.execute(raise_on_error=False)
+                break
+            except (RedisError, OSError) as exc:
+                log.debug("recording delivery outcomes failed", error=str(exc))
+                await asyncio.sleep(min(0.1 * 2**attempt, 2.0))
+        else:
+            for o in batch:
+                log.error(
+                    "could not record delivery outcome; it will be delivered again",
+                    channel=o.channel,
+                    entry=o.entry_id,
+                )
+            return
+        for o, at in replies_at:
+            if not isinstance(replies[at], Exception):
+                o.reply = replies[at]
+        for error in {str(r) for r in replies if isinstance(r, Exception)}:
+            log.error("recording a delivery outcome failed", error=error)
+
+    def _queue_outcomes(self, pipe: Pipeline, batch: list[Outcome]) -> list[tuple[Outcome, int]]:
+        """Queue the batch's writes in order; returns where each outcome's reply will be.
+
+        Deliveries of one channel with no failure between share one reset of its failure
+        count; the entries of each channel are removed with one XACK and one XDEL.
+        """
+        replies_at: list[tuple[Outcome, int]] = []
+        reset: set[str] = set()  # channels whose count is reset since their last failure
+        done: dict[str, list[str]] = {}
+        for o in batch:
+            if o.dead is not None:
+                self.dead.add_to(pipe, o.dead)
+            if o.follow is not None:
+                self.outbox.add_to(pipe, o.follow)
+            if o.delivered is True and o.channel not in reset:
+                reset.add(o.channel)
+                pipe.delete(keys.channel_failures(self.outbox.prefix, o.channel))
+                replies_at.append((o, len(pipe)))
+                pipe.get(keys.channel_failing(self.outbox.prefix, o.channel))
+            elif o.delivered is False:
+                reset.discard(o.channel)
+                replies_at.append((o, len(pipe)))
+                pipe.incr(keys.channel_failures(self.outbox.prefix, o.channel))
+                pipe.expire(keys.channel_failures(self.outbox.prefix, o.channel), STATE_TTL_S)
+            done.setdefault(o.channel, []).append(o.entry_id)
+        for channel, entry_ids in done.items():
+            self.outbox.done_on(pipe, channel, *entry_ids)
+        return replies_at
