@@ -15,7 +15,7 @@ from typing import Final
 
 from aiohttp import web
 
-_ASSETS: Final = {
+CONSOLE_ASSETS: Final = {
     "console.js": "text/javascript",
     "console.css": "text/css",
     "favicon.svg": "image/svg+xml",
@@ -40,7 +40,7 @@ def _read(name: str) -> bytes:
 
 
 _INDEX: Final = _read("index.html")
-_FILES: Final = {name: (_read(name), ctype) for name, ctype in _ASSETS.items()}
+_FILES: Final = {name: (_read(name), ctype) for name, ctype in CONSOLE_ASSETS.items()}
 
 
 async def index(_: web.Request) -> web.Response:

@@ -10,6 +10,7 @@ from functools import cache
 from typing import Any
 
 from alertd import __version__
+from alertd.http.console import CONSOLE_ASSETS
 from alertd.model import SEVERITIES
 
 JSON = "application/json"
@@ -328,6 +329,40 @@ def _paths() -> dict[str, Schema]:
                         "description": "Prometheus text exposition format",
                         "content": {"text/plain": {"schema": STR}},
                     }
+                },
+            }
+        },
+        "/": {
+            "get": {
+                "summary": "The web console (its data comes from /api/v1 with the token)",
+                "security": NO_AUTH,
+                "responses": {
+                    "200": {"description": "HTML page", "content": {"text/html": {"schema": STR}}}
+                },
+            }
+        },
+        "/console/{name}": {
+            "get": {
+                "summary": "A static asset of the web console",
+                "security": NO_AUTH,
+                "parameters": [
+                    {
+                        "name": "name",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "string", "enum": list(CONSOLE_ASSETS)},
+                    }
+                ],
+                "responses": {
+                    "200": {
+                        "description": "script, style sheet or icon",
+                        "content": {
+                            "text/javascript": {"schema": STR},
+                            "text/css": {"schema": STR},
+                            "image/svg+xml": {"schema": STR},
+                        },
+                    },
+                    **_errors(404),
                 },
             }
         },
