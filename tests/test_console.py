@@ -162,7 +162,7 @@ class TestSilenceFromRow:
 
         # Click one: the row's button opens the form, matchers taken from the alert's labels.
         await row.get_by_role("button", name=re.compile("^Silence QueueBacklog")).click()
-        dialog = page.get_by_role("dialog")
+        dialog = page.get_by_role("dialog", name="Silence QueueBacklog")
         await expect(dialog).to_be_visible()
         matchers = await dialog.get_by_label("Matchers").input_value()
         assert "alertname=QueueBacklog\nqueue=emails\nservice=billing" == matchers
@@ -199,6 +199,24 @@ class TestSilenceFromRow:
             if a["labels"]["service"] == "billing"
         ]
         assert "critical" == billing["labels"]["severity"]
+
+    async def test_silence_with_the_keyboard_alone(
+        self, daemons: DaemonFactory, redis: aioredis.Redis, receiver: Receiver, page: Page
+    ) -> None:
+        app = await start(daemons, receiver)
+        await xadd_flat(redis, "queue_depth", 2000, service="billing", queue="emails")
+        await page.goto(base_url(app) + "/")
+        row = alert_row(page, "billing")
+        button = row.get_by_role("button", name=re.compile("^Silence QueueBacklog"))
+        await expect(button).to_be_visible(timeout=WAIT_MS)
+        await button.focus()
+        await page.keyboard.press("Enter")
+        # The form opens with the cursor in the first empty field; Enter there submits it.
+        await expect(page.get_by_label("Author")).to_be_focused()
+        await page.keyboard.type("carol")
+        await page.keyboard.press("Enter")
+        await expect(row.locator(".quiet.silenced")).to_be_visible(timeout=WAIT_MS)
+        await expect(page.get_by_role("dialog")).to_be_hidden()
 
     async def test_silence_extended_from_the_list(
         self, daemons: DaemonFactory, redis: aioredis.Redis, receiver: Receiver, page: Page
@@ -380,9 +398,9 @@ group_by = ["alertname", "service"]
 """
 
 
-async def screenshot(page: Page, name: str) -> None:
+async def screenshot(page: Page, name: str, full_page: bool = True) -> None:
     await page.evaluate("window.scrollTo(0, 0)")  # else the sticky header lands mid-picture
-    await page.screenshot(path=str(DOCS / name), full_page=True)
+    await page.screenshot(path=str(DOCS / name), full_page=full_page)
 
 
 class TestScreenshots:
@@ -413,12 +431,15 @@ class TestScreenshots:
 
         await page.goto(base_url(app) + "/")
         await expect(page.locator("li.alert")).to_have_count(6, timeout=WAIT_MS)
+        inhibited = alert_row(page, "billing").filter(has_text="invoices").locator(".inhibited")
+        expected = "Inhibited by QueueBacklog queue=emails service=billing (critical)"
+        assert expected == await inhibited.inner_text()
         row = alert_row(page, "search").filter(has_text="reindex")
         await row.get_by_role("button", name=re.compile("^Silence")).click()
         dialog = page.get_by_role("dialog")
         await dialog.get_by_label("Author").fill("alice")
         await dialog.get_by_label("Comment").fill("reindex runs until 06:00, INC-2231")
-        await screenshot(page, "console-silence.png")
+        await screenshot(page, "console-silence.png", full_page=False)  # the modal's view
         await dialog.get_by_role("button", name="Create silence").click()
         await expect(row.locator(".quiet.silenced")).to_be_visible(timeout=WAIT_MS)
         await page.mouse.move(0, 0)

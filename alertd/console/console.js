@@ -194,6 +194,7 @@
     filterText: "",
     matchers: {},
     alerts: [],
+    byFingerprint: null, // fingerprint -> alert, built when first needed
     silences: [],
     groupsShown: GROUPS_PAGE,
     open: new Map(), // group key -> open, as the user left it
@@ -310,6 +311,7 @@
       const alerts = await fetchAlerts();
       state.authorized = true;
       state.alerts = alerts;
+      state.byFingerprint = null;
       const [health, silences] = await Promise.all([
         api.get("/health").catch((e) => ({ status: "unknown", error: e.message })),
         api.get("/api/v1/silences"),
@@ -472,7 +474,7 @@
             type: "button",
             "data-focus": "sg:" + g.key,
             "aria-label": "Silence this whole group",
-            onclick: () => openSilence(groupMatchers, "the group " + matchersText(base, ", ")),
+            onclick: () => openSilence(groupMatchers, "group " + matchersText(base, ", ")),
           },
           "Silence group…",
         ),
@@ -524,6 +526,17 @@
     return Number.isInteger(v) ? String(v) : String(Number(v.toPrecision(4)));
   }
 
+  /** A source alert named by its fingerprint, as a person reads it: name, labels, severity. */
+  function describeAlert(fp) {
+    if (!state.byFingerprint) state.byFingerprint = new Map(state.alerts.map((x) => [x.fingerprint, x]));
+    const src = state.byFingerprint.get(fp);
+    if (!src) return fp;
+    const rest = Object.entries(src.labels)
+      .filter(([k]) => k !== "alertname" && k !== "severity")
+      .sort(([a], [b]) => (a < b ? -1 : 1));
+    return `${src.labels.alertname || fp} ${rest.map(([k, v]) => `${k}=${v}`).join(" ")} (${src.severity})`;
+  }
+
   function alertEl(a, groupKey) {
     const name = a.labels.alertname || a.rule || "alert";
     const ann = a.annotations || {};
@@ -539,7 +552,9 @@
         ),
       );
     }
-    if (a.inhibitedBy.length) quiet.push(h("span", { class: "quiet inhibited" }, "Inhibited by " + a.inhibitedBy.join(", ")));
+    if (a.inhibitedBy.length) {
+      quiet.push(h("span", { class: "quiet inhibited" }, "Inhibited by " + a.inhibitedBy.map(describeAlert).join(", ")));
+    }
     if ((a.mutedBy || []).length) quiet.push(h("span", { class: "quiet muted" }, "Muted during " + a.mutedBy.join(", ")));
     const runbook = ann.runbook_url && safeUrl(ann.runbook_url);
     const others = Object.entries(ann).filter(([k]) => !["summary", "description", "runbook_url"].includes(k));
@@ -561,7 +576,7 @@
             class: "silence-btn",
             "data-focus": `s:${groupKey}:${a.fingerprint}`,
             "aria-label": `Silence ${name} ${matchersText(a.labels, " ")}`,
-            onclick: () => openSilence(silenceMatchers, name + " " + a.fingerprint),
+            onclick: () => openSilence(silenceMatchers, name),
           },
           "Silence…",
         ),
@@ -590,10 +605,7 @@
 
   // --- silences ------------------------------------------------------------------
 
-  let silenceTargetText = "";
-
   function openSilence(matchers, target) {
-    silenceTargetText = target;
     $("silence-title").textContent = target ? "Silence " + target : "New silence";
     $("silence-target").textContent = target ? "Mutes notifications of every alert matching these labels." : "";
     $("s-matchers").value = matchersText(matchers, "\n");
@@ -629,7 +641,7 @@
       const res = await api.call("POST", "/api/v1/silences", body);
       localStorage.setItem(AUTHOR_KEY, author);
       $("silence-dialog").close();
-      say(`Silence ${res.id} created for ${body.duration}${silenceTargetText ? " (" + silenceTargetText + ")" : ""}.`);
+      say(`Silence ${res.id} created for ${body.duration}: ${matchersText(matchers, ", ")}.`);
       await refresh();
     } catch (e) {
       $("s-error").textContent = e.message;
