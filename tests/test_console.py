@@ -14,7 +14,14 @@ from typing import Any
 import aiohttp
 import pytest
 import redis.asyncio as aioredis
-from playwright.async_api import Browser, ConsoleMessage, Page, async_playwright, expect
+from playwright.async_api import (
+    Browser,
+    ConsoleMessage,
+    Page,
+    Route,
+    async_playwright,
+    expect,
+)
 
 from alertd.model import parse_rfc3339
 from tests.conftest import DaemonFactory, Receiver, wait_for
@@ -283,6 +290,66 @@ class TestDeadLetterReplay:
         await expect(page.locator("#status")).to_contain_text("1 replayed")
         await expect(dead).to_have_count(0, timeout=WAIT_MS)
         assert 0 == await redis.xlen("alertd:dead")
+
+
+HISTORY = {
+    "notifications": [
+        {
+            "id": "01JD3X5Y0C9Q8V7N6M5K4J3H2G",
+            "channel": "hook",
+            "groupKey": '{}:{alertname="QueueBacklog"}',
+            "reason": "first",
+            "status": "firing",
+            "alerts": 2,
+            "fingerprints": ["f4ee48c2472802a4", "484e7f300c40a6e6"],
+            "outcome": "dead-lettered",
+            "attempts": 6,
+            "last_error": "HTTP 503: try later",
+            "queued_at": "2026-11-23T18:00:00.000Z",
+            "delivered_at": None,
+        }
+    ]
+}
+
+
+class TestNotificationHistory:
+    """The history is shown in SPEC 6's shape when the endpoint answers, "not available" if not."""
+
+    async def test_not_available_on_404(
+        self, daemons: DaemonFactory, receiver: Receiver, page: Page
+    ) -> None:
+        # An alertd without the endpoint (older, or before that change is merged) answers 404.
+        app = await start(daemons, receiver)
+
+        async def answer(route: Route) -> None:
+            await route.fulfill(status=404, json={"error": "not found", "details": []})
+
+        await page.route("**/api/v1/notifications*", answer)
+        await page.goto(base_url(app) + "/?view=delivery")
+        await expect(page.locator("#history")).to_have_text(
+            "Notification history is not available on this alertd.", timeout=WAIT_MS
+        )
+        await expect(page.locator("li.channel", has_text="hook")).to_be_visible()
+
+    async def test_rendered_in_the_spec_shape(
+        self, daemons: DaemonFactory, receiver: Receiver, page: Page
+    ) -> None:
+        # The endpoint belongs to another change (issue 15): its answer is given here in
+        # SPEC 6's shape; everything else on the page comes from the real daemon.
+        app = await start(daemons, receiver)
+
+        async def answer(route: Route) -> None:
+            await route.fulfill(json=HISTORY)
+
+        await page.route("**/api/v1/notifications*", answer)
+        await page.goto(base_url(app) + "/?view=delivery")
+        item = page.locator("li.notification")
+        await expect(item).to_have_count(1, timeout=WAIT_MS)
+        assert "dead-lettered" == await item.locator(".badge.outcome-dead-lettered").inner_text()
+        await expect(item).to_contain_text("to hook")
+        await expect(item).to_contain_text('{}:{alertname="QueueBacklog"}')
+        await expect(item).to_contain_text("2 alert(s) · first · 6 attempt(s)")
+        await expect(item.locator(".error")).to_have_text("HTTP 503: try later")
 
 
 class TestToken:

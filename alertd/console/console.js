@@ -6,6 +6,8 @@
 
 (() => {
   const REFRESH_MS = 5000;
+  const MAX_REFRESH_MS = 60000;
+  const LOAD_SHARE = 30; // wait at least 30x what the last refresh took: a big alertd is not polled hard
   const GROUPS_PAGE = 50; // groups rendered at once; more on demand
   const ALERTS_PAGE = 50; // alerts rendered per open group; more on demand
   const OPEN_ALL_UNDER = 100; // with fewer matching alerts every group starts open
@@ -201,6 +203,7 @@
     alertsShown: new Map(), // group key -> how many alerts are rendered
     authorized: false,
     timer: null,
+    every: REFRESH_MS,
     busy: false,
   };
 
@@ -307,6 +310,7 @@
     if (state.busy) return;
     state.busy = true;
     clearTimeout(state.timer);
+    const started = performance.now();
     try {
       const alerts = await fetchAlerts();
       state.authorized = true;
@@ -327,13 +331,15 @@
       if (e.status !== 401) banner("Could not load: " + e.message + " (showing the last data; retrying)");
     } finally {
       state.busy = false;
-      if (state.authorized) state.timer = setTimeout(tick, REFRESH_MS);
+      const took = performance.now() - started;
+      state.every = Math.min(MAX_REFRESH_MS, Math.max(REFRESH_MS, took * LOAD_SHARE));
+      if (state.authorized) state.timer = setTimeout(tick, state.every);
     }
   }
 
   function tick() {
     if (document.hidden) {
-      state.timer = setTimeout(tick, REFRESH_MS);
+      state.timer = setTimeout(tick, state.every);
       return;
     }
     refresh();
