@@ -205,6 +205,7 @@
     timer: null,
     every: REFRESH_MS,
     busy: false,
+    again: false,
   };
 
   function readUrl() {
@@ -307,8 +308,12 @@
   }
 
   async function refresh() {
-    if (state.busy) return;
+    if (state.busy) {
+      state.again = true; // a view change or a write wants fresh data: run once more after this
+      return;
+    }
     state.busy = true;
+    state.again = false;
     clearTimeout(state.timer);
     const started = performance.now();
     try {
@@ -333,7 +338,7 @@
       state.busy = false;
       const took = performance.now() - started;
       state.every = Math.min(MAX_REFRESH_MS, Math.max(REFRESH_MS, took * LOAD_SHARE));
-      if (state.authorized) state.timer = setTimeout(tick, state.every);
+      if (state.authorized) state.timer = setTimeout(tick, state.again ? 0 : state.every);
     }
   }
 
