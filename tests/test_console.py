@@ -524,6 +524,8 @@ class TestScreenshots:
 
         await page.goto(base_url(app) + "/")
         await expect(page.locator("li.alert")).to_have_count(6, timeout=WAIT_MS)
+        billing = await alert_row(page, "billing").locator(".alert-summary").all_inner_texts()
+        assert ["billing/emails: 9000 waiting", "billing/invoices: 2000 waiting"] == billing
         inhibited = alert_row(page, "billing").filter(has_text="invoices").locator(".inhibited")
         expected = "Inhibited by QueueBacklog queue=emails service=billing (critical)"
         assert expected == await inhibited.inner_text()

@@ -388,7 +388,12 @@
         g.alerts.push(a);
       }
     }
-    const rank = (g) => Math.min(...g.alerts.map((a) => SEVERITY_RANK[a.severity] ?? 3));
+    const sev = (a) => SEVERITY_RANK[a.severity] ?? 3;
+    for (const g of groups.values()) {
+      // Worst first, then firing before pending, then the oldest.
+      g.alerts.sort((x, y) => sev(x) - sev(y) || (x.state === y.state ? 0 : x.state === "firing" ? -1 : 1) || (x.startsAt < y.startsAt ? -1 : 1));
+    }
+    const rank = (g) => Math.min(...g.alerts.map(sev));
     return [...groups.values()].sort(
       (x, y) => rank(x) - rank(y) || y.alerts.length - x.alerts.length || (x.key < y.key ? -1 : 1),
     );
