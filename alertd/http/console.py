@@ -1,4 +1,4 @@
-"""The web console (SPEC 6): `GET /` and its static assets, packaged under alertd/console/.
+"""The web console: `GET /` and its static assets, packaged under alertd/console/.
 
 The page is a static shell; every piece of data it shows comes from the same
 /api/v1 endpoints the CLI uses (and /health), fetched by its script with the
@@ -15,7 +15,7 @@ from typing import Final
 
 from aiohttp import web
 
-CONSOLE_ASSETS: Final = {
+_ASSETS: Final = {
     "console.js": "text/javascript",
     "console.css": "text/css",
     "favicon.svg": "image/svg+xml",
@@ -40,7 +40,8 @@ def _read(name: str) -> bytes:
 
 
 _INDEX: Final = _read("index.html")
-_FILES: Final = {name: (_read(name), ctype) for name, ctype in CONSOLE_ASSETS.items()}
+_FILES: Final = {name: (_read(name), ctype) for name, ctype in _ASSETS.items()}
+ASSET_NAMES: Final = tuple(_ASSETS)
 
 
 async def index(_: web.Request) -> web.Response:

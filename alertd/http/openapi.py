@@ -10,7 +10,7 @@ from functools import cache
 from typing import Any
 
 from alertd import __version__
-from alertd.http.console import CONSOLE_ASSETS
+from alertd.http.console import ASSET_NAMES as CONSOLE_ASSETS
 from alertd.model import SEVERITIES
 
 JSON = "application/json"
