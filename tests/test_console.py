@@ -155,7 +155,7 @@ class TestAlertsView:
 
 
 class TestPagedAlerts:
-    """Should GET /api/v1/alerts answer in pages (a `next` cursor), the page reads them all."""
+    """When GET /api/v1/alerts answers in pages (`next_cursor`), the page reads them all."""
 
     async def test_follows_next(
         self, daemons: DaemonFactory, redis: aioredis.Redis, receiver: Receiver, page: Page
@@ -166,12 +166,12 @@ class TestPagedAlerts:
         await wait_for(lambda: notified(receiver, "billing") and notified(receiver, "search"))
 
         async def two_pages(route: Route) -> None:
-            # The real answer, cut in two: today's API has no pages, a later one may.
-            real = await (await route.fetch()).json()
-            if "cursor=" in route.request.url:
+            # The real answer (whole: the API pages only past 10,000), cut into two pages.
+            real = await (await route.fetch(url=base_url(app) + "/api/v1/alerts")).json()
+            if "cursor=c1" in route.request.url:
                 await route.fulfill(json={"alerts": real["alerts"][1:]})
             else:
-                await route.fulfill(json={"alerts": real["alerts"][:1], "next": "c1"})
+                await route.fulfill(json={"alerts": real["alerts"][:1], "next_cursor": "c1"})
 
         await page.route("**/api/v1/alerts*", two_pages)
         await page.goto(base_url(app) + "/")

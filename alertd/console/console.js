@@ -804,7 +804,7 @@
         h(
           "p",
           { class: "muted" },
-          d.attempts ? `${d.attempts} attempt${d.attempts === "1" ? "" : "s"} · ` : "",
+          d.attempts ? `${d.attempts} attempt${Number(d.attempts) === 1 ? "" : "s"} · ` : "",
           d.notification_id ? `notification ${d.notification_id} · ` : "",
           d.id,
         ),
