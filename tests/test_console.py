@@ -14,9 +14,15 @@ from typing import Any
 import aiohttp
 import pytest
 import redis.asyncio as aioredis
-from playwright.async_api import Browser, ConsoleMessage, Page, async_playwright, expect
+from playwright.async_api import (
+    Browser,
+    ConsoleMessage,
+    Page,
+    Route,
+    async_playwright,
+    expect,
+)
 
-from alertd import ops
 from alertd.model import parse_rfc3339
 from tests.conftest import DaemonFactory, Receiver, wait_for
 from tests.test_e2e import ROUTE, hook, xadd_flat, xadd_json
@@ -148,6 +154,32 @@ class TestAlertsView:
         await expect(error).to_contain_text("invalid regular expression")
 
 
+class TestPagedAlerts:
+    """When GET /api/v1/alerts answers in pages (`next_cursor`), the page reads them all."""
+
+    async def test_follows_next(
+        self, daemons: DaemonFactory, redis: aioredis.Redis, receiver: Receiver, page: Page
+    ) -> None:
+        app = await start(daemons, receiver)
+        await xadd_flat(redis, "queue_depth", 7000, service="billing", queue="emails")
+        await xadd_flat(redis, "queue_depth", 2000, service="search", queue="index")
+        await wait_for(lambda: notified(receiver, "billing") and notified(receiver, "search"))
+
+        async def two_pages(route: Route) -> None:
+            # The real answer (whole: the API pages only past 10,000), cut into two pages.
+            real = await (await route.fetch(url=base_url(app) + "/api/v1/alerts")).json()
+            if "cursor=c1" in route.request.url:
+                await route.fulfill(json={"alerts": real["alerts"][1:]})
+            else:
+                await route.fulfill(json={"alerts": real["alerts"][:1], "next_cursor": "c1"})
+
+        await page.route("**/api/v1/alerts*", two_pages)
+        await page.goto(base_url(app) + "/")
+        await expect(page.locator("#alerts-summary")).to_contain_text("2 alerts", timeout=WAIT_MS)
+        await expect(alert_row(page, "billing")).to_be_visible()
+        await expect(alert_row(page, "search")).to_be_visible()
+
+
 class TestSilenceFromRow:
     """A silence made from an alert's row mutes its next notification; expiring it un-mutes."""
 
@@ -163,7 +195,7 @@ class TestSilenceFromRow:
 
         # Click one: the row's button opens the form, matchers taken from the alert's labels.
         await row.get_by_role("button", name=re.compile("^Silence QueueBacklog")).click()
-        dialog = page.get_by_role("dialog")
+        dialog = page.get_by_role("dialog", name="Silence QueueBacklog")
         await expect(dialog).to_be_visible()
         matchers = await dialog.get_by_label("Matchers").input_value()
         assert "alertname=QueueBacklog\nqueue=emails\nservice=billing" == matchers
@@ -200,6 +232,24 @@ class TestSilenceFromRow:
             if a["labels"]["service"] == "billing"
         ]
         assert "critical" == billing["labels"]["severity"]
+
+    async def test_silence_with_the_keyboard_alone(
+        self, daemons: DaemonFactory, redis: aioredis.Redis, receiver: Receiver, page: Page
+    ) -> None:
+        app = await start(daemons, receiver)
+        await xadd_flat(redis, "queue_depth", 2000, service="billing", queue="emails")
+        await page.goto(base_url(app) + "/")
+        row = alert_row(page, "billing")
+        button = row.get_by_role("button", name=re.compile("^Silence QueueBacklog"))
+        await expect(button).to_be_visible(timeout=WAIT_MS)
+        await button.focus()
+        await page.keyboard.press("Enter")
+        # The form opens with the cursor in the first empty field; Enter there submits it.
+        await expect(page.get_by_label("Author")).to_be_focused()
+        await page.keyboard.type("carol")
+        await page.keyboard.press("Enter")
+        await expect(row.locator(".quiet.silenced")).to_be_visible(timeout=WAIT_MS)
+        await expect(page.get_by_role("dialog")).to_be_hidden()
 
     async def test_silence_extended_from_the_list(
         self, daemons: DaemonFactory, redis: aioredis.Redis, receiver: Receiver, page: Page
@@ -268,6 +318,66 @@ class TestDeadLetterReplay:
         assert 0 == await redis.xlen("alertd:dead")
 
 
+HISTORY = {
+    "notifications": [
+        {
+            "id": "01JD3X5Y0C9Q8V7N6M5K4J3H2G",
+            "channel": "hook",
+            "groupKey": '{}:{alertname="QueueBacklog"}',
+            "reason": "first",
+            "status": "firing",
+            "alerts": 2,
+            "fingerprints": ["f4ee48c2472802a4", "484e7f300c40a6e6"],
+            "outcome": "dead-lettered",
+            "attempts": 6,
+            "last_error": "HTTP 503: try later",
+            "queued_at": "2026-11-23T18:00:00.000Z",
+            "delivered_at": None,
+        }
+    ]
+}
+
+
+class TestNotificationHistory:
+    """The history is shown in SPEC 6's shape when the endpoint answers, "not available" if not."""
+
+    async def test_not_available_on_404(
+        self, daemons: DaemonFactory, receiver: Receiver, page: Page
+    ) -> None:
+        # An alertd without the endpoint (older, or before that change is merged) answers 404.
+        app = await start(daemons, receiver)
+
+        async def answer(route: Route) -> None:
+            await route.fulfill(status=404, json={"error": "not found", "details": []})
+
+        await page.route("**/api/v1/notifications*", answer)
+        await page.goto(base_url(app) + "/?view=delivery")
+        await expect(page.locator("#history")).to_have_text(
+            "Notification history is not available on this alertd.", timeout=WAIT_MS
+        )
+        await expect(page.locator("li.channel", has_text="hook")).to_be_visible()
+
+    async def test_rendered_in_the_spec_shape(
+        self, daemons: DaemonFactory, receiver: Receiver, page: Page
+    ) -> None:
+        # The endpoint belongs to another change (issue 15): its answer is given here in
+        # SPEC 6's shape; everything else on the page comes from the real daemon.
+        app = await start(daemons, receiver)
+
+        async def answer(route: Route) -> None:
+            await route.fulfill(json=HISTORY)
+
+        await page.route("**/api/v1/notifications*", answer)
+        await page.goto(base_url(app) + "/?view=delivery")
+        item = page.locator("li.notification")
+        await expect(item).to_have_count(1, timeout=WAIT_MS)
+        assert "dead-lettered" == await item.locator(".badge.outcome-dead-lettered").inner_text()
+        await expect(item).to_contain_text("to hook")
+        await expect(item).to_contain_text('{}:{alertname="QueueBacklog"}')
+        await expect(item).to_contain_text("2 alert(s) · first · 6 attempt(s)")
+        await expect(item.locator(".error")).to_have_text("HTTP 503: try later")
+
+
 class TestToken:
     """With http.token set nothing is shown until the token is entered in the page's own form."""
 
@@ -300,13 +410,27 @@ class TestToken:
         assert await page.get_by_label("API token").is_hidden()
 
 
+MUTED_ROUTE = """
+[[time_intervals]]
+name = "always"
+times = ["00:00-24:00"]
+
+[[routes]]
+channels = ["hook"]
+mute_during = ["always"]
+"""
+
+
 class TestManyAlerts:
     """With 5,000 alerts the page stays small: groups open on demand, rows come a page at a time."""
 
+    @pytest.mark.timeout(180)
     async def test_five_thousand_alerts(
         self, daemons: DaemonFactory, redis: aioredis.Redis, receiver: Receiver, page: Page
     ) -> None:
-        app = await start(daemons, receiver)
+        # Muted, so the page also says why nothing is sent (and no 5,000-alert webhook is built).
+        daemons.write(RULES, hook(receiver), MUTED_ROUTE)
+        app = await daemons.start(http=True)
         for chunk in range(5):
             await xadd_json(
                 redis,
@@ -320,14 +444,10 @@ class TestManyAlerts:
                 ],
             )
 
-        async def all_firing() -> bool:
-            alerts = await ops.list_alerts(redis, app.config, app.clock(), state="firing")
-            return len(alerts) == 5000
-
-        await wait_for(all_firing, timeout_s=60)
         await page.goto(base_url(app) + "/")
         summary = page.locator("#alerts-summary")
-        await expect(summary).to_contain_text("5000 alerts in 1 group", timeout=WAIT_MS)
+        # The page polls every 5 s until the daemon has judged every event.
+        await expect(summary).to_contain_text("5000 alerts in 1 group", timeout=120_000)
         assert 0 == await page.locator("li.alert").count()
 
         await page.locator("details.group > summary").click()
@@ -336,8 +456,11 @@ class TestManyAlerts:
         await expect(page.locator("li.alert")).to_have_count(100)
 
         await page.goto(base_url(app) + "/?filter=service%3Ds4999")
-        await expect(alert_row(page, "s4999")).to_be_visible(timeout=WAIT_MS)
+        row = alert_row(page, "s4999")
+        await expect(row).to_be_visible(timeout=WAIT_MS)
         await expect(summary).to_contain_text("1 alert in 1 group")
+        await expect(row.locator(".quiet.muted")).to_have_text("Muted during always")
+        assert [] == receiver.bodies("/hook")
 
 
 SCREEN_RULES = (
@@ -368,9 +491,9 @@ group_by = ["alertname", "service"]
 """
 
 
-async def screenshot(page: Page, name: str) -> None:
+async def screenshot(page: Page, name: str, full_page: bool = True) -> None:
     await page.evaluate("window.scrollTo(0, 0)")  # else the sticky header lands mid-picture
-    await page.screenshot(path=str(DOCS / name), full_page=True)
+    await page.screenshot(path=str(DOCS / name), full_page=full_page)
 
 
 class TestScreenshots:
@@ -401,12 +524,17 @@ class TestScreenshots:
 
         await page.goto(base_url(app) + "/")
         await expect(page.locator("li.alert")).to_have_count(6, timeout=WAIT_MS)
+        billing = await alert_row(page, "billing").locator(".alert-summary").all_inner_texts()
+        assert ["billing/emails: 9000 waiting", "billing/invoices: 2000 waiting"] == billing
+        inhibited = alert_row(page, "billing").filter(has_text="invoices").locator(".inhibited")
+        expected = "Inhibited by QueueBacklog queue=emails service=billing (critical)"
+        assert expected == await inhibited.inner_text()
         row = alert_row(page, "search").filter(has_text="reindex")
         await row.get_by_role("button", name=re.compile("^Silence")).click()
         dialog = page.get_by_role("dialog")
         await dialog.get_by_label("Author").fill("alice")
         await dialog.get_by_label("Comment").fill("reindex runs until 06:00, INC-2231")
-        await screenshot(page, "console-silence.png")
+        await screenshot(page, "console-silence.png", full_page=False)  # the modal's view
         await dialog.get_by_role("button", name="Create silence").click()
         await expect(row.locator(".quiet.silenced")).to_be_visible(timeout=WAIT_MS)
         await page.mouse.move(0, 0)

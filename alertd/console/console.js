@@ -6,6 +6,8 @@
 
 (() => {
   const REFRESH_MS = 5000;
+  const MAX_REFRESH_MS = 60000;
+  const LOAD_SHARE = 30; // wait at least 30x what the last refresh took: a big alertd is not polled hard
   const GROUPS_PAGE = 50; // groups rendered at once; more on demand
   const ALERTS_PAGE = 50; // alerts rendered per open group; more on demand
   const OPEN_ALL_UNDER = 100; // with fewer matching alerts every group starts open
@@ -194,13 +196,16 @@
     filterText: "",
     matchers: {},
     alerts: [],
+    byFingerprint: null, // fingerprint -> alert, built when first needed
     silences: [],
     groupsShown: GROUPS_PAGE,
     open: new Map(), // group key -> open, as the user left it
     alertsShown: new Map(), // group key -> how many alerts are rendered
     authorized: false,
     timer: null,
+    every: REFRESH_MS,
     busy: false,
+    again: false,
   };
 
   function readUrl() {
@@ -303,13 +308,19 @@
   }
 
   async function refresh() {
-    if (state.busy) return;
+    if (state.busy) {
+      state.again = true; // a view change or a write wants fresh data: run once more after this
+      return;
+    }
     state.busy = true;
+    state.again = false;
     clearTimeout(state.timer);
+    const started = performance.now();
     try {
       const alerts = await fetchAlerts();
       state.authorized = true;
       state.alerts = alerts;
+      state.byFingerprint = null;
       const [health, silences] = await Promise.all([
         api.get("/health").catch((e) => ({ status: "unknown", error: e.message })),
         api.get("/api/v1/silences"),
@@ -325,13 +336,15 @@
       if (e.status !== 401) banner("Could not load: " + e.message + " (showing the last data; retrying)");
     } finally {
       state.busy = false;
-      if (state.authorized) state.timer = setTimeout(tick, REFRESH_MS);
+      const took = performance.now() - started;
+      state.every = Math.min(MAX_REFRESH_MS, Math.max(REFRESH_MS, took * LOAD_SHARE));
+      if (state.authorized) state.timer = setTimeout(tick, state.again ? 0 : state.every);
     }
   }
 
   function tick() {
     if (document.hidden) {
-      state.timer = setTimeout(tick, REFRESH_MS);
+      state.timer = setTimeout(tick, state.every);
       return;
     }
     refresh();
@@ -375,7 +388,12 @@
         g.alerts.push(a);
       }
     }
-    const rank = (g) => Math.min(...g.alerts.map((a) => SEVERITY_RANK[a.severity] ?? 3));
+    const sev = (a) => SEVERITY_RANK[a.severity] ?? 3;
+    for (const g of groups.values()) {
+      // Worst first, then firing before pending, then the oldest.
+      g.alerts.sort((x, y) => sev(x) - sev(y) || (x.state === y.state ? 0 : x.state === "firing" ? -1 : 1) || (x.startsAt < y.startsAt ? -1 : 1));
+    }
+    const rank = (g) => Math.min(...g.alerts.map(sev));
     return [...groups.values()].sort(
       (x, y) => rank(x) - rank(y) || y.alerts.length - x.alerts.length || (x.key < y.key ? -1 : 1),
     );
@@ -472,7 +490,7 @@
             type: "button",
             "data-focus": "sg:" + g.key,
             "aria-label": "Silence this whole group",
-            onclick: () => openSilence(groupMatchers, "the group " + matchersText(base, ", ")),
+            onclick: () => openSilence(groupMatchers, "group " + matchersText(base, ", ")),
           },
           "Silence group…",
         ),
@@ -524,6 +542,17 @@
     return Number.isInteger(v) ? String(v) : String(Number(v.toPrecision(4)));
   }
 
+  /** A source alert named by its fingerprint, as a person reads it: name, labels, severity. */
+  function describeAlert(fp) {
+    if (!state.byFingerprint) state.byFingerprint = new Map(state.alerts.map((x) => [x.fingerprint, x]));
+    const src = state.byFingerprint.get(fp);
+    if (!src) return fp;
+    const rest = Object.entries(src.labels)
+      .filter(([k]) => k !== "alertname" && k !== "severity")
+      .sort(([a], [b]) => (a < b ? -1 : 1));
+    return `${src.labels.alertname || fp} ${rest.map(([k, v]) => `${k}=${v}`).join(" ")} (${src.severity})`;
+  }
+
   function alertEl(a, groupKey) {
     const name = a.labels.alertname || a.rule || "alert";
     const ann = a.annotations || {};
@@ -539,7 +568,9 @@
         ),
       );
     }
-    if (a.inhibitedBy.length) quiet.push(h("span", { class: "quiet inhibited" }, "Inhibited by " + a.inhibitedBy.join(", ")));
+    if (a.inhibitedBy.length) {
+      quiet.push(h("span", { class: "quiet inhibited" }, "Inhibited by " + a.inhibitedBy.map(describeAlert).join(", ")));
+    }
     if ((a.mutedBy || []).length) quiet.push(h("span", { class: "quiet muted" }, "Muted during " + a.mutedBy.join(", ")));
     const runbook = ann.runbook_url && safeUrl(ann.runbook_url);
     const others = Object.entries(ann).filter(([k]) => !["summary", "description", "runbook_url"].includes(k));
@@ -561,7 +592,7 @@
             class: "silence-btn",
             "data-focus": `s:${groupKey}:${a.fingerprint}`,
             "aria-label": `Silence ${name} ${matchersText(a.labels, " ")}`,
-            onclick: () => openSilence(silenceMatchers, name + " " + a.fingerprint),
+            onclick: () => openSilence(silenceMatchers, name),
           },
           "Silence…",
         ),
@@ -590,10 +621,7 @@
 
   // --- silences ------------------------------------------------------------------
 
-  let silenceTargetText = "";
-
   function openSilence(matchers, target) {
-    silenceTargetText = target;
     $("silence-title").textContent = target ? "Silence " + target : "New silence";
     $("silence-target").textContent = target ? "Mutes notifications of every alert matching these labels." : "";
     $("s-matchers").value = matchersText(matchers, "\n");
@@ -629,7 +657,7 @@
       const res = await api.call("POST", "/api/v1/silences", body);
       localStorage.setItem(AUTHOR_KEY, author);
       $("silence-dialog").close();
-      say(`Silence ${res.id} created for ${body.duration}${silenceTargetText ? " (" + silenceTargetText + ")" : ""}.`);
+      say(`Silence ${res.id} created for ${body.duration}: ${matchersText(matchers, ", ")}.`);
       await refresh();
     } catch (e) {
       $("s-error").textContent = e.message;
@@ -776,7 +804,7 @@
         h(
           "p",
           { class: "muted" },
-          d.attempts ? `${d.attempts} attempt${d.attempts === "1" ? "" : "s"} · ` : "",
+          d.attempts ? `${d.attempts} attempt${Number(d.attempts) === 1 ? "" : "s"} · ` : "",
           d.notification_id ? `notification ${d.notification_id} · ` : "",
           d.id,
         ),
