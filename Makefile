@@ -18,7 +18,7 @@ run: $(BIN)/alertd ## the daemon on the shipped config, with a local Redis if no
 
 test: $(BIN)/alertd ## the whole suite, and the shipped rules' unit tests
 	$(BIN)/alertd rules test rules/default.test.toml
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n 2
 
 check: $(BIN)/alertd
 	$(BIN)/alertd check --config $(CONFIG)
