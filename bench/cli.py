@@ -69,6 +69,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--per-entry", type=int, default=1, help="events per JSON entry (an array when > 1)"
     )
+    p.add_argument(
+        "--cluster",
+        action="store_true",
+        help="throughput on a 3-master Redis Cluster (redis.mode = cluster), not one Redis",
+    )
     p.add_argument("--log-level", default="info", help="alertd's logging.level (info)")
     p.add_argument("--alertd-src", type=Path, help="run alertd from this source tree (PYTHONPATH)")
     p.add_argument("--python", default=default_python(), help="python of the venv to run")
@@ -165,6 +170,7 @@ async def run(args: argparse.Namespace) -> int:
         log_level=args.log_level,
         rules=(args.alertd_src or REPO) / "rules" / "default.toml",
         systems=tuple(x.strip() for x in args.systems.split(",") if x.strip()),
+        cluster=args.cluster,
     )
     results: dict[str, Any] = {"meta": meta(args, sizes), "scenarios": {}}
     needs_am = bool(only & {"latency", "fanout"})

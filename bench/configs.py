@@ -36,7 +36,9 @@ max_series = 1000000
 """
 
 
-def alertd_throughput(dir: Path, redis_url: str, http_port: int, rules: Path, log: str) -> Path:
+def alertd_throughput(
+    dir: Path, redis_url: str, http_port: int, rules: Path, log: str, redis_extra: str = ""
+) -> Path:
     """The shipped defaults, rules/default.toml, the backlog taken from the stream's start.
 
     The rules' max_series is raised: the run measures the engine at 100,000 series, not
@@ -52,6 +54,7 @@ def alertd_throughput(dir: Path, redis_url: str, http_port: int, rules: Path, lo
 [redis]
 url = "{redis_url}"
 group_start = "0"
+{redis_extra}
 
 [http]
 listen = "127.0.0.1:{http_port}"

@@ -186,6 +186,46 @@ class Procs:
         wait_port(port, 10, proc.popen)
         return proc
 
+    def redis_cluster(self, masters: int = 3) -> list[Proc]:
+        """A Redis Cluster of `masters` masters (no replicas), slots spread evenly."""
+        binary, cli = shutil.which("redis-server"), shutil.which("redis-cli")
+        if binary is None or cli is None:
+            raise RuntimeError("redis-server and redis-cli are needed (apt-get install redis)")
+        nodes = []
+        for _ in range(masters):
+            port = _cluster_port()
+            data = self.workdir / f"redis-{port}"
+            data.mkdir()
+            args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
+            args += ["--appendonly", "no", "--dir", str(data), "--maxclients", "10000"]
+            args += ["--cluster-enabled", "yes", "--cluster-config-file", str(data / "nodes.conf")]
+            proc = self._spawn("redis", args, port)
+            wait_port(port, 10, proc.popen)
+            nodes.append(proc)
+        addresses = [f"127.0.0.1:{n.port}" for n in nodes]
+        create = [
+            cli,
+            "--cluster",
+            "create",
+            *addresses,
+            "--cluster-replicas",
+            "0",
+            "--cluster-yes",
+        ]
+        subprocess.run(create, capture_output=True, check=True, timeout=60)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            info = [
+                subprocess.run(
+                    [cli, "-p", str(n.port), "cluster", "info"], capture_output=True, text=True
+                ).stdout
+                for n in nodes
+            ]
+            if all("cluster_state:ok" in i for i in info):
+                return nodes
+            time.sleep(0.1)
+        raise RuntimeError("the bench's Redis Cluster did not come up")
+
     def receiver(self) -> Proc:
         port = free_port()
         proc = self._spawn(
@@ -252,6 +292,21 @@ class Procs:
         )
         wait_port(port, 30, proc.popen)
         return proc
+
+
+def _cluster_port() -> int:
+    """A free port whose cluster bus port (+10000) is free and valid too."""
+    for _ in range(200):
+        port = free_port()
+        if port > 55000:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port + 10000))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no free port pair for a cluster node")
 
 
 def _env() -> dict[str, str]:

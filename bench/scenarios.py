@@ -75,6 +75,7 @@ class Bench:
     log_level: str
     rules: Path
     systems: tuple[str, ...] = ("alertd", "alertmanager")
+    cluster: bool = False  # throughput on a Redis Cluster (--cluster)
     alertmanager: str | None = None
     alertmanager_skip: str | None = None
     receiver: Proc | None = None
@@ -166,6 +167,22 @@ class Bench:
         return self._commands[key]
 
 
+async def stream_node(nodes: list[Proc]) -> Proc:
+    """Of a Cluster's masters, the one serving the event stream (one Redis: itself)."""
+    if len(nodes) == 1:
+        return nodes[0]
+    r = await redis_client(nodes[0])
+    try:
+        slot = int(await r.execute_command("CLUSTER", "KEYSLOT", STREAM))
+        for start, end, master, *_ in await r.execute_command("CLUSTER", "SLOTS"):
+            if int(start) <= slot <= int(end):
+                port = int(master[1])
+                return next(n for n in nodes if n.port == port)
+    finally:
+        await r.aclose()
+    raise RuntimeError("no master serves the event stream")
+
+
 async def redis_client(proc: Proc) -> aioredis.Redis:
     return aioredis.Redis(port=proc.port, socket_timeout=60)
 
@@ -216,14 +233,29 @@ async def run_ceiling(r: aioredis.Redis, n_entries: int) -> dict[str, Any]:
 
 
 async def run_alertd_backlog(
-    bench: Bench, redis: Proc, r: aioredis.Redis, n_events: int, n_entries: int, series: int
+    bench: Bench,
+    redis: Proc,
+    r: aioredis.Redis,
+    n_events: int,
+    n_entries: int,
+    series: int,
+    nodes: list[Proc] | None = None,
 ) -> dict[str, Any]:
-    """alertd on a waiting backlog: events/s from its group's creation to lag 0, pending 0."""
+    """alertd on a waiting backlog: events/s from its group's creation to lag 0, pending 0.
+
+    `nodes`: the masters of a Cluster (`redis` is the one serving the stream).
+    """
     port = free_port()
+    nodes = nodes or [redis]
     cfg = configs.alertd_throughput(
-        bench.workdir, f"redis://127.0.0.1:{redis.port}/0", port, bench.rules, bench.log_level
+        bench.workdir,
+        f"redis://127.0.0.1:{redis.port}/0",
+        port,
+        bench.rules,
+        bench.log_level,
+        'mode = "cluster"' if len(nodes) > 1 else "",
     )
-    redis_cpu0 = redis.cpu()
+    node_cpu0 = [n.cpu() for n in nodes]
     spawned = time.perf_counter()
     proc = bench.procs.alertd(cfg, port, wait=False)
     out: dict[str, Any] = {"events": n_events, "capped": False}
@@ -262,7 +294,9 @@ async def run_alertd_backlog(
         out["elapsed_s"] = elapsed
         out["events_per_s"] = out["events"] / elapsed
         out["alertd_cpu_s"] = proc.cpu() - cpu0
-        out["redis_cpu_s"] = redis.cpu() - redis_cpu0
+        node_cpu = [n.cpu() - c0 for n, c0 in zip(nodes, node_cpu0, strict=True)]
+        out["redis_cpu_s"] = sum(node_cpu)
+        out["redis_cpu_by_node_s"] = node_cpu
         out["rss_drained_bytes"] = proc.rss()
         await asyncio.sleep(1.0)
         out["rss_settled_bytes"] = proc.rss()
@@ -285,19 +319,23 @@ async def throughput(bench: Bench, with_ceiling: bool, only_series: int | None =
             f"throughput: generating {n_entries:,} entries ({n_events:,} events, {series:,} series)"
         )
         commands = bench.throughput_commands(n_events, series)
-        redis = bench.procs.redis()
+        nodes = bench.procs.redis_cluster() if bench.cluster else [bench.procs.redis()]
+        redis = await stream_node(nodes)
         r = await redis_client(redis)
         reps: list[dict[str, Any]] = []
         try:
             for rep in range(bench.reps):
-                await r.flushall()
+                for node in nodes:
+                    one = await redis_client(node)
+                    await one.flushall()
+                    await one.aclose()
                 t = time.perf_counter()
                 await asyncio.to_thread(publish.pipeline, redis.port, commands)
                 rec: dict[str, Any] = {"publish_s": time.perf_counter() - t}
                 if with_ceiling:
                     rec["ceiling"] = await run_ceiling(r, n_entries)
                 rec["alertd"] = await run_alertd_backlog(
-                    bench, redis, r, n_events, n_entries, series
+                    bench, redis, r, n_events, n_entries, series, nodes
                 )
                 a = rec["alertd"]
                 line = f"throughput {series:,} series rep {rep + 1}/{bench.reps}: alertd "
@@ -309,6 +347,9 @@ async def throughput(bench: Bench, with_ceiling: bool, only_series: int | None =
                     line += f", ceiling {c:,.0f} ev/s, ratio {a['events_per_s'] / c:.3f}"
                 line += f"; alertd cpu {a['alertd_cpu_s']:.1f}s redis cpu {a['redis_cpu_s']:.1f}s"
                 line += f" in {a['elapsed_s']:.1f}s; rss {a['rss_settled_bytes'] / 2**20:.0f} MiB"
+                if len(nodes) > 1:
+                    shares = [c / max(a["redis_cpu_s"], 1e-9) for c in a["redis_cpu_by_node_s"]]
+                    line += "; redis cpu by master " + " ".join(f"{x:.0%}" for x in shares)
                 log(line)
                 reps.append(rec)
                 if a["capped"] and rep + 1 < bench.reps:
@@ -316,7 +357,8 @@ async def throughput(bench: Bench, with_ceiling: bool, only_series: int | None =
                     break
         finally:
             await r.aclose()
-            bench.procs.stop(redis)
+            for node in nodes:
+                bench.procs.stop(node)
         result[f"series_{series}"] = {
             "series": series,
             "events": n_events,
