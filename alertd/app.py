@@ -337,6 +337,7 @@ class App:
         try:
             now = self.clock()
             await self.silences.cleanup(now)
+            await self.series_guard.resolve_quiet(now)
             lag, pending = await self.lag_and_pending()
             if lag is not None:
                 self.metrics.consumer_lag.set(lag)

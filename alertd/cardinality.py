@@ -150,7 +150,7 @@ class SeriesGuard:
                 for name, windows in by_rule.items():
                     await self._refused(rules[name], windows, events, now)
         if self._last_refused:
-            await self._resolve_quiet(now)
+            await self.resolve_quiet(now)
         return touched
 
     async def _ask(self, ask: dict[str, list[str]], rules: dict[str, Rule], now: float) -> set[str]:
@@ -200,8 +200,9 @@ class SeriesGuard:
             log.warning("could not dead-letter a refused series", rule=rule.name, error=str(exc))
         throttled.warning(f"limit:{rule.name}", reason, rule=rule.name)
 
-    async def _resolve_quiet(self, now: float) -> None:
-        """Resolve the self-alert of rules that refused nothing for RESOLVE_AFTER_S."""
+    async def resolve_quiet(self, now: float) -> None:
+        """Resolve the self-alert of rules that refused nothing for RESOLVE_AFTER_S (on
+        events, and from the daemon's housekeeping, so an idle stream resolves it too)."""
         for name, at in list(self._last_refused.items()):
             if now - at < RESOLVE_AFTER_S:
                 continue

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import aiohttp
@@ -9,7 +10,7 @@ import orjson
 import redis.asyncio as aioredis
 from prometheus_client.parser import text_string_to_metric_families
 
-from alertd.cardinality import SERIES_LIMIT_ALERT
+from alertd.cardinality import RESOLVE_AFTER_S, SERIES_LIMIT_ALERT
 from tests.conftest import DaemonFactory, Receiver, wait_for
 from tests.test_e2e import ROUTE, hook
 
@@ -96,6 +97,26 @@ class TestSeriesLimit:
         expected = {"alertname": SERIES_LIMIT_ALERT, "rule": "PerRequest", "severity": "warning"}
         assert expected == pages[0]["labels"]
         assert "firing" == pages[0]["status"]
+
+    async def test_limit_alert_resolves_on_an_idle_stream(
+        self, daemons: DaemonFactory, redis: aioredis.Redis, receiver: Receiver
+    ) -> None:
+        daemons.write(rules=RULES.format(max_series=2), channels=hook(receiver), extra=ROUTE)
+        skew = [0.0]
+        await daemons.start(clock=lambda: time.time() + skew[0])
+        await publish(redis, range(5))
+
+        def limit_states() -> list[str]:
+            return [
+                a["status"]
+                for body in receiver.bodies("/hook")
+                for a in body["alerts"]
+                if a["labels"]["alertname"] == SERIES_LIMIT_ALERT
+            ]
+
+        await wait_for(lambda: "firing" in limit_states(), timeout_s=20)
+        skew[0] = RESOLVE_AFTER_S + 1  # no event since: only the housekeeping can see it
+        await wait_for(lambda: "resolved" in limit_states(), timeout_s=30)
 
     async def test_admitted_series_keep_working(
         self, daemons: DaemonFactory, redis: aioredis.Redis, receiver: Receiver
