@@ -138,11 +138,13 @@ def cmd_publish(args: argparse.Namespace) -> int:
     ev = event_from_object(obj, time.time())
 
     async def go() -> list[str]:
-        from alertd.ops import publish, stream_for
+        from alertd.client import shard_stream
+        from alertd.ops import publish
 
         redis = _redis(settings)
         try:
-            return await publish(redis, stream_for(settings, ev.labels), [ev])
+            stream = shard_stream(settings.stream, settings.stream_shards, ev.labels)
+            return await publish(redis, stream, [ev])
         finally:
             await close(redis)
 

@@ -98,8 +98,9 @@ class Consumer:
     def __post_init__(self) -> None:
         self.stream = self.stream or self.settings.stream
 
-    async def node(self) -> Redis:
-        """The client of the Redis that serves the stream (on a Cluster, a node's own)."""
+    def node(self) -> Redis:
+        """The client of the Redis that serves the stream (on a Cluster, pinned to its
+        slot's master, which follows failovers by itself)."""
         if self._node is None:
             self._node = pinned(self.redis, self.stream)
             self._reads = StreamReads(self._node)  # connects on first use
@@ -152,8 +153,6 @@ class Consumer:
                     with contextlib.suppress(Exception):  # its entries stay pending too
                         await self.settle()
                     self._read_own_pending = True
-                    if is_cluster(self.redis):
-                        await self._disconnect()  # the stream may have moved: ask again
                     if isinstance(exc, RedisError | OSError):
                         lost_group = isinstance(exc, ResponseError) and "NOGROUP" in str(exc)
                         self.joined = not lost_group
@@ -183,7 +182,7 @@ class Consumer:
     async def _step(self, stopping: asyncio.Event) -> None:
         """Handle one batch (the one read ahead, else one read now); while behind, read
         the next one meanwhile."""
-        await self.node()
+        self.node()
         if not self.joined:
             await self.join()
         if self._ahead is not None:
@@ -384,7 +383,7 @@ class Consumer:
         # catch-up batch that took longer than Redis takes to acknowledge them.
         s = self.settings
         command = _pack_command([b"XACK", self.stream.encode(), s.group.encode(), *ids])
-        pool = (await self.node()).connection_pool
+        pool = self.node().connection_pool
         conn = await pool.get_connection()
 
         async def send() -> None:

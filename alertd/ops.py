@@ -12,7 +12,6 @@ from redis.asyncio import Redis
 
 from alertd.alerts import AlertStore
 from alertd.channels import CHANNEL_TYPES, Channel, ChannelConfig, ChannelContext
-from alertd.client import shard_stream
 from alertd.deadletters import DeadLetters
 from alertd.errors import NotFoundError
 from alertd.inhibit import Inhibitor, InhibitRule
@@ -21,7 +20,7 @@ from alertd.model import Alert, Event, Notification, NotifyReason, fingerprint, 
 from alertd.notify.delivery import DeliveryResult, deliver
 from alertd.notify.outbox import Outbox
 from alertd.notify.routing import Router
-from alertd.settings import Config, RedisSettings
+from alertd.settings import Config
 from alertd.silences import SilenceStore, silenced_by
 from alertd.storage import keys
 from alertd.timeintervals import TimeInterval
@@ -34,11 +33,6 @@ def event_fields(ev: Event) -> dict[str, bytes]:
     return {
         "data": orjson.dumps({"name": ev.name, "value": ev.value, "labels": ev.labels, "ts": ev.ts})
     }
-
-
-def stream_for(settings: RedisSettings, labels: Mapping[str, str]) -> str:
-    """The stream `alertd publish` writes an event to (a shard, with stream_shards > 1)."""
-    return shard_stream(settings.stream, settings.stream_shards, labels)
 
 
 async def publish(redis: Redis, stream: str, events: list[Event]) -> list[str]:

@@ -193,7 +193,7 @@ class Procs:
             raise RuntimeError("redis-server and redis-cli are needed (apt-get install redis)")
         nodes = []
         for _ in range(masters):
-            port = _cluster_port()
+            port = cluster_port()
             data = self.workdir / f"redis-{port}"
             data.mkdir()
             args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
@@ -294,7 +294,7 @@ class Procs:
         return proc
 
 
-def _cluster_port() -> int:
+def cluster_port() -> int:
     """A free port whose cluster bus port (+10000) is free and valid too."""
     for _ in range(200):
         port = free_port()

@@ -12,24 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from bench.procs import cluster_port
 from tests.conftest import RedisServer, free_port
 
 CLUSTER_NODE_TIMEOUT_MS = 1500  # a dead master's replica takes over within ~2-4 s
-
-
-def cluster_port() -> int:
-    """A free port whose cluster bus port (+10000) is free and valid too."""
-    for _ in range(200):
-        port = free_port()
-        if port > 55000:
-            continue
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port + 10000))
-            except OSError:
-                continue
-        return port
-    raise RuntimeError("no free port pair for a cluster node")
 
 
 def _redis_cli() -> str:
