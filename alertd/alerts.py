@@ -49,6 +49,7 @@ class AlertStore:
         self.version_key = keys.alerts_version(key_prefix)
         self.due_key = keys.groups_due(key_prefix)
         self.clock_key = keys.alerts_clock(key_prefix)
+        self.urgent_key = keys.groups_urgent(key_prefix)
         self._apply = redis.register_script(lua("apply_alert_changes"))
         self._due = redis.register_script(lua("due_alerts"))
 
@@ -116,7 +117,9 @@ class AlertStore:
         `window` (key, newest sample time): the change is refused, like a lost
         compare-and-set, when that window has received newer samples since.
         `clock_at`: when the clock must next judge the alert (None: not live).
+        A critical alert that fires marks its groups urgent (flushed first).
         """
+        page = new is not None and new.state == "firing" and new.severity == "critical"
         return [
             fp,
             expected.decode(errors="replace"),  # as stored: JSON text
@@ -137,6 +140,7 @@ class AlertStore:
                 ]
                 for t in targets
             ],
+            "1" if page else "0",
         ]
 
     async def apply_many(self, changes: list[list[Any]]) -> list[bool]:
@@ -150,7 +154,7 @@ class AlertStore:
         for start in range(0, len(changes), APPLY_CHUNK):
             chunk = orjson.dumps(changes[start : start + APPLY_CHUNK])
             await self._apply(
-                keys=[self.alerts_key, self.due_key, self.clock_key],
+                keys=[self.alerts_key, self.due_key, self.clock_key, self.urgent_key],
                 args=[self.prefix, chunk],
                 client=pipe,
             )

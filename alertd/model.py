@@ -178,6 +178,12 @@ def common_items(dicts: list[dict[str, str]]) -> dict[str, str]:
     return common
 
 
+# Why a notification may be urgent: news, not a repeat, a resolution, a digest or a replay.
+URGENT_REASONS = frozenset(
+    {NotifyReason.FIRST, NotifyReason.CHANGED, NotifyReason.SEVERITY_CHANGED, NotifyReason.TEST}
+)
+
+
 @dataclass(slots=True)
 class Notification:
     """What one channel is asked to deliver: a whole group as it stands.
@@ -220,6 +226,16 @@ class Notification:
         pool = self.firing or self.alerts
         ranks = [SEVERITIES.index(a.severity) for a in pool if a.severity in SEVERITIES]
         return SEVERITIES[max(ranks)] if ranks else "info"
+
+    @property
+    def urgent(self) -> bool:
+        """Whether it takes its channel's urgent lane: a page that must not wait behind a
+        storm of warnings or repeats (a critical alert firing, first or changed)."""
+        return (
+            self.status == "firing"
+            and self.reason in URGENT_REASONS
+            and self.severity == "critical"
+        )
 
     def template_fields(self) -> dict[str, Any]:
         """Fields of channel templates (email subject ...), as docs/rules.md lists them."""

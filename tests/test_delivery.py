@@ -38,17 +38,19 @@ SPEC_DEAD_LETTER_FIELDS = {
 
 
 def make_notification(
-    receiver: str, series: str = "a", alertname: str = "DiskFull"
+    receiver: str, series: str = "a", alertname: str = "DiskFull", severity: str = "warning"
 ) -> Notification:
+    """A firing notification of one alert; a warning, so it is queued on the channel's
+    outbox (a critical one takes its urgent lane)."""
     now = time.time()
-    labels = {"alertname": alertname, "severity": "critical", "series": series}
+    labels = {"alertname": alertname, "severity": severity, "series": series}
     alert = Alert(
         fingerprint(labels),
         alertname,
         labels,
         {"summary": f"{series}: disk 97% full"},
         "firing",
-        "critical",
+        severity,
         97.0,
         now,
         updated_at=now,
@@ -77,7 +79,10 @@ async def dead_letters(redis: aioredis.Redis) -> list[dict[str, str]]:
 
 
 async def outbox_len(redis: aioredis.Redis, channel: str) -> int:
-    return int(await redis.xlen(f"alertd:{{p0}}:outbox:{channel}"))
+    """Entries in both of the channel's streams: its outbox and its urgent lane."""
+    return sum(
+        [await redis.xlen(f"alertd:{{p0}}:{lane}:{channel}") for lane in ("outbox", "urgent")]
+    )
 
 
 def outbox_empty(redis: aioredis.Redis, channel: str) -> Callable[[], Awaitable[bool]]:
@@ -380,7 +385,8 @@ class TestSlackThroughTheDaemon:
     ) -> None:
         self.config(daemons, receiver)
         await daemons.start()
-        await Outbox(redis, "alertd:{p0}:").enqueue(make_notification("slack"))
+        page = make_notification("slack", severity="critical")  # through the urgent lane
+        await Outbox(redis, "alertd:{p0}:").enqueue(page)
 
         body = (await wait_for(lambda: receiver.bodies()))[0]
         assert "[FIRING:1] DiskFull (critical)" == body["text"]

@@ -7,6 +7,7 @@ itself, then reads what landed in the outbox.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -134,10 +135,10 @@ class Harness:
         return await self.queued()
 
     async def queued(self) -> list[Notification]:
-        """Notifications added to any outbox since the last call."""
+        """Notifications added to any outbox (either lane) since the last call."""
         out = []
-        for channel in sorted(self.rt.config.channels):
-            stream = self.outbox.stream(channel)
+        for channel, urgent in itertools.product(sorted(self.rt.config.channels), (True, False)):
+            stream = self.outbox.stream(channel, urgent)
             last = self._last_id.get(stream)
             rows = await self.redis.xrange(stream, min=f"({last}" if last else "-")
             for eid, fields in rows:

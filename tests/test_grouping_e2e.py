@@ -45,7 +45,11 @@ async def settle(redis: aioredis.Redis, groups: int) -> None:
         flushed = [
             await redis.hget(f"alertd:{{p0}}:group:{gid.decode()}", "last_flush") for gid in due
         ]
-        outboxes = [await redis.xlen(k) for k in await redis.keys("alertd:{p0}:outbox:*")]
+        streams = [
+            *await redis.keys("alertd:{p0}:outbox:*"),
+            *await redis.keys("alertd:{p0}:urgent:*"),
+        ]
+        outboxes = [await redis.xlen(k) for k in streams]
         return (
             groups == len(due)
             and all(

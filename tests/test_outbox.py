@@ -22,8 +22,10 @@ RULES = """
 name = "Over"
 metric = "load"
 group_by = ["series"]
-critical = "> 100"
+warning = "> 100"
 """
+# Warnings: these tests hold and take over entries of the channel's outbox. A critical
+# page takes the urgent lane (test_urgent_lane.py), read and taken over the same way.
 
 HOOK = """
 [channels.hook]
@@ -39,8 +41,11 @@ ROUTE = '\n[[routes]]\nchannels = ["hook"]\ngroup_by = ["alertname", "series"]\n
 SERIES = 6  # a burst the channel holds all at once
 
 
-async def queued_ids(redis: aioredis.Redis, channel: str = "hook") -> set[str]:
-    rows = await redis.xrange(f"alertd:{{p0}}:outbox:{channel}")
+async def queued_ids(
+    redis: aioredis.Redis, channel: str = "hook", lane: str = "outbox"
+) -> set[str]:
+    """Ids queued on the channel's outbox (`lane="urgent"`: on its urgent lane)."""
+    rows = await redis.xrange(f"alertd:{{p0}}:{lane}:{channel}")
     return {orjson.loads(f[b"n"])["id"] for _, f in rows}
 
 

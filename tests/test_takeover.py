@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+import pytest
 import redis.asyncio as aioredis
 
 from tests.conftest import DaemonFactory, Receiver, wait_for
@@ -35,10 +36,17 @@ def told(receiver: Receiver) -> set[str]:
 class TestNotifications:
     """Notifications a killed daemon held reach receivers under their ids, within takeover."""
 
+    @pytest.mark.parametrize(("level", "lane"), [("warning", "outbox"), ("critical", "urgent")])
     async def test_killed_holder_taken_over(
-        self, daemons: DaemonFactory, redis: aioredis.Redis, receiver: Receiver
+        self,
+        daemons: DaemonFactory,
+        redis: aioredis.Redis,
+        receiver: Receiver,
+        level: str,
+        lane: str,
     ) -> None:
-        daemons.write(RULES, HOOK.format(url=receiver.url), ROUTE)
+        """Pages (the urgent lane) as well as the rest (the outbox)."""
+        daemons.write(RULES.replace("warning", level), HOOK.format(url=receiver.url), ROUTE)
         slow_claim(daemons)
         receiver.default = (503, {}, "down")
         await daemons.start(consumer="first")
@@ -46,12 +54,12 @@ class TestNotifications:
         await publish_series(redis, SERIES)
 
         async def all_queued() -> set[str]:
-            ids = await queued_ids(redis)
+            ids = await queued_ids(redis, lane=lane)
             return ids if len(ids) == SERIES else set()
 
         queued = await wait_for(all_queued)
         await wait_for(lambda: len(ids_seen(receiver)) >= SERIES)  # each tried at least once
-        held = await redis.xpending("alertd:{p0}:outbox:hook", "alertd")
+        held = await redis.xpending(f"alertd:{{p0}}:{lane}:hook", "alertd")
         holders = {c["name"].decode().split(":")[0] for c in held["consumers"] if c["pending"]}
         victim = next(a for a in daemons.apps if a.consumer_name in holders)
         await crash(daemons, victim)

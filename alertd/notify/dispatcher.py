@@ -388,7 +388,7 @@ class Dispatcher:
         """Lease up to `batch_groups` due groups to this replica, reading them as it does."""
         token = next(self._tokens)
         count, rows = await self._claim(
-            keys=[self.store.due_key, self.store.alerts_key],
+            keys=[self.store.due_key, self.store.alerts_key, self.store.urgent_key],
             args=[
                 self.prefix,
                 repr(now),
@@ -493,11 +493,17 @@ class Dispatcher:
         plans = list(plans)
         if not plans:
             return 0
-        for ch in {n.channel for p in plans for n in p.notices if n.notification is not None}:
-            await self.outbox.ensure_group(ch)
+        lanes = {
+            (n.receiver, n.urgent): n
+            for p in plans
+            for notice in p.notices
+            if (n := notice.notification) is not None
+        }
+        for n in lanes.values():
+            await self.outbox.ensure_group_of(n)
         groups = orjson.dumps([self._commit_args(p) for p in plans])
         args: list[Any] = [self.prefix, token, repr(now), NFLOG_TTL_S, groups]
-        results = await self._commit(keys=[self.store.due_key], args=args)
+        results = await self._commit(keys=[self.store.due_key, self.store.urgent_key], args=args)
         queued = 0
         told: list[Notification] = []
         for i, p in enumerate(plans):
@@ -527,7 +533,7 @@ class Dispatcher:
                     self.nflog_key(notice.channel, p.gid),
                     notice.expected.decode(errors="replace"),  # as stored: JSON text
                     notice.entry.to_json().decode(),
-                    self.outbox.stream(notice.channel) if n is not None else "",
+                    self.outbox.stream_of(n) if n is not None else "",
                     orjson.dumps(n.to_dict()).decode() if n is not None else "",
                 ]
             )

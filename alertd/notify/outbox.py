@@ -6,6 +6,11 @@ worker holds entries it keeps resetting their idle time (`touch_many`, all it
 holds in one call); an entry left idle longer than `claim_idle` belonged to a
 worker that died and is claimed by a live one, which delivers it with the same
 notification id.
+
+Each channel has two streams: its outbox and its urgent lane (`Notification.urgent`:
+a critical alert firing, first or changed). The lane has a reader and delivery
+slots of its own (workers.py), so a new page never waits behind a storm of
+warnings, repeats or resolutions queued before it, and they never wait for it.
 """
 
 from __future__ import annotations
@@ -35,11 +40,15 @@ class Outbox:
         self._enqueue_if = redis.register_script(lua("enqueue_if"))
         self._prune = redis.register_script(lua("prune_consumers"))
 
-    def stream(self, channel: str) -> str:
-        return keys.outbox(self.prefix, channel)
+    def stream(self, channel: str, urgent: bool = False) -> str:
+        return keys.outbox(self.prefix, channel, urgent)
 
-    async def ensure_group(self, channel: str) -> None:
-        stream = self.stream(channel)
+    def stream_of(self, n: Notification) -> str:
+        """The stream `n` is queued on: its channel's outbox or urgent lane."""
+        return self.stream(n.receiver, n.urgent)
+
+    async def ensure_group(self, channel: str, urgent: bool = False) -> None:
+        stream = self.stream(channel, urgent)
         if stream in self._groups:
             return
         try:
@@ -51,27 +60,30 @@ class Outbox:
 
     def add_to(self, pipe: Pipeline | Redis, n: Notification) -> None:
         """Queue the XADD of `n` on a pipeline (so it commits with other writes)."""
-        pipe.xadd(self.stream(n.receiver), {"n": orjson.dumps(n.to_dict())})
+        pipe.xadd(self.stream_of(n), {"n": orjson.dumps(n.to_dict())})
+
+    async def ensure_group_of(self, n: Notification) -> None:
+        await self.ensure_group(n.receiver, n.urgent)
 
     async def enqueue(self, n: Notification) -> None:
-        await self.ensure_group(n.receiver)
-        await self.redis.xadd(self.stream(n.receiver), {"n": orjson.dumps(n.to_dict())})
+        await self.ensure_group_of(n)
+        await self.redis.xadd(self.stream_of(n), {"n": orjson.dumps(n.to_dict())})
 
     async def enqueue_once(
         self, key: str, value: bytes, ttl_s: int, ns: list[Notification]
     ) -> bool:
         """Set `key` (if absent) and queue `ns` in one atomic step; False when `key` existed."""
         for n in ns:
-            await self.ensure_group(n.receiver)
-        keys = [key, *(self.stream(n.receiver) for n in ns)]
+            await self.ensure_group_of(n)
+        keys = [key, *(self.stream_of(n) for n in ns)]
         args = [value, ttl_s, *(orjson.dumps(n.to_dict()) for n in ns)]
         return bool(await self._enqueue_once(keys=keys, args=args))
 
     async def enqueue_if(self, key: str, expected: bytes, ns: list[Notification]) -> bool:
         """Delete `key` if it holds `expected` and queue `ns`, atomically; False otherwise."""
         for n in ns:
-            await self.ensure_group(n.receiver)
-        keys = [key, *(self.stream(n.receiver) for n in ns)]
+            await self.ensure_group_of(n)
+        keys = [key, *(self.stream_of(n) for n in ns)]
         args = [expected, *(orjson.dumps(n.to_dict()) for n in ns)]
         return bool(await self._enqueue_if(keys=keys, args=args))
 
@@ -83,30 +95,33 @@ class Outbox:
         block_ms: int,
         pending: bool = False,
         after: str = "0",
+        urgent: bool = False,
     ) -> list[Entry]:
         """New entries (or, with pending=True, this consumer's own unacknowledged ones
         with ids above `after`)."""
+        stream = self.stream(channel, urgent)
         try:
             rows = await self.redis.xreadgroup(
                 GROUP,
                 consumer,
-                {self.stream(channel): after if pending else ">"},
+                {stream: after if pending else ">"},
                 count=count,
                 block=None if pending else block_ms,
             )
         except ResponseError as exc:
             if "NOGROUP" in str(exc):  # Redis lost its data (restart without persistence)
-                self._groups.discard(self.stream(channel))
+                self._groups.discard(stream)
             raise
         return [self._decode(e) for _, entries in rows or [] for e in entries]
 
     async def claim(
-        self, channel: str, consumer: str, min_idle_ms: int, count: int = 1
+        self, channel: str, consumer: str, min_idle_ms: int, count: int = 1, urgent: bool = False
     ) -> list[Entry]:
         """Entries a dead worker left pending longer than min_idle_ms, now `consumer`'s."""
+        stream = self.stream(channel, urgent)
         try:
             res = await self.redis.xautoclaim(
-                self.stream(channel),
+                stream,
                 GROUP,
                 consumer,
                 min_idle_time=min_idle_ms,
@@ -115,22 +130,25 @@ class Outbox:
             )
         except ResponseError as exc:
             if "NOGROUP" in str(exc):
-                self._groups.discard(self.stream(channel))
+                self._groups.discard(stream)
             raise
         # Entries deleted while pending come back without fields: XAUTOCLAIM drops them.
         return [self._decode(e) for e in res[1] if e[1] is not None]
 
-    async def touch_many(self, channel: str, consumer: str, entry_ids: list[str]) -> list[str]:
+    async def touch_many(
+        self, channel: str, consumer: str, entry_ids: list[str], urgent: bool = False
+    ) -> list[str]:
         """Reset the idle time of the entries `consumer` works on, in one call; returns
         those it no longer holds (claimed by another consumer, or acknowledged)."""
         if not entry_ids:
             return []
-        lost = await self._touch(keys=[self.stream(channel)], args=[GROUP, consumer, *entry_ids])
+        stream = self.stream(channel, urgent)
+        lost = await self._touch(keys=[stream], args=[GROUP, consumer, *entry_ids])
         return [e.decode() if isinstance(e, bytes) else str(e) for e in lost]
 
-    async def prune_consumers(self, channel: str, idle_ms: int) -> list[str]:
+    async def prune_consumers(self, channel: str, idle_ms: int, urgent: bool = False) -> list[str]:
         """Forget consumers of dead processes: nothing pending and silent for `idle_ms`."""
-        gone = await self._prune(keys=[self.stream(channel)], args=[GROUP, idle_ms])
+        gone = await self._prune(keys=[self.stream(channel, urgent)], args=[GROUP, idle_ms])
         return [g.decode() if isinstance(g, bytes) else str(g) for g in gone]
 
     @staticmethod
@@ -142,10 +160,14 @@ class Outbox:
         except (ValueError, KeyError, TypeError):
             return eid.decode(), None
 
-    def done_on(self, pipe: Pipeline, channel: str, *entry_ids: str) -> None:
-        """Queue the removal of entries (acknowledge and delete) on a pipeline."""
-        pipe.xack(self.stream(channel), GROUP, *entry_ids)
-        pipe.xdel(self.stream(channel), *entry_ids)
+    def done_on(self, pipe: Pipeline, stream: str, *entry_ids: str) -> None:
+        """Queue the removal of entries of `stream` (acknowledge and delete) on a pipeline."""
+        pipe.xack(stream, GROUP, *entry_ids)
+        pipe.xdel(stream, *entry_ids)
 
     async def depth(self, channel: str) -> int:
-        return int(await self.redis.xlen(self.stream(channel)))
+        """Notifications waiting for the channel, in both its lanes."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.xlen(self.stream(channel))
+            pipe.xlen(self.stream(channel, urgent=True))
+            return sum(int(n) for n in await pipe.execute())

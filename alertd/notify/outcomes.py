@@ -38,6 +38,7 @@ class Outcome:
     dead: dict[str, str] | None = None
     follow: Notification | None = None
     delivered: bool | None = None
+    urgent: bool = False  # the entry is in the channel's urgent lane
     # After a delivery: the failing episode it ends, if any; after a failure: the count.
     reply: Any = None
 
@@ -60,6 +61,7 @@ class OutcomeWriter:
         dead: dict[str, str] | None = None,
         follow: Notification | None = None,
         delivered: bool | None = None,
+        urgent: bool = False,
     ) -> Any:
         """Remove the entry, and dead-letter / hand to the fallback / count, atomically.
 
@@ -76,6 +78,7 @@ class OutcomeWriter:
             dead=dead,
             follow=follow,
             delivered=delivered,
+            urgent=urgent,
         )
         self._outcomes.append(outcome)
         if self._writer is None or self._writer.done():
@@ -107,8 +110,8 @@ class OutcomeWriter:
         it was applied, or all of it)."""
         for attempt in range(20):
             try:
-                for receiver in {o.follow.receiver for o in batch if o.follow is not None}:
-                    await self.outbox.ensure_group(receiver)
+                for follow in [o.follow for o in batch if o.follow is not None]:
+                    await self.outbox.ensure_group_of(follow)
                 async with self.outbox.redis.pipeline(transaction=True) as pipe:
                     replies_at = self._queue_outcomes(pipe, batch)
                     # A command Redis refuses must not cost the others their outcome.
@@ -135,7 +138,7 @@ class OutcomeWriter:
         """Queue the batch's writes in order; returns where each outcome's reply will be.
 
         Deliveries of one channel with no failure between share one reset of its failure
-        count; the entries of each channel are removed with one XACK and one XDEL.
+        count; the entries of each stream are removed with one XACK and one XDEL.
         """
         replies_at: list[tuple[Outcome, int]] = []
         reset: set[str] = set()  # channels whose count is reset since their last failure
@@ -155,7 +158,7 @@ class OutcomeWriter:
                 replies_at.append((o, len(pipe)))
                 pipe.incr(keys.channel_failures(self.outbox.prefix, o.channel))
                 pipe.expire(keys.channel_failures(self.outbox.prefix, o.channel), STATE_TTL_S)
-            done.setdefault(o.channel, []).append(o.entry_id)
-        for channel, entry_ids in done.items():
-            self.outbox.done_on(pipe, channel, *entry_ids)
+            done.setdefault(self.outbox.stream(o.channel, o.urgent), []).append(o.entry_id)
+        for stream, entry_ids in done.items():
+            self.outbox.done_on(pipe, stream, *entry_ids)
         return replies_at

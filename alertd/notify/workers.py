@@ -1,7 +1,9 @@
 """Per-channel delivery workers: the reader of each channel's outbox, and its jobs.
 
 Each channel has its own outbox stream and its own reader, so a slow or dead
-channel never delays another. The reader takes as many entries per XREADGROUP
+channel never delays another; and an urgent lane (a stream, a reader and delivery
+slots of its own: outbox.py) so a new page never waits behind a storm queued
+before it. The reader takes as many entries per XREADGROUP
 as it has free delivery slots and delivers them side by side (a group's
 notifications one after the other). One heartbeat per channel keeps every
 entry it holds fresh (`Outbox.touch_many`) so no other replica claims them
@@ -44,6 +46,7 @@ IN_FLIGHT_PER_CHANNEL = 64  # the most notifications of one channel in hand at o
 # Email opens an SMTP connection per message and Slack waits for its rate-limit slot
 # inside the attempt's timeout: more at once would only hit connection limits and time out.
 IN_FLIGHT_BY_TYPE = {"email": 16, "slack": 16}
+URGENT_SHARE = 4  # an urgent lane's slots: a quarter of its channel's (a page is rare)
 PRUNE_EVERY_S = 300.0
 PRUNE_IDLE_MS = 3600 * 1000
 
@@ -75,6 +78,7 @@ class _Lane:
 
     name: str
     consumer: str
+    urgent: bool
     held: dict[str, _Held] = field(default_factory=dict)
     room: asyncio.Event = field(default_factory=asyncio.Event)  # a delivery slot freed
     beat: asyncio.Task[None] | None = None
@@ -98,7 +102,7 @@ class ChannelWorkers:
     _tasks: dict[str, list[asyncio.Task[None]]] = field(default_factory=dict)
     _busy: set[asyncio.Task[Any]] = field(default_factory=set)
     _retired: set[asyncio.Task[None]] = field(default_factory=set)
-    _lanes: dict[str, _Lane] = field(default_factory=dict)
+    _lanes: dict[tuple[str, bool], _Lane] = field(default_factory=dict)
     _groups: dict[tuple[str, str], _GroupLock] = field(default_factory=dict)
     _outcomes: OutcomeWriter = field(init=False)
     _failing: ChannelFailing = field(init=False)
@@ -130,7 +134,10 @@ class ChannelWorkers:
         for name, ch in channels.items():
             self.health.setdefault(name, ChannelHealth())
             if name not in self._tasks and ch.config.enabled:
-                self._tasks[name] = [asyncio.create_task(self._run(name), name=f"deliver:{name}")]
+                self._tasks[name] = [
+                    asyncio.create_task(self._run(name, False), name=f"deliver:{name}"),
+                    asyncio.create_task(self._run(name, True), name=f"deliver-urgent:{name}"),
+                ]
         for name, ch in old.items():
             if channels.get(name) is not ch:
                 self._spawn(ch.close())
@@ -190,43 +197,44 @@ class ChannelWorkers:
         # Several beats per claim_idle, so a busy event loop does not lose an entry.
         return min(5.0, max(0.05, self.claim_idle_s / 5))
 
-    def _in_flight_limit(self, name: str) -> int:
-        channel = self.channels.get(name)
+    def _in_flight_limit(self, lane: _Lane) -> int:
+        channel = self.channels.get(lane.name)
         kind = channel.config.type if channel is not None else ""
-        return IN_FLIGHT_BY_TYPE.get(kind, IN_FLIGHT_PER_CHANNEL)
+        limit = IN_FLIGHT_BY_TYPE.get(kind, IN_FLIGHT_PER_CHANNEL)
+        return max(1, limit // URGENT_SHARE) if lane.urgent else limit
 
-    def _lane(self, name: str) -> _Lane:
-        lane = self._lanes.get(name)
+    def _lane(self, name: str, urgent: bool) -> _Lane:
+        lane = self._lanes.get((name, urgent))
         if lane is None:
-            # One consumer name per channel and process: a restart reads back its own first.
-            lane = self._lanes[name] = _Lane(name, f"{self.consumer}:0")
+            # One consumer name per stream and process: a restart reads back its own first.
+            lane = self._lanes[name, urgent] = _Lane(name, f"{self.consumer}:0", urgent)
         return lane
 
-    async def _run(self, name: str) -> None:
-        lane = self._lane(name)
+    async def _run(self, name: str, urgent: bool) -> None:
+        lane = self._lane(name, urgent)
         own_pending = True  # first, what a previous run under this name left unfinished
         pending_after = "0"
         next_claim = 0.0
         next_prune = time.monotonic() + PRUNE_EVERY_S * random.random()
         backoff_s = 0.1
         while self._current(name):
-            free = self._in_flight_limit(name) - len(lane.held)
+            free = self._in_flight_limit(lane) - len(lane.held)
             if free <= 0:
                 lane.room.clear()
                 await lane.room.wait()
                 continue
             try:
-                await self.outbox.ensure_group(name)
+                await self.outbox.ensure_group(name, urgent)
                 batch: list[Entry] = []
                 if own_pending:
                     batch = await self.outbox.read(
-                        name, lane.consumer, free, 0, pending=True, after=pending_after
+                        name, lane.consumer, free, 0, True, pending_after, urgent
                     )
                     own_pending = bool(batch)
                     pending_after = batch[-1][0] if batch else "0"
                 if not batch and time.monotonic() >= next_claim:
                     idle_ms = int(self.claim_idle_s * 1000)
-                    batch = await self.outbox.claim(name, lane.consumer, idle_ms, free)
+                    batch = await self.outbox.claim(name, lane.consumer, idle_ms, free, urgent)
                     # One claimed suggests more: look again at once, else after a while.
                     pause_s = min(5.0, max(0.1, self.claim_idle_s / 2))
                     next_claim = (
@@ -234,9 +242,9 @@ class ChannelWorkers:
                     )
                 if time.monotonic() >= next_prune:
                     next_prune = time.monotonic() + PRUNE_EVERY_S
-                    await self.outbox.prune_consumers(name, PRUNE_IDLE_MS)
+                    await self.outbox.prune_consumers(name, PRUNE_IDLE_MS, urgent)
                 if not batch:
-                    batch = await self.outbox.read(name, lane.consumer, free, 1000)
+                    batch = await self.outbox.read(name, lane.consumer, free, 1000, urgent=urgent)
                 backoff_s = 0.1
             except asyncio.CancelledError:
                 raise
@@ -288,7 +296,7 @@ class ChannelWorkers:
                 if not ids:
                     break
                 try:
-                    lost = await self.outbox.touch_many(lane.name, lane.consumer, ids)
+                    lost = await self.outbox.touch_many(lane.name, lane.consumer, ids, lane.urgent)
                 except RedisError as exc:
                     # Keep delivering: the outcome is written once Redis is back.
                     log.debug(
@@ -310,21 +318,22 @@ class ChannelWorkers:
 
     async def _handle(self, lane: _Lane, held: _Held) -> None:
         try:
-            await self._handle_held(lane.name, held)
+            await self._handle_held(lane, held)
         finally:
             held.delivering = False
             if lane.held.get(held.entry_id) is held:
                 del lane.held[held.entry_id]
             lane.room.set()
 
-    async def _handle_held(self, name: str, held: _Held) -> None:
+    async def _handle_held(self, lane: _Lane, held: _Held) -> None:
+        name, urgent = lane.name, lane.urgent
         entry_id, n = held.entry_id, held.notification
         channel = self.channels.get(name)
         if n is None or channel is None or not channel.config.enabled:
             held.delivering = False  # nothing to interrupt if it is taken over meanwhile
         if n is None:
             log.error("unreadable outbox entry dropped", channel=name, entry=entry_id)
-            await self._outcomes.record(name, entry_id)
+            await self._outcomes.record(name, entry_id, urgent=urgent)
             return
         if channel is not None and not channel.config.enabled:
             # Stays pending: read first by this channel's next reader when it is enabled again.
@@ -335,12 +344,11 @@ class ChannelWorkers:
             error = f"channel '{name}' is no longer configured"
             self._bound(name, n).warning("notification dead-lettered", error=error)
             fields = self.dead.notification_fields(n, name, "channel unavailable", error)
-            await self._outcomes.record(name, entry_id, dead=fields)
+            await self._outcomes.record(name, entry_id, dead=fields, urgent=urgent)
             return
         if self.limiter is not None and not await self.limiter.admit(channel, n):
-            await self._outcomes.record(
-                name, entry_id
-            )  # held in Redis for a digest: leaves the outbox
+            # Held in Redis for a digest: it leaves the outbox.
+            await self._outcomes.record(name, entry_id, urgent=urgent)
             return
         result = await self._deliver_held(channel, held, n)
         if result is None:
@@ -353,9 +361,9 @@ class ChannelWorkers:
             return
         n.attempts += result.attempts
         if result.ok:
-            await self._delivered(channel, entry_id, n, result)
+            await self._delivered(channel, lane, entry_id, n, result)
         else:
-            await self._failed(channel, entry_id, n, result)
+            await self._failed(channel, lane, entry_id, n, result)
 
     @staticmethod
     def _bound(name: str, n: Notification) -> Any:
@@ -417,7 +425,12 @@ class ChannelWorkers:
                 self._groups.pop(key, None)
 
     async def _delivered(
-        self, channel: Channel[Any], entry_id: str, n: Notification, result: DeliveryResult
+        self,
+        channel: Channel[Any],
+        lane: _Lane,
+        entry_id: str,
+        n: Notification,
+        result: DeliveryResult,
     ) -> None:
         name = channel.name
         health = self.health.setdefault(name, ChannelHealth())
@@ -438,14 +451,19 @@ class ChannelWorkers:
             attempts=result.attempts,
             latency_ms=round(result.latency_ms, 1),
         )
-        failing = await self._outcomes.record(name, entry_id, delivered=True)
+        failing = await self._outcomes.record(name, entry_id, delivered=True, urgent=lane.urgent)
         if self.history is not None:
             await self.history.record(n, "delivered", delivered_at=time.time())
         if failing:
             await self._failing.resolve_failing(name, failing)
 
     async def _failed(
-        self, channel: Channel[Any], entry_id: str, n: Notification, result: DeliveryResult
+        self,
+        channel: Channel[Any],
+        lane: _Lane,
+        entry_id: str,
+        n: Notification,
+        result: DeliveryResult,
     ) -> None:
         name = channel.name
         health = self.health.setdefault(name, ChannelHealth())
@@ -463,7 +481,7 @@ class ChannelWorkers:
         self.metrics.dead_letters.labels("notification").inc()
         fields = self.dead.notification_fields(n, name, reason, result.error)
         reply = await self._outcomes.record(
-            name, entry_id, dead=fields, follow=follow, delivered=False
+            name, entry_id, dead=fields, follow=follow, delivered=False, urgent=lane.urgent
         )
         if self.history is not None:
             await self.history.record(n, "dead-lettered", last_error=result.error)

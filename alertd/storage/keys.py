@@ -16,11 +16,13 @@ configured names (each is one key).
 | `alerts:ver`                   | string | bumped by every change filed into groups |
 | `ag:{fingerprint}`             | set    | groups still holding the alert |
 | `groups:due`                   | zset   | group id -> next flush (or lease end) |
+| `groups:urgent`                | zset   | groups a critical alert fired in: flushed first |
 | `group:{gid}`                  | hash   | group key, labels, route, last flush, lease |
 | `gm:{gid}`                     | set    | the group's fingerprints |
 | `nflog:{channel}:{gid}`        | string | what the channel was last told of the group |
 | `dispatch:routing`             | string | digest of the routing groups were flushed under |
 | `outbox:{channel}`             | stream | notifications waiting for delivery |
+| `urgent:{channel}`             | stream | the channel's urgent lane (new critical pages) |
 | `channel:failures:{channel}`   | string | consecutive failures |
 | `channel:failing:{channel}`    | string | the AlertdChannelFailing episode |
 | `silences`                     | hash   | silence id -> JSON |
@@ -86,6 +88,11 @@ def groups_due(prefix: str) -> str:
     return f"{prefix}groups:due"
 
 
+def groups_urgent(prefix: str) -> str:
+    """zset: group id -> when due, for groups a critical alert fired in (claimed first)."""
+    return f"{prefix}groups:urgent"
+
+
 def group(prefix: str, gid: str) -> str:
     return f"{prefix}group:{gid}"
 
@@ -102,8 +109,9 @@ def routing_digest(prefix: str) -> str:
     return f"{prefix}dispatch:routing"
 
 
-def outbox(prefix: str, channel: str) -> str:
-    return f"{prefix}outbox:{channel}"
+def outbox(prefix: str, channel: str, urgent: bool = False) -> str:
+    """A channel's outbox stream, or its urgent lane's (Notification.urgent)."""
+    return f"{prefix}urgent:{channel}" if urgent else f"{prefix}outbox:{channel}"
 
 
 def channel_failures(prefix: str, channel: str) -> str:

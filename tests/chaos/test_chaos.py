@@ -308,10 +308,11 @@ async def queue_state(client: aioredis.Redis) -> dict[str, Any]:
     group = groups.get(GROUP, {})
     last = info["last-generated-id"]
     outboxes: dict[str, tuple[int, int]] = {}
-    async for key in client.scan_iter(match="alertd:{p0}:outbox:*"):
-        name = key.decode()
-        outbox_pending = (await client.xpending(name, "alertd"))["pending"]
-        outboxes[name] = (await client.xlen(name), outbox_pending)
+    for lane in ("outbox", "urgent"):  # every channel's two streams (outbox.py)
+        async for key in client.scan_iter(match=f"alertd:{{p0}}:{lane}:*"):
+            name = key.decode()
+            outbox_pending = (await client.xpending(name, "alertd"))["pending"]
+            outboxes[name] = (await client.xlen(name), outbox_pending)
     return {
         "pending": pending,
         "caught_up": group.get("last-delivered-id") == last,

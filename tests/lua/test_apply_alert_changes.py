@@ -112,6 +112,25 @@ class TestGroupScheduling:
         assert T0 + 4 == await due_at(h, gid)
 
 
+class TestUrgent:
+    """A critical alert firing marks its groups urgent, due when they are; others do not."""
+
+    async def test_critical_marks_warning_does_not(self, h: Harness) -> None:
+        warn = await h.fire(service="db", disk="a")
+        assert None is await h.redis.zscore(h.store.urgent_key, gid_of(h, warn))
+        page = await h.fire(severity="critical", service="web", disk="b")
+        assert T0 + 5 == await h.redis.zscore(h.store.urgent_key, gid_of(h, page))
+
+    async def test_critical_while_leased_marks_it_now(self, h: Harness) -> None:
+        alert = await h.fire(service="db", disk="a")
+        gid = gid_of(h, alert)
+        lease = {"lease": "x:0", "lease_until": repr(T0 + 60), "last_flush": repr(T0)}
+        await h.redis.hset(h.store.group_key(gid), mapping=lease)
+        h.now = T0 + 1
+        await h.fire(severity="critical", service="db", disk="a")
+        assert T0 + 1 == await h.redis.zscore(h.store.urgent_key, gid)
+
+
 class TestWhileLeased:
     """While a flush holds a group, a change leaves `dirty` (or `rush`) and no new due time."""
 

@@ -15,6 +15,7 @@ from tests.test_dispatch import PREFIX, T0, Harness, write_config
 
 DUE = keys.groups_due(PREFIX)
 ALERTS = keys.alerts(PREFIX)
+URGENT = keys.groups_urgent(PREFIX)
 ROUTES = orjson.dumps({"r0": ["hook", "pager"], "": ["other"]})
 
 
@@ -33,7 +34,7 @@ async def claim(
 ) -> tuple[int, list[Any]]:
     script = redis.register_script(lua("claim_groups"))
     args = [PREFIX, repr(now), repr(now + lease_s), token, limit, ROUTES]
-    count, rows = await script(keys=[DUE, ALERTS], args=args)
+    count, rows = await script(keys=[DUE, ALERTS, URGENT], args=args)
     return count, rows
 
 
@@ -95,6 +96,30 @@ class TestClaimGroups:
         assert (2, [b"g1"]) == (count, gids(rows))
         assert None is await redis.zscore(DUE, "gone")
         assert T0 == await redis.zscore(DUE, "g2")
+
+    async def test_urgent_groups_are_taken_first_and_lose_the_mark(
+        self, redis: aioredis.Redis
+    ) -> None:
+        for i in range(5):
+            await group(redis, f"warn{i}", T0 - 10 + i)  # a backlog due before the page
+        await group(redis, "page", T0)
+        await redis.zadd(URGENT, {"page": T0})
+        count, rows = await claim(redis, T0, "A:0", limit=2)
+        assert (2, [b"page", b"warn0"]) == (count, gids(rows))
+        assert 0 == await redis.zcard(URGENT)
+
+    async def test_an_urgent_group_another_flush_holds_waits_with_its_lease(
+        self, redis: aioredis.Redis
+    ) -> None:
+        await group(redis, "page", T0, lease="B:0", lease_until=repr(T0 + 20))
+        await redis.zadd(URGENT, {"page": T0})
+        count, rows = await claim(redis, T0 + 1, "A:0")
+        assert (1, []) == (count, rows)
+        assert (T0 + 20, T0 + 20) == (
+            await redis.zscore(DUE, "page"),
+            await redis.zscore(URGENT, "page"),
+        )
+        assert (0, []) == await claim(redis, T0 + 2, "A:1")  # not taken again meanwhile
 
     async def test_dispatchers_claim_a_group_once_after_group_wait(self, h: Harness) -> None:
         alert = await h.fire(service="db")

@@ -15,6 +15,7 @@ from tests.test_dispatch import PREFIX, T0, Harness, write_config
 
 DUE = keys.groups_due(PREFIX)
 ALERTS = keys.alerts(PREFIX)
+URGENT = keys.groups_urgent(PREFIX)
 STREAM = keys.outbox(PREFIX, "hook")
 LOG = keys.nflog(PREFIX, "hook", "g1")
 NOW = T0 + 10
@@ -49,7 +50,7 @@ def plan(
 async def commit(redis: aioredis.Redis, token: str, *plans: list[Any]) -> list[int]:
     script = redis.register_script(lua("commit_groups"))
     args = [PREFIX, token, repr(NOW), 600, orjson.dumps(list(plans))]
-    result: list[int] = await script(keys=[DUE], args=args)
+    result: list[int] = await script(keys=[DUE, URGENT], args=args)
     return result
 
 
@@ -97,6 +98,27 @@ class TestAllOrNothing:
         assert 0 == await first.flush(stale, T0 + 6)
         assert 1 == await second.flush(fresh, T0 + 6)
         assert 1 == len(await h.queued())
+
+
+class TestUrgentMark:
+    """A group marked urgent during its flush stays marked, due with it; dropped with it."""
+
+    async def test_the_mark_follows_the_next_flush_time(self, redis: aioredis.Redis) -> None:
+        await leased(redis, rush="1")
+        await redis.zadd(URGENT, {"g1": NOW + 30})
+        assert [1, 1] == await commit(redis, "A:0", plan())
+        assert (NOW, NOW) == (await redis.zscore(DUE, "g1"), await redis.zscore(URGENT, "g1"))
+
+    async def test_an_unmarked_group_is_not_marked(self, redis: aioredis.Redis) -> None:
+        await leased(redis, rush="1")
+        assert [1, 1] == await commit(redis, "A:0", plan())
+        assert 0 == await redis.zcard(URGENT)
+
+    async def test_the_mark_goes_with_the_emptied_group(self, redis: aioredis.Redis) -> None:
+        await leased(redis)
+        await redis.zadd(URGENT, {"g1": NOW + 30})
+        assert [0, 1] == await commit(redis, "A:0", plan(forgets=[["f1", "R1"]]))
+        assert (None, 0) == (await redis.zscore(DUE, "g1"), await redis.zcard(URGENT))
 
 
 class TestCommitted:

@@ -3,15 +3,16 @@
 -- changes as one JSON array (thousands of separate arguments cost the client more to pack
 -- than cjson costs Redis). Per change: [fp, expected, new, now, new_state, the window key
 -- and the newest sample time the change was judged on ('' for none), when the clock must
--- next judge the alert ('' for never: it is no longer live), targets], each target
--- [gid, group key, group labels JSON, route, group_wait, group_interval, immediate].
--- Every value is a string.
-local alerts, due, clock, prefix = KEYS[1], KEYS[2], KEYS[3], ARGV[1]
+-- next judge the alert ('' for never: it is no longer live), targets, urgent ('1': a
+-- critical alert fires: its groups are also indexed in KEYS[4], which flushes read
+-- first)], each target [gid, group key, group labels JSON, route, group_wait,
+-- group_interval, immediate]. Every value is a string.
+local alerts, due, clock, urgent, prefix = KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[1]
 local gone, version = prefix .. 'alerts:gone', prefix .. 'alerts:ver'
 local out = {}
 for _, c in ipairs(cjson.decode(ARGV[2])) do
   local fp, expected, new, now_s, new_state = c[1], c[2], c[3], c[4], c[5]
-  local wkey, judged, clock_at, targets = c[6], c[7], c[8], c[9]
+  local wkey, judged, clock_at, targets, page = c[6], c[7], c[8], c[9], c[10] == '1'
   local now = tonumber(now_s)
   local cur = redis.call('HGET', alerts, fp) or ''
   -- Judged on a window another replica has merged newer samples into since: that
@@ -52,6 +53,7 @@ for _, c in ipairs(cjson.decode(ARGV[2])) do
       if lease_until > now then
         -- A flush holds the group and reschedules it when done: leave word of the change.
         redis.call('HSET', g, immediate == '1' and 'rush' or 'dirty', '1')
+        if page then redis.call('ZADD', urgent, 'LT', now, gid) end
       else
         local lf = redis.call('HGET', g, 'last_flush')
         local at
@@ -59,6 +61,7 @@ for _, c in ipairs(cjson.decode(ARGV[2])) do
         elseif not lf then at = now + wait
         else at = math.max(tonumber(lf) + interval, now) end
         redis.call('ZADD', due, 'LT', at, gid)
+        if page then redis.call('ZADD', urgent, 'LT', at, gid) end
       end
     end
   end

@@ -1,11 +1,21 @@
 -- Take up to `limit` due groups, leasing each to `token` until `lease_until`, and read
 -- what their flush needs: {number due, {gid, group hash (flat), members, their alerts,
 -- {channel, notification log entry, ...}, gid, ...}} for the ones taken. ARGV[6]: JSON
--- {route id: [channels]} ('' for a route not in it), whose logs are read.
-local due, alerts, prefix = KEYS[1], KEYS[2], ARGV[1]
+-- {route id: [channels]} ('' for a route not in it), whose logs are read. Groups a
+-- critical alert fired in (KEYS[3], urgent) are taken first, so a page does not wait
+-- for a storm of other groups due before it.
+local due, alerts, urgent, prefix = KEYS[1], KEYS[2], KEYS[3], ARGV[1]
 local now, lease_until, token, limit = ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5])
 local routes = cjson.decode(ARGV[6])
-local gids = redis.call('ZRANGEBYSCORE', due, '-inf', now, 'LIMIT', 0, limit)
+local gids = redis.call('ZRANGEBYSCORE', urgent, '-inf', now, 'LIMIT', 0, limit)
+local first = {}
+for _, gid in ipairs(gids) do first[gid] = true end
+if #gids < limit then
+  for _, gid in ipairs(redis.call('ZRANGEBYSCORE', due, '-inf', now, 'LIMIT', 0, limit)) do
+    if #gids == limit then break end
+    if not first[gid] then gids[#gids + 1] = gid end
+  end
+end
 local out = {}
 for _, gid in ipairs(gids) do
   local g = prefix .. 'group:' .. gid
@@ -17,9 +27,14 @@ for _, gid in ipairs(gids) do
   end
   if #h == 0 then
     redis.call('ZREM', due, gid)
+    redis.call('ZREM', urgent, gid)
   elseif held_until > tonumber(now) then
-    redis.call('ZADD', due, held_until, gid)  -- someone else's flush: theirs until then
+    -- Someone else's flush: theirs until then. An urgent mark waits as long (their
+    -- commit brings it forward, commit_groups.lua).
+    redis.call('ZADD', due, held_until, gid)
+    redis.call('ZADD', urgent, 'XX', held_until, gid)
   else
+    redis.call('ZREM', urgent, gid)
     redis.call('ZADD', due, lease_until, gid)
     redis.call('HSET', g, 'lease', token, 'lease_until', lease_until)
     local members = redis.call('SMEMBERS', prefix .. 'gm:' .. gid)

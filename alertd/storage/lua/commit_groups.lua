@@ -7,9 +7,11 @@
 -- stream or '', payload], a forget [fingerprint, alert as told]. Every value a string.
 -- Returns per group: status (-1 lease lost, 0 dropped, 1 rescheduled, 2 a log moved
 -- under us: nothing written, flushed again at once) and notifications queued.
+-- KEYS: groups:due, groups:urgent (a group marked urgent keeps the mark, due with it).
 local prefix, token, now_s, ttl = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local now = tonumber(now_s)
-local alerts, gone, due = prefix .. 'alerts', prefix .. 'alerts:gone', prefix .. 'groups:due'
+local alerts, gone = prefix .. 'alerts', prefix .. 'alerts:gone'
+local due, urgent = KEYS[1], KEYS[2]
 
 local function forget(gid, gm, fp, raw)
   local cur, old = redis.call('HGET', alerts, fp), redis.call('HGET', gone, fp)
@@ -49,6 +51,7 @@ local function commit(gid, interval_s, sleep_s, notices, forgets)
   if redis.call('SCARD', gm) == 0 then
     redis.call('DEL', g, gm)
     redis.call('ZREM', due, gid)
+    redis.call('ZREM', urgent, gid)
     if stale then return 2, 0 end  -- nothing was written: not "dropped after telling"
     return 0, queued
   end
@@ -58,6 +61,7 @@ local function commit(gid, interval_s, sleep_s, notices, forgets)
   if stale or held[2] then at = now end
   if not stale then redis.call('HSET', g, 'last_flush', now_s) end
   redis.call('ZADD', due, at, gid)
+  redis.call('ZADD', urgent, 'XX', at, gid)
   if stale then return 2, 0 end
   return 1, queued
 end
