@@ -31,7 +31,7 @@ from redis.asyncio import Redis
 
 from alertd.model import Alert
 from alertd.notify.routing import GroupTarget
-from alertd.storage import keys
+from alertd.storage import keys, scripts
 from alertd.storage.scripts import lua
 
 APPLY_CHUNK = 500  # changes per Lua call: long enough to pay off, short enough not to stall Redis
@@ -153,9 +153,10 @@ class AlertStore:
         pipe = self.redis.pipeline(transaction=False)
         for start in range(0, len(changes), APPLY_CHUNK):
             chunk = orjson.dumps(changes[start : start + APPLY_CHUNK])
-            await self._apply(
-                keys=[self.alerts_key, self.due_key, self.clock_key, self.urgent_key],
-                args=[self.prefix, chunk],
-                client=pipe,
+            scripts.queue(
+                pipe,
+                self._apply,
+                [self.alerts_key, self.due_key, self.clock_key, self.urgent_key],
+                [self.prefix, chunk],
             )
-        return [bool(r) for taken in await pipe.execute() for r in taken]
+        return [bool(r) for taken in await scripts.execute(pipe) for r in taken]

@@ -38,7 +38,7 @@ from alertd.notify.dispatcher import Dispatcher, Runtime
 from alertd.notify.history import History
 from alertd.notify.outbox import Outbox
 from alertd.notify.ratelimit import RateLimiter
-from alertd.notify.workers import ChannelWorkers
+from alertd.notify.workers import CONNECTIONS_PER_HOST, ChannelWorkers
 from alertd.ops import build_channels
 from alertd.ownership import Ownership
 from alertd.preflight import RedisWatch, check_listen, listen_error, redis_target
@@ -212,7 +212,7 @@ class App:
                 streams = {*r.streams, r.dead_letter_stream}
                 await migrate_unpartitioned(self.redis, r.key_prefix, streams)
         self.channel_ctx.http = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=256, limit_per_host=64)
+            connector=aiohttp.TCPConnector(limit=256, limit_per_host=CONNECTIONS_PER_HOST)
         )
         self.channels = build_channels(self.config.channels, self.channel_ctx)
         self.workers.set_channels(self.channels)

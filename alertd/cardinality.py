@@ -38,7 +38,7 @@ from alertd.matchers import matches_all
 from alertd.metrics import Metrics
 from alertd.model import Alert, Event
 from alertd.selfalerts import self_alert, set_self_alert
-from alertd.storage import keys
+from alertd.storage import keys, scripts
 from alertd.storage.scripts import lua
 
 if TYPE_CHECKING:
@@ -160,8 +160,8 @@ class SeriesGuard:
         for name, fps in ask.items():
             rule = rules[name]
             args = [rule.spec.max_series, repr(now), repr(now - idle_s(rule)), int(idle_s(rule))]
-            await self._script(keys=[self.keys.admitted(name)], args=[*args, *fps], client=pipe)
-        replies = await pipe.execute()
+            scripts.queue(pipe, self._script, [self.keys.admitted(name)], [*args, *fps])
+        replies = await scripts.execute(pipe)
         for (name, fps), reply in zip(ask.items(), replies, strict=True):
             self.metrics.series.labels(name).set(int(reply[0]))
             seen = self._seen.setdefault(name, {})

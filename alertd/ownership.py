@@ -14,7 +14,7 @@ from __future__ import annotations
 import structlog
 from redis.asyncio import Redis
 
-from alertd.storage import keys
+from alertd.storage import keys, scripts
 from alertd.storage.scripts import lua
 
 log = structlog.get_logger("alertd.ownership")
@@ -39,12 +39,13 @@ class Ownership:
         """Heartbeat, and take or keep the partition's lease."""
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.set(keys.daemon_heartbeat(self.prefix, self.name), "1", px=self.ttl_ms)
-            await self._hold(
-                keys=[keys.partition_lease(self.prefix), keys.partition_fence(self.prefix)],
-                args=[self.name, self.ttl_ms],
-                client=pipe,
+            scripts.queue(
+                pipe,
+                self._hold,
+                [keys.partition_lease(self.prefix), keys.partition_fence(self.prefix)],
+                [self.name, self.ttl_ms],
             )
-            _, token = await pipe.execute()
+            _, token = await scripts.execute(pipe)
         token = int(token)
         if token != self.token:
             log.info("partition owned" if token else "partition lost", token=token or self.token)

@@ -33,7 +33,7 @@ from redis.asyncio import Redis
 
 from alertd.engine.aggregates import Bucket, aggregate
 from alertd.settings import Rule
-from alertd.storage import keys
+from alertd.storage import keys, scripts
 from alertd.storage.scripts import lua
 
 AGE_TTL_S = 7 * 86400  # a silent heartbeat is remembered this long
@@ -345,9 +345,9 @@ class RedisWindows:
                 ]
                 if packed is not None:
                     args.append("\n".join([packed[i] for i in chunk]))
-                await self._script(keys=touched, args=args, client=pipe)
+                scripts.queue(pipe, self._script, touched, args)
                 calls.append((chunk, first, plan.storage))
-        results = await pipe.execute()
+        results = await scripts.execute(pipe)
         out: list[SeriesWindow | None] = [None] * len(series)
         stored: list[bytes | None] = [None] * len(series) if alerts_key else []
         for (chunk, first, storage), answers in zip(calls, results, strict=True):

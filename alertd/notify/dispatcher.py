@@ -61,7 +61,7 @@ from alertd.notify.stages import (
 )
 from alertd.settings import Config
 from alertd.silences import Silence, SilenceStore, silenced_by
-from alertd.storage import keys
+from alertd.storage import keys, scripts
 from alertd.storage.scripts import lua
 from alertd.timeintervals import TimeInterval, muted
 
@@ -379,10 +379,10 @@ class Dispatcher:
         pipe = self.redis.pipeline(transaction=False)
         for start in range(0, len(gids), 1000):
             chunk = gids[start : start + 1000]
-            await self._reschedule(
-                keys=[self.store.due_key], args=[self.prefix, repr(now), *chunk], client=pipe
+            scripts.queue(
+                pipe, self._reschedule, [self.store.due_key], [self.prefix, repr(now), *chunk]
             )
-        await pipe.execute()
+        await scripts.execute(pipe)
 
     async def claim(self, now: float) -> Claim:
         """Lease up to `batch_groups` due groups to this replica, reading them as it does."""

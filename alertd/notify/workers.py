@@ -47,6 +47,9 @@ IN_FLIGHT_PER_CHANNEL = 64  # the most notifications of one channel in hand at o
 # inside the attempt's timeout: more at once would only hit connection limits and time out.
 IN_FLIGHT_BY_TYPE = {"email": 16, "slack": 16}
 URGENT_SHARE = 4  # an urgent lane's slots: a quarter of its channel's (a page is rare)
+# HTTP connections to one host: a channel's slots in both lanes, so a page never waits
+# for a connection a storm holds.
+CONNECTIONS_PER_HOST = IN_FLIGHT_PER_CHANNEL + IN_FLIGHT_PER_CHANNEL // URGENT_SHARE
 PRUNE_EVERY_S = 300.0
 PRUNE_IDLE_MS = 3600 * 1000
 
