@@ -932,10 +932,16 @@ async def storm(bench: Bench) -> Any:
                 out["alertd_idle"].append(idle)
                 log(f"{head} {_storm_line('alertd', a)}")
                 log(f"{head} {_latency_line('alertd idle (' + idle['on'] + ')', idle)}")
+            capped = bool(out["alertd"]) and out["alertd"][-1]["capped"]
             if bench.runs("alertmanager"):
                 m = await _storm_alertmanager(bench, rep)
                 out["alertmanager"].append(m)
+                capped = capped or m["capped"]
                 log(f"{head} {_storm_line('alertmanager', m)}")
+            if capped and rep + 1 < bench.reps:
+                log(f"{head} capped: the remaining repetitions are skipped")
+                out["skipped_reps"] = bench.reps - rep - 1
+                break
     finally:
         await r.aclose()
         bench.procs.stop(redis)
