@@ -446,9 +446,9 @@ def _xadd_probe(r: aioredis.Redis, metric: str) -> Callable[[str], Awaitable[Non
 
 
 async def _probe_alertd(
-    bench: Bench, r: aioredis.Redis, tag: str, n: int, metric: str = "bench_latency"
+    bench: Bench, r: aioredis.Redis, tag: str, n: int
 ) -> tuple[list[float], int]:
-    return await _probe(bench, tag, n, _xadd_probe(r, metric))
+    return await _probe(bench, tag, n, _xadd_probe(r, "bench_latency"))
 
 
 async def _probe_alertmanager(bench: Bench, am: Proc, tag: str, n: int) -> tuple[list[float], int]:
@@ -761,12 +761,13 @@ async def _storm(
         await start_storm()
         return time.time() - started
 
+    sent: dict[str, float] = {}
+
     async def probe(aid: str) -> None:
         sent[aid] = time.time()
         await send_probe(aid)
 
     storm = asyncio.create_task(timed_storm())
-    sent: dict[str, float] = {}
     # A probe is not awaited before the next is due: Alertmanager answers a POST in up to a
     # second under the storm, and waiting for it would push the later probes past the storm.
     sending: list[asyncio.Task[None]] = []
@@ -784,8 +785,13 @@ async def _storm(
             after_storm += received >= n
             after_cap += received < n and time.monotonic() >= deadline
             sending.append(asyncio.create_task(probe(f"{tag}-{i}")))
-        await asyncio.gather(*sending)
-        publish_s = await storm
+        # Bounded: a send still hanging at the cap is cancelled below and its probe lost.
+        await asyncio.wait(sending, timeout=max(PROBE_TIMEOUT_S, deadline - time.monotonic()))
+        for sender in sending:
+            if sender.done():
+                sender.result()  # a send that failed raises here
+        done, _ = await asyncio.wait({storm}, timeout=max(0.0, deadline - time.monotonic()))
+        publish_s = storm.result() if done else None
         stats = await _storm_progress(bench, proc, n, deadline, storm)
     finally:
         for task in [storm, *sending]:
