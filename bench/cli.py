@@ -36,7 +36,7 @@ from bench.report import (
 )
 from bench.scenarios import DEFAULT, FULL, QUICK, Bench, Sizes, log
 
-SCENARIOS = ("ceiling", "throughput", "latency", "fanout", "memory")
+SCENARIOS = ("ceiling", "throughput", "latency", "fanout", "memory", "storm")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -58,8 +58,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--fanout-grouped", type=int, help="fan-out alerts in --fanout-groups (10,000)")
     p.add_argument("--fanout-groups", type=int, help="groups of the grouped fan-out (100)")
     p.add_argument("--probes", type=int, help="latency probes per repetition (200)")
+    p.add_argument(
+        "--storm-alerts", type=int, help="storm: warning alerts, one group each (20,000)"
+    )
+    p.add_argument("--storm-probes", type=int, help="storm: probes sent during it (50)")
     p.add_argument("--throughput-cap", type=float, help="seconds before a backlog run is capped")
     p.add_argument("--fanout-cap", type=float, help="seconds before a fan-out run is capped")
+    p.add_argument("--storm-cap", type=float, help="seconds before a storm run is capped")
     p.add_argument(
         "--form",
         choices=("json", "flat"),
@@ -113,6 +118,9 @@ def sizes_of(args: argparse.Namespace) -> Sizes:
         ("probes", "latency_probes"),
         ("throughput_cap", "throughput_cap_s"),
         ("fanout_cap", "fanout_cap_s"),
+        ("storm_alerts", "storm_alerts"),
+        ("storm_probes", "storm_probes"),
+        ("storm_cap", "storm_cap_s"),
     ):
         if getattr(args, arg):
             changes[name] = getattr(args, arg)
@@ -155,6 +163,32 @@ def meta(args: argparse.Namespace, sizes: Sizes) -> dict[str, Any]:
     }
 
 
+async def run_scenarios(bench: Bench, only: set[str], sc: dict[str, Any]) -> None:
+    """Run the selected scenarios in order, each one's figures into `sc` as it ends."""
+    procs = bench.procs
+    if "throughput" in only:
+        procs.profile_tag = "throughput"
+        sc["throughput"] = await scenarios.throughput(bench, with_ceiling=True)
+    elif "ceiling" in only:
+        sc["throughput"] = await scenarios.ceiling_only(bench)
+    if "memory" in only:
+        procs.profile_tag = "memory"
+        sc["memory_idle"] = await scenarios.memory_idle(bench)
+        if "throughput" not in only:
+            sc["throughput"] = await scenarios.throughput(
+                bench, with_ceiling="ceiling" in only, only_series=max(bench.sizes.series)
+            )
+    if "latency" in only:
+        procs.profile_tag = "latency"
+        sc["latency"] = await scenarios.latency(bench)
+    if "fanout" in only:
+        procs.profile_tag = "fanout"
+        sc["fanout"] = await scenarios.fanout(bench)
+    if "storm" in only:
+        procs.profile_tag = "storm"
+        sc["storm"] = await scenarios.storm(bench)
+
+
 async def run(args: argparse.Namespace) -> int:
     sizes = sizes_of(args)
     only = set(args.only or SCENARIOS)
@@ -173,7 +207,7 @@ async def run(args: argparse.Namespace) -> int:
         cluster=args.cluster,
     )
     results: dict[str, Any] = {"meta": meta(args, sizes), "scenarios": {}}
-    needs_am = bool(only & {"latency", "fanout"})
+    needs_am = bool(only & {"latency", "fanout", "storm"})
     if args.no_alertmanager:
         bench.alertmanager_skip = "--no-alertmanager was given"
     elif needs_am:
@@ -193,24 +227,7 @@ async def run(args: argparse.Namespace) -> int:
     sc = results["scenarios"]
     try:
         await bench.start()
-        if "throughput" in only:
-            procs.profile_tag = "throughput"
-            sc["throughput"] = await scenarios.throughput(bench, with_ceiling=True)
-        elif "ceiling" in only:
-            sc["throughput"] = await scenarios.ceiling_only(bench)
-        if "memory" in only:
-            procs.profile_tag = "memory"
-            sc["memory_idle"] = await scenarios.memory_idle(bench)
-            if "throughput" not in only:
-                sc["throughput"] = await scenarios.throughput(
-                    bench, with_ceiling="ceiling" in only, only_series=max(sizes.series)
-                )
-        if "latency" in only:
-            procs.profile_tag = "latency"
-            sc["latency"] = await scenarios.latency(bench)
-        if "fanout" in only:
-            procs.profile_tag = "fanout"
-            sc["fanout"] = await scenarios.fanout(bench)
+        await run_scenarios(bench, only, sc)
     except BaseException as exc:
         results["error"] = f"{type(exc).__name__}: {exc}"
         log(f"run failed: {results['error']}")
@@ -274,9 +291,9 @@ def _at_most(bound: float, v: float) -> bool:
     return v <= bound
 
 
-def _times_am(ratio: list[float | None]) -> str:
+def _times_am(ratio: list[float | None], of: str = "AM") -> str:
     r = report.median([v for v in ratio if v is not None])
-    return f"{r:.2f} x AM" if r is not None else ""
+    return f"{r:.2f} x {of}" if r is not None else ""
 
 
 def rows_throughput(thr: dict[str, Any], sizes: Sizes, only: set[str]) -> list[Row]:
@@ -397,6 +414,95 @@ def rows_memory(idle: list[dict[str, Any]] | None, big: dict[str, Any] | None) -
     return rows
 
 
+def rows_storm(st: dict[str, Any], am_skip: str | None) -> list[Row]:
+    a, idle, m = st["alertd"], st["alertd_idle"], st["alertmanager"]
+    scen = f"6 page during a storm ({st['alerts']:,} warnings, {st['probes']} probes)"
+    skipped = "skipped" if am_skip else ""
+    rows: list[Row] = []
+    for q in ("p50", "p99"):
+        av, iv, mv = _get(a, f"{q}_s"), _get(idle, f"{q}_s"), _get(m, f"{q}_s")
+        vs_am = report.ratios(av, mv)
+        notes = [
+            _times_am(vs_am) or ("AM skipped" if am_skip else ""),
+            _times_am(report.ratios(av, iv), "idle"),
+        ]
+        if q == "p50":
+            rows.append(
+                Row(scen, "alertd storm p50", av, fmt_ms, note="; ".join(filter(None, notes)))
+            )
+            continue
+        lost = sum(x.get("timeouts", 0) for x in a)
+        late = sum(x.get("probes_after_storm", 0) for x in a)
+        if lost:
+            notes.insert(0, f"{lost} probes never arrived")
+        if late:
+            notes.append(f"{late} probes sent after the storm was delivered")
+        at_cap = sum(x.get("probes_after_cap", 0) for x in a)
+        if at_cap:
+            notes.append(f"{at_cap} probes sent at once at the cap")
+        met = report.judge(av, functools.partial(_at_most, 0.1))
+        rows.append(
+            Row(
+                scen,
+                "alertd storm p99",
+                av,
+                fmt_ms,
+                "<= 100 ms",
+                False if lost else met,
+                "; ".join(filter(None, notes)),
+            )
+        )
+        met = report.judge(vs_am, functools.partial(_at_most, 1.0)) if m else None
+        rows.append(
+            Row(
+                scen,
+                "alertd / AM storm p99",
+                vs_am,
+                fmt_ratio,
+                "<= 1",
+                False if lost and m else met,
+            )
+        )
+    fresh = sum(x.get("on") == "fresh daemon" for x in idle)
+    for q in ("p50", "p99"):
+        note = f"{fresh} on a fresh daemon (storm not over by the cap)" if fresh else ""
+        rows.append(Row(scen, f"alertd idle {q}", _get(idle, f"{q}_s"), fmt_ms, note=note))
+    for q in ("p50", "p99"):
+        note = skipped
+        if q == "p99":
+            late = sum(x.get("probes_after_storm", 0) for x in m)
+            lost = sum(x.get("timeouts", 0) for x in m)
+            at_cap = sum(x.get("probes_after_cap", 0) for x in m)
+            extra = [
+                f"{lost} probes never arrived" if lost else "",
+                f"{late} probes sent after the storm was delivered" if late else "",
+                f"{at_cap} probes sent at once at the cap" if at_cap else "",
+            ]
+            note = "; ".join(filter(None, [note, *extra]))
+        rows.append(Row(scen, f"AM storm {q}", _get(m, f"{q}_s"), fmt_ms, note=note))
+    at, mt = _get(a, "storm_s"), _get(m, "storm_s")
+    capped = [x for x in a if x.get("capped")]
+    note = _times_am(report.ratios(at, mt))
+    if capped:
+        c = capped[0]
+        note = f"capped: {c['storm_received_at_cap']:,} of {st['alerts']:,} by the cap"
+        if c["storm_delivered_s"] is not None:
+            note = f"capped: all in {c['storm_delivered_s']:.1f}s, past the cap"
+        note += f" ({c['storm_cap_s']:.0f}s)"
+    rows.append(Row(scen, "alertd: storm delivered", at, fmt_s, note=note))
+    capped = [x for x in m if x.get("capped")]
+    note = skipped or (f"capped after {capped[0]['storm_cap_s']:.0f}s" if capped else "")
+    rows.append(Row(scen, "AM: storm delivered", mt, fmt_s, note=note))
+    for who, reps in (("alertd", a), ("AM", m)):
+        wrong = [
+            None if x.get("missing") is None else x["missing"] + x["extra_copies"] for x in reps
+        ]
+        dup = sum(x.get("duplicates", 0) for x in reps)
+        note = f"{dup} duplicate notifications" if dup else ""
+        rows.append(Row(scen, f"{who}: alerts not exactly once", wrong, fmt_int, note=note))
+    return rows
+
+
 def build_rows(
     results: dict[str, Any], sizes: Sizes, only: set[str], am_skip: str | None
 ) -> list[Row]:
@@ -407,6 +513,8 @@ def build_rows(
         rows += rows_latency(sc["latency"], am_skip)
     if sc.get("fanout"):
         rows += rows_fanout(sc["fanout"], am_skip)
+    if sc.get("storm"):
+        rows += rows_storm(sc["storm"], am_skip)
     big = thr.get(f"series_{max(sizes.series)}") if "memory" in only else None
     rows += rows_memory(sc.get("memory_idle"), big)
     return rows

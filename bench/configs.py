@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-# Latency probes and fan-out alerts: `last > 0` per series, a window long enough that
+# Latency probes, fan-out and storm alerts: `last > 0` per series, a window long enough that
 # nothing resolves during a run. The runs make more series than the default max_series.
 BENCH_RULES = """
 [[rules]]
@@ -32,6 +32,25 @@ window = "10m"
 group_by = ["grp", "id"]
 critical = "> 0"
 summary = "fan-out alert {id} of {grp}"
+max_series = 1000000
+
+# A page during a storm (scenario 6): the storm's warnings, the probes' pages.
+[[rules]]
+name = "StormWarn"
+metric = "bench_storm"
+window = "10m"
+group_by = ["id"]
+warning = "> 0"
+summary = "storm alert {id}"
+max_series = 1000000
+
+[[rules]]
+name = "StormPage"
+metric = "bench_page"
+window = "10m"
+group_by = ["id"]
+critical = "> 0"
+summary = "page {id}"
 max_series = 1000000
 """
 

@@ -10,6 +10,10 @@ Control endpoints (JSON), used by the bench process:
     GET  /_bench/stats                  counts so far
     GET  /_bench/arrival?id=X&timeout_s=T   long-poll: when alert X first arrived
     GET  /_bench/until?unique=N&timeout_s=T long-poll: stats once N distinct alerts arrived
+
+`stats` and `until` take an optional `prefix=P`: then `prefix_unique` and
+`prefix_last_new_at` count only the alerts whose id starts with P, and `until`
+waits for N of those (the storm scenario tells its storm from its probes so).
 """
 
 from __future__ import annotations
@@ -37,10 +41,23 @@ class Record:
         self.first_request_at: float | None = None
         self.last_new_at: float | None = None
         self.waiters: dict[str, list[asyncio.Future[float]]] = {}
-        self.count_waiters: list[tuple[int, asyncio.Future[None]]] = []
+        self.count_waiters: list[tuple[int, str, asyncio.Future[None]]] = []
+        # per id prefix asked about: [distinct alerts, arrival of the last new one]
+        self.prefixes: dict[str, list[Any]] = {}
 
-    def stats(self) -> dict[str, Any]:
+    def prefix_count(self, prefix: str) -> list[Any]:
+        if prefix not in self.prefixes:
+            ats = [at for aid, at in self.first_at.items() if aid.startswith(prefix)]
+            self.prefixes[prefix] = [len(ats), max(ats, default=None)]
+        return self.prefixes[prefix]
+
+    def stats(self, prefix: str | None = None) -> dict[str, Any]:
+        extra: dict[str, Any] = {}
+        if prefix is not None:
+            count, last = self.prefix_count(prefix)
+            extra = {"prefix_unique": count, "prefix_last_new_at": last}
         return {
+            **extra,
             "notifications": self.notifications,
             "alerts": self.alerts,
             "unique": len(self.first_at),
@@ -65,22 +82,29 @@ class Record:
                 group.add(aid)
                 new = True
             if aid not in self.first_at:
-                self.first_at[aid] = at
-                self.last_new_at = at
-                for fut in self.waiters.pop(aid, []):
-                    if not fut.done():
-                        fut.set_result(at)
+                self.first(aid, at)
         if not new:
             self.duplicates += 1
         if self.count_waiters:
-            unique = len(self.first_at)
-            keep: list[tuple[int, asyncio.Future[None]]] = []
-            for n, waiter in self.count_waiters:
-                if unique >= n and not waiter.done():
+            keep: list[tuple[int, str, asyncio.Future[None]]] = []
+            for n, prefix, waiter in self.count_waiters:
+                if self.prefix_count(prefix)[0] >= n and not waiter.done():
                     waiter.set_result(None)
                 elif not waiter.done():
-                    keep.append((n, waiter))
+                    keep.append((n, prefix, waiter))
             self.count_waiters = keep
+
+    def first(self, aid: str, at: float) -> None:
+        """Alert `aid` arrived for the first time."""
+        self.first_at[aid] = at
+        self.last_new_at = at
+        for prefix, count in self.prefixes.items():
+            if aid.startswith(prefix):
+                count[0] += 1
+                count[1] = at
+        for fut in self.waiters.pop(aid, []):
+            if not fut.done():
+                fut.set_result(at)
 
 
 def build_app() -> web.Application:
@@ -100,7 +124,7 @@ def build_app() -> web.Application:
         return web.json_response({"ok": True})
 
     async def stats(request: web.Request) -> web.Response:
-        return web.json_response(rec.stats())
+        return web.json_response(rec.stats(request.query.get("prefix")))
 
     async def arrival(request: web.Request) -> web.Response:
         aid = request.query["id"]
@@ -118,12 +142,13 @@ def build_app() -> web.Application:
     async def until(request: web.Request) -> web.Response:
         n = int(request.query["unique"])
         timeout_s = float(request.query.get("timeout_s", "60"))
-        if len(rec.first_at) < n:
+        prefix = request.query.get("prefix")
+        if rec.prefix_count(prefix or "")[0] < n:
             fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            rec.count_waiters.append((n, fut))
+            rec.count_waiters.append((n, prefix or "", fut))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(fut, timeout_s)
-        return web.json_response(rec.stats())
+        return web.json_response(rec.stats(prefix))
 
     app = web.Application(client_max_size=256 * 1024 * 1024)
     app.router.add_post("/_bench/reset", reset)

@@ -1,4 +1,4 @@
-"""The five scenarios. Each returns its raw figures (a dict per repetition) for the JSON file.
+"""The six scenarios. Each returns its raw figures (a dict per repetition) for the JSON file.
 
 1 ceiling     a plain consumer: XREADGROUP COUNT 1000, orjson decode, pipelined XACK
 2 throughput  alertd on a pre-published backlog over rules/default.toml, until lag 0 and
@@ -8,6 +8,9 @@
 4 fanout      N alerts, each its own group, and M alerts in G groups: time until the receiver
               has every alert, duplicate notifications, peak RSS; alertd and Alertmanager
 5 memory      alertd's RSS idle, once every series was seen, and after the whole backlog
+6 storm       a page during a storm: N new warning alerts (one group each) delivered while
+              probes (one new critical alert each) are sent along the delivery's progress;
+              the probes' latency beside the same probes idle, and beside Alertmanager
 """
 
 from __future__ import annotations
@@ -49,13 +52,16 @@ class Sizes:
     fanout_groups: int
     throughput_cap_s: float  # a run still draining after this is stopped and marked capped
     fanout_cap_s: float
+    storm_alerts: int
+    storm_probes: int
+    storm_cap_s: float
 
 
-FULL = Sizes(1_000_000, (1_000, 100_000), 200, 5, 100_000, 10_000, 100, 60, 180)
+FULL = Sizes(1_000_000, (1_000, 100_000), 200, 5, 100_000, 10_000, 100, 60, 180, 20_000, 50, 180)
 # Alertmanager alone needs ~200 s per repetition for 100,000 one-alert groups here: the
 # default run scales that case down to fit ~15 minutes; --full keeps it.
 DEFAULT = dataclasses.replace(FULL, fanout_each=20_000)
-QUICK = Sizes(50_000, (1_000, 10_000), 30, 3, 2_000, 1_000, 10, 60, 60)
+QUICK = Sizes(50_000, (1_000, 10_000), 30, 3, 2_000, 1_000, 10, 60, 60, 5_000, 50, 60)
 
 
 def log(msg: str) -> None:
@@ -429,14 +435,20 @@ async def _probe(
     return samples, timeouts
 
 
+def _xadd_probe(r: aioredis.Redis, metric: str) -> Callable[[str], Awaitable[None]]:
+    """A probe sender: one XADD of a `metric` event crossing its rule, labelled `id`."""
+
+    async def send(aid: str) -> None:
+        body = orjson.dumps({"name": metric, "value": 1, "labels": {"id": aid}})
+        await r.xadd(STREAM, {"data": body})
+
+    return send
+
+
 async def _probe_alertd(
     bench: Bench, r: aioredis.Redis, tag: str, n: int
 ) -> tuple[list[float], int]:
-    async def send(aid: str) -> None:
-        body = orjson.dumps({"name": "bench_latency", "value": 1, "labels": {"id": aid}})
-        await r.xadd(STREAM, {"data": body})
-
-    return await _probe(bench, tag, n, send)
+    return await _probe(bench, tag, n, _xadd_probe(r, "bench_latency"))
 
 
 async def _probe_alertmanager(bench: Bench, am: Proc, tag: str, n: int) -> tuple[list[float], int]:
@@ -587,30 +599,41 @@ async def _fanout_alertmanager(bench: Bench, case: str, n: int, groups: int) -> 
         {"labels": {"alertname": name, "severity": "critical", **labels}}
         for labels in _fanout_alerts(case, n, groups)
     ]
-    batches = [orjson.dumps(alerts[i : i + 100]) for i in range(0, n, 100)]
+    batches = _batches(alerts)
     await bench.rx_reset()
     am = await bench.start_alertmanager()
     url = f"http://127.0.0.1:{am.port}/api/v2/alerts"
-    queue: asyncio.Queue[bytes] = asyncio.Queue()
-    for b in batches:
-        queue.put_nowait(b)
-
-    async def poster() -> None:
-        assert bench.http is not None
-        while not queue.empty():
-            body = queue.get_nowait()
-            async with bench.http.post(url, data=body, headers=_JSON) as resp:
-                resp.raise_for_status()
-
     try:
         started = time.time()
-        await asyncio.gather(*(poster() for _ in range(4)))
+        await _post_batches(bench, url, batches)
         posted_s = time.time() - started
         res = await _await_all(bench, am, n, started, bench.sizes.fanout_cap_s)
         res["publish_s"] = posted_s
     finally:
         bench.stop(am)
     return res
+
+
+def _batches(alerts: list[dict[str, Any]]) -> list[bytes]:
+    """Alertmanager's request bodies: 100 alerts each (serialised before any timer starts)."""
+    return [orjson.dumps(alerts[i : i + 100]) for i in range(0, len(alerts), 100)]
+
+
+async def _post_batches(bench: Bench, url: str, batches: list[bytes]) -> None:
+    """POST /api/v2/alerts, 4 requests in flight."""
+    assert bench.http is not None
+    http = bench.http
+    queue: asyncio.Queue[bytes] = asyncio.Queue()
+    for b in batches:
+        queue.put_nowait(b)
+
+    async def poster() -> None:
+        while not queue.empty():
+            body = queue.get_nowait()
+            async with http.post(url, data=body, headers=_JSON) as resp:
+                resp.raise_for_status()
+
+    await asyncio.gather(*(poster() for _ in range(4)))
 
 
 async def fanout(bench: Bench) -> Any:
@@ -689,6 +712,260 @@ async def memory_idle(bench: Bench) -> list[dict[str, Any]]:
         await r.aclose()
         bench.procs.stop(redis)
     return out
+
+
+# --- 6. a page during a storm -----------------------------------------------------------
+
+STORM_PREFIX = "s-"  # the storm's alert ids; probes are "p<rep>-<i>" (storm), "i<rep>-<i>" (idle)
+SETTLE_S = 3.0  # after the last alert arrived: time for a duplicate notification to show
+
+
+async def _storm_progress(
+    bench: Bench, proc: Proc, want: int, deadline: float, storm: asyncio.Task[Any]
+) -> dict[str, Any]:
+    """The receiver's stats once `want` storm alerts arrived, or at the deadline."""
+    while True:
+        left = deadline - time.monotonic()
+        stats = await bench.rx(
+            "GET",
+            "/_bench/until",
+            unique=want,
+            prefix=STORM_PREFIX,
+            timeout_s=max(0.0, min(2.0, left)),
+        )
+        if stats["prefix_unique"] >= want or left <= 0:
+            return stats
+        if storm.done():
+            storm.result()  # a storm that failed to publish raises here, not at the cap
+        if not proc.alive():
+            raise RuntimeError(f"{proc.name} exited; log:\n{proc.tail()}")
+
+
+async def _storm(
+    bench: Bench,
+    proc: Proc,
+    tag: str,
+    start_storm: Callable[[], Awaitable[None]],
+    send_probe: Callable[[str], Awaitable[None]],
+) -> dict[str, Any]:
+    """Start the storm; send probe i once about i/(probes+1) of it has arrived; wait for all.
+
+    A probe's latency: the receiver's arrival stamp minus the time just before its send.
+    """
+    n, probes, cap_s = bench.sizes.storm_alerts, bench.sizes.storm_probes, bench.sizes.storm_cap_s
+    rx_cpu0 = bench.receiver.cpu() if bench.receiver is not None else 0.0
+    started = time.time()
+    deadline = time.monotonic() + cap_s
+
+    async def timed_storm() -> float:
+        await start_storm()
+        return time.time() - started
+
+    sent: dict[str, float] = {}
+
+    async def probe(aid: str) -> None:
+        sent[aid] = time.time()
+        await send_probe(aid)
+
+    storm = asyncio.create_task(timed_storm())
+    # A probe is not awaited before the next is due: Alertmanager answers a POST in up to a
+    # second under the storm, and waiting for it would push the later probes past the storm.
+    sending: list[asyncio.Task[None]] = []
+    progress: list[int] = []  # storm alerts received when each probe was sent
+    after_storm = after_cap = received = 0
+    try:
+        for i in range(1, probes + 1):
+            due = round(i * n / (probes + 1))
+            # Under a burst the receiver answers late: the probes whose mark the last answer
+            # already passed go out together, without asking again.
+            if received < due:
+                stats = await _storm_progress(bench, proc, due, deadline, storm)
+                received = stats["prefix_unique"]
+            progress.append(received)
+            after_storm += received >= n
+            after_cap += received < n and time.monotonic() >= deadline
+            sending.append(asyncio.create_task(probe(f"{tag}-{i}")))
+        # Bounded: a send still hanging at the cap is cancelled below and its probe lost.
+        await asyncio.wait(sending, timeout=max(PROBE_TIMEOUT_S, deadline - time.monotonic()))
+        for sender in sending:
+            if sender.done():
+                sender.result()  # a send that failed raises here
+        done, _ = await asyncio.wait({storm}, timeout=max(0.0, deadline - time.monotonic()))
+        publish_s = storm.result() if done else None
+        stats = await _storm_progress(bench, proc, n, deadline, storm)
+    finally:
+        for task in [storm, *sending]:
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+    # all delivered (perhaps after the cap: the probes may have kept the check back)
+    delivered_s = stats["prefix_last_new_at"] - started if stats["prefix_unique"] >= n else None
+    capped = delivered_s is None or delivered_s > cap_s
+
+    async def latency(aid: str) -> float | None:
+        # a probe may take as long as the storm's cap, and at least PROBE_TIMEOUT_S
+        wait_s = max(sent[aid] + PROBE_TIMEOUT_S, started + cap_s) - time.time()
+        got = await bench.rx("GET", "/_bench/arrival", id=aid, timeout_s=max(0.0, wait_s))
+        return None if got["at"] is None else float(got["at"]) - sent[aid]
+
+    arrived = await asyncio.gather(*(latency(aid) for aid in sent))
+    samples = [x for x in arrived if x is not None]
+    peak, cpu = proc.peak_rss(), proc.cpu()
+    rx_cpu = (bench.receiver.cpu() - rx_cpu0) if bench.receiver is not None else None
+    await asyncio.sleep(SETTLE_S)
+    final = await bench.rx("GET", "/_bench/stats", prefix=f"{tag}-")
+    storm_final = await bench.rx("GET", "/_bench/stats", prefix=STORM_PREFIX)
+    missing = n + probes - final["unique"]
+    extra = final["alerts"] - final["unique"]  # alerts delivered more than once
+    return {
+        "alerts": n,
+        "capped": capped,
+        "storm_cap_s": cap_s,
+        "storm_s": None if capped else delivered_s,
+        "storm_delivered_s": delivered_s,
+        "storm_received_at_cap": stats["prefix_unique"],
+        "storm_received": storm_final["prefix_unique"],
+        "publish_s": publish_s,
+        "probes_sent": len(sent),
+        "probes_received": final["prefix_unique"],
+        "probes_after_storm": after_storm,
+        "probes_after_cap": after_cap,  # sent at once when the cap passed mid-storm
+        "probe_progress": progress,
+        **_latency_summary(samples, len(sent) - len(samples)),
+        "notifications": final["notifications"],
+        "alerts_received": final["alerts"],
+        "duplicates": final["duplicates"],
+        "missing": missing,
+        "extra_copies": extra,
+        "exactly_once": missing == 0 and extra == 0 and final["duplicates"] == 0,
+        "peak_rss_bytes": max(peak, proc.peak_rss()),
+        "cpu_s": cpu,
+        "receiver_cpu_s": rx_cpu,
+    }
+
+
+async def _storm_alertd(
+    bench: Bench, redis: Proc, r: aioredis.Redis, rep: int
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(storm, idle): the storm by one pipelined XADD; then the probes again, one at a time,
+    on the same daemon once the storm is delivered (a fresh one if it was not by the cap)."""
+    n, probes = bench.sizes.storm_alerts, bench.sizes.storm_probes
+    key = STREAM.encode()
+    commands = [
+        publish.xadd_command(
+            key,
+            {
+                b"data": orjson.dumps(
+                    {"name": "bench_storm", "value": 1, "labels": {"id": f"{STORM_PREFIX}{i}"}}
+                )
+            },
+        )
+        for i in range(n)
+    ]
+    page = _xadd_probe(r, "bench_page")
+
+    async def storm() -> None:
+        await asyncio.to_thread(publish.pipeline, redis.port, commands)
+
+    await r.flushall()
+    await bench.rx_reset()
+    proc = await bench.start_alertd_notify(redis)
+    try:
+        res = await _storm(bench, proc, f"p{rep}", storm, page)
+        idle_on = "same daemon"
+        if res["storm_delivered_s"] is None:
+            bench.stop(proc)
+            await r.flushall()
+            await bench.rx_reset()
+            proc = await bench.start_alertd_notify(redis)
+            await _probe(bench, f"w{rep}", bench.sizes.latency_warmup, page)
+            idle_on = "fresh daemon"
+        samples, timeouts = await _probe(bench, f"i{rep}", probes, page)
+    finally:
+        bench.stop(proc)
+    return res, {**_latency_summary(samples, timeouts), "on": idle_on}
+
+
+async def _storm_alertmanager(bench: Bench, rep: int) -> dict[str, Any]:
+    """The storm by POST /api/v2/alerts (100 per request, 4 in flight), probes by one POST."""
+    assert bench.http is not None
+    http = bench.http
+    n = bench.sizes.storm_alerts
+
+    def alert(name: str, aid: str, severity: str) -> dict[str, Any]:
+        return {
+            "labels": {"alertname": name, "id": aid, "severity": severity},
+            "annotations": {"summary": f"{name} {aid}"},
+        }
+
+    batches = _batches([alert("StormWarn", f"{STORM_PREFIX}{i}", "warning") for i in range(n)])
+    await bench.rx_reset()
+    am = await bench.start_alertmanager()
+    url = f"http://127.0.0.1:{am.port}/api/v2/alerts"
+
+    async def storm() -> None:
+        await _post_batches(bench, url, batches)
+
+    async def page(aid: str) -> None:
+        body = orjson.dumps([alert("StormPage", aid, "critical")])
+        async with http.post(url, data=body, headers=_JSON) as resp:
+            resp.raise_for_status()
+
+    try:
+        return await _storm(bench, am, f"p{rep}", storm, page)
+    finally:
+        bench.stop(am)
+
+
+async def storm(bench: Bench) -> Any:
+    sizes = bench.sizes
+    redis = bench.procs.redis()
+    r = await redis_client(redis)
+    out: dict[str, Any] = {
+        "alerts": sizes.storm_alerts,
+        "probes": sizes.storm_probes,
+        "alertd": [],
+        "alertd_idle": [],
+        "alertmanager": [],
+    }
+    try:
+        for rep in range(bench.reps):
+            head = f"storm {sizes.storm_alerts:,} alerts rep {rep + 1}/{bench.reps}:"
+            if bench.runs("alertd"):
+                a, idle = await _storm_alertd(bench, redis, r, rep)
+                out["alertd"].append(a)
+                out["alertd_idle"].append(idle)
+                log(f"{head} {_storm_line('alertd', a)}")
+                log(f"{head} {_latency_line('alertd idle (' + idle['on'] + ')', idle)}")
+            capped = bool(out["alertd"]) and out["alertd"][-1]["capped"]
+            if bench.runs("alertmanager"):
+                m = await _storm_alertmanager(bench, rep)
+                out["alertmanager"].append(m)
+                capped = capped or m["capped"]
+                log(f"{head} {_storm_line('alertmanager', m)}")
+            if capped and rep + 1 < bench.reps:
+                log(f"{head} capped: the remaining repetitions are skipped")
+                out["skipped_reps"] = bench.reps - rep - 1
+                break
+    finally:
+        await r.aclose()
+        bench.procs.stop(redis)
+    return out
+
+
+def _storm_line(who: str, res: dict[str, Any]) -> str:
+    t = res["storm_s"]
+    when = f"storm in {t:.2f}s" if t is not None else f"capped after {res['storm_cap_s']:.0f}s"
+    line = f"{when}; probes: {_latency_line(who, res)}"
+    if res["probes_after_storm"]:
+        line += f", {res['probes_after_storm']} sent after the storm was delivered"
+    if res["probes_after_cap"]:
+        line += f", {res['probes_after_cap']} sent at once at the cap"
+    return (
+        f"{line}; {res['notifications']:,} notifications, {res['missing']} missing,"
+        f" {res['extra_copies']} delivered twice, {res['duplicates']} duplicate notifications"
+    )
 
 
 # --- Alertmanager -----------------------------------------------------------------------
