@@ -118,8 +118,10 @@ class History:
         self.clock = clock
         self._trimmed_at = 0.0
         self._write = redis.register_script(lua("write_history"))
-        # Records written together: outcomes finishing close together share a round trip.
+        # Records written together: those queued while a write is on its way go in the
+        # next one, so under load the writes are as few as the round trips allow.
         self._batch: list[tuple[str, float, dict[str, Any]]] = []  # member, queued at, record
+        self._waiting: list[asyncio.Future[None]] = []  # one per caller of the next write
         self._writer: asyncio.Task[None] | None = None
 
     async def record(self, n: Notification, outcome: Outcome, **fields: Any) -> None:
@@ -162,26 +164,46 @@ class History:
         if not items:
             return
         self._batch.extend(items)
-        if self._writer is None:
-            self._writer = asyncio.create_task(self._write_batch())
+        written = asyncio.get_running_loop().create_future()
+        self._waiting.append(written)
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write_batches())
         # Shielded: a cancelled caller (shutdown) does not cancel the others' records.
-        await asyncio.shield(self._writer)
+        await asyncio.shield(written)
 
-    async def _write_batch(self) -> None:
-        await asyncio.sleep(0)  # let the outcomes finishing in this loop turn join
-        items, self._batch = self._batch, []
-        self._writer = None
+    async def _write_batches(self) -> None:
+        waiting: list[asyncio.Future[None]] = []
+        try:
+            await asyncio.sleep(0)  # let the outcomes finishing in this loop turn join
+            while self._batch:
+                items, self._batch = self._batch, []
+                waiting, self._waiting = self._waiting, []
+                await self._write_batch(items)
+                _release(waiting)
+                if not self._batch:
+                    await self._trim_quietly()  # records queued meanwhile: the loop goes on
+        finally:  # cancelled (a stop): nobody waits for records that will not be written
+            _release(waiting + self._waiting)
+
+    async def _write_batch(self, items: list[tuple[str, float, dict[str, Any]]]) -> None:
         try:
             for start in range(0, len(items), WRITE_CHUNK):
                 args: list[Any] = []
                 for m, queued_at, rec in items[start : start + WRITE_CHUNK]:
                     args += [m, repr(queued_at), rank(rec), orjson.dumps(rec)]
                 await self._write(keys=[self.keys.records, self.keys.index], args=args)
-            await self._trim()
         except RedisError as exc:
             log.warning("notification history not written", error=type(exc).__name__)
         except Exception:  # history is a record of delivery, never a reason for it to fail
             log.exception("notification history not written")
+
+    async def _trim_quietly(self) -> None:
+        try:
+            await self._trim()
+        except RedisError as exc:
+            log.warning("notification history not trimmed", error=type(exc).__name__)
+        except Exception:
+            log.exception("notification history not trimmed")
 
     async def _trim(self) -> None:
         """Drop records past retention, and the oldest beyond MAX_RECORDS."""
@@ -267,3 +289,9 @@ def _decode(raw: bytes | None) -> dict[str, Any] | None:
     except ValueError:
         return None
     return rec if isinstance(rec, dict) else None
+
+
+def _release(waiting: list[asyncio.Future[None]]) -> None:
+    for written in waiting:
+        if not written.done():
+            written.set_result(None)

@@ -42,11 +42,12 @@ from alertd.notify.retry import Outcome
 log = structlog.get_logger("alertd.workers")
 throttled = ThrottledLog(log)  # loops that fail alike each retry log once a minute
 
-IN_FLIGHT_PER_CHANNEL = 64  # the most notifications of one channel in hand at once
+IN_FLIGHT_PER_CHANNEL = 64
 # Email opens an SMTP connection per message and Slack waits for its rate-limit slot
 # inside the attempt's timeout: more at once would only hit connection limits and time out.
 IN_FLIGHT_BY_TYPE = {"email": 16, "slack": 16}
 URGENT_SHARE = 4  # an urgent lane's slots: a quarter of its channel's (a page is rare)
+READ_WHEN_FREE = 4  # a busy lane reads again once 1/READ_WHEN_FREE of its slots are free
 # HTTP connections to one host: a channel's slots in both lanes, so a page never waits
 # for a connection a storm holds.
 CONNECTIONS_PER_HOST = IN_FLIGHT_PER_CHANNEL + IN_FLIGHT_PER_CHANNEL // URGENT_SHARE
@@ -221,8 +222,11 @@ class ChannelWorkers:
         next_prune = time.monotonic() + PRUNE_EVERY_S * random.random()
         backoff_s = 0.1
         while self._current(name):
-            free = self._in_flight_limit(lane) - len(lane.held)
-            if free <= 0:
+            limit = self._in_flight_limit(lane)
+            free = limit - len(lane.held)
+            # While it delivers, a lane reads again once a quarter of its slots are free:
+            # fewer, fuller reads in a storm. The urgent lane reads at once.
+            if free <= 0 or (lane.held and not urgent and free < limit // READ_WHEN_FREE):
                 lane.room.clear()
                 await lane.room.wait()
                 continue
