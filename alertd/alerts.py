@@ -119,7 +119,7 @@ class AlertStore:
         `clock_at`: when the clock must next judge the alert (None: not live).
         A critical alert that fires marks its groups urgent (flushed first).
         """
-        page = new is not None and new.state == "firing" and new.severity == "critical"
+        page = new is not None and new.pages
         return [
             fp,
             expected.decode(errors="replace"),  # as stored: JSON text

@@ -195,6 +195,10 @@ class App:
     async def _on_change(self, writes: list[PendingWrite]) -> None:
         if any(w.change in NOTIFY_CHANGES for w in writes):
             self.dispatcher.wake.set()
+        if any(
+            w.change in NOTIFY_CHANGES and w.alert is not None and w.alert.pages for w in writes
+        ):
+            self.workers.page_coming()
 
     async def process(self, events: list[Event], now: float) -> None:
         """The consumer's effect: window + alert state stored before the batch is acked."""

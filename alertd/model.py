@@ -115,6 +115,11 @@ class Alert:
     def alertname(self) -> str:
         return self.labels.get("alertname", self.rule)
 
+    @property
+    def pages(self) -> bool:
+        """A critical alert firing: its news goes before anything else (the urgent lane)."""
+        return self.state == "firing" and self.severity == "critical"
+
     def to_dict(self) -> dict[str, Any]:
         d = {
             "fingerprint": self.fingerprint,

@@ -70,7 +70,7 @@ throttled = ThrottledLog(log)  # loops that fail alike each retry log once a min
 
 LEASE_S = 30.0
 NFLOG_TTL_S = 8 * 86400
-BATCH_GROUPS = 500
+BATCH_GROUPS = 100
 INHIBIT_REFRESH_S = 1.0
 
 

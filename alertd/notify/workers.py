@@ -47,6 +47,10 @@ IN_FLIGHT_PER_CHANNEL = 64
 # inside the attempt's timeout: more at once would only hit connection limits and time out.
 IN_FLIGHT_BY_TYPE = {"email": 16, "slack": 16}
 URGENT_SHARE = 4  # an urgent lane's slots: a quarter of its channel's (a page is rare)
+# A critical alert that fires holds back the outbox readers this long at most (until the
+# page is delivered), and not again before as long has passed: the page's path through
+# this process is not queued behind a storm's deliveries, and nothing starves.
+PAGE_HOLD_S = 0.25
 READ_WHEN_FREE = 4  # a busy lane reads again once 1/READ_WHEN_FREE of its slots are free
 # HTTP connections to one host: a channel's slots in both lanes, so a page never waits
 # for a connection a storm holds.
@@ -112,8 +116,11 @@ class ChannelWorkers:
     _failing: ChannelFailing = field(init=False)
     _rng: random.Random = field(default_factory=random.Random)
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
+    _no_page: asyncio.Event = field(default_factory=asyncio.Event)  # clear: a page is coming
+    _page_hold_ends: float = 0.0  # monotonic
 
     def __post_init__(self) -> None:
+        self._no_page.set()
         self._outcomes = OutcomeWriter(self.outbox, self.dead, self._spawn)
         self._failing = ChannelFailing(self.outbox, lambda: self.channels, self.clock)
 
@@ -187,6 +194,27 @@ class ChannelWorkers:
             with contextlib.suppress(Exception):
                 await ch.close()
 
+    def page_coming(self) -> None:
+        """A critical alert just fired here: the outbox readers take nothing new until its
+        page is delivered or PAGE_HOLD_S passed (not again within as long after)."""
+        now = time.monotonic()
+        if now >= self._page_hold_ends + PAGE_HOLD_S:
+            self._page_hold_ends = now + PAGE_HOLD_S
+            self._no_page.clear()
+
+    def _page_delivered(self) -> None:
+        self._page_hold_ends = min(self._page_hold_ends, time.monotonic())
+        self._no_page.set()
+
+    async def _held_back(self) -> bool:
+        """Wait while a page is coming (at most until the hold ends); whether it waited."""
+        left_s = self._page_hold_ends - time.monotonic()
+        if self._no_page.is_set() or left_s <= 0:
+            return False
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._no_page.wait(), left_s)
+        return True
+
     # --- the reader --------------------------------------------------------------------
 
     def _workers(self) -> list[asyncio.Task[None]]:
@@ -214,6 +242,20 @@ class ChannelWorkers:
             lane = self._lanes[name, urgent] = _Lane(name, f"{self.consumer}:0", urgent)
         return lane
 
+    async def _room(self, lane: _Lane) -> int:
+        """How many entries the lane may read now; 0 after waiting for a slot, or for a
+        page to go first. While it delivers, a lane reads again only once a quarter of
+        its slots are free: fewer, fuller reads in a storm. The urgent lane reads at once."""
+        if not lane.urgent and await self._held_back():
+            return 0
+        limit = self._in_flight_limit(lane)
+        free = limit - len(lane.held)
+        if free <= 0 or (lane.held and not lane.urgent and free < limit // READ_WHEN_FREE):
+            lane.room.clear()
+            await lane.room.wait()
+            return 0
+        return free
+
     async def _run(self, name: str, urgent: bool) -> None:
         lane = self._lane(name, urgent)
         own_pending = True  # first, what a previous run under this name left unfinished
@@ -222,13 +264,8 @@ class ChannelWorkers:
         next_prune = time.monotonic() + PRUNE_EVERY_S * random.random()
         backoff_s = 0.1
         while self._current(name):
-            limit = self._in_flight_limit(lane)
-            free = limit - len(lane.held)
-            # While it delivers, a lane reads again once a quarter of its slots are free:
-            # fewer, fuller reads in a storm. The urgent lane reads at once.
-            if free <= 0 or (lane.held and not urgent and free < limit // READ_WHEN_FREE):
-                lane.room.clear()
-                await lane.room.wait()
+            free = await self._room(lane)
+            if not free:
                 continue
             try:
                 await self.outbox.ensure_group(name, urgent)
@@ -331,6 +368,8 @@ class ChannelWorkers:
             if lane.held.get(held.entry_id) is held:
                 del lane.held[held.entry_id]
             lane.room.set()
+            if lane.urgent and not lane.held:
+                self._page_delivered()
 
     async def _handle_held(self, lane: _Lane, held: _Held) -> None:
         name, urgent = lane.name, lane.urgent
