@@ -55,18 +55,30 @@ def _retryable(exc: BaseException) -> bool:
     return isinstance(exc, DeliveryError) and exc.retryable
 
 
-def retry_wait(retry: RetryConfig, rng: random.Random) -> Callable[[RetryCallState], float]:
-    """Seconds before the next attempt: full-jitter backoff, at least the Retry-After."""
-    initial_s = retry.initial_backoff.total_seconds()
-    max_s = retry.max_backoff.total_seconds()
+def retry_wait(
+    retry: RetryConfig, rng: random.Random, done_before: int = 0
+) -> Callable[[RetryCallState], float]:
+    """Seconds before the next attempt: full-jitter backoff, at least the Retry-After.
+
+    `done_before`: attempts made before tenacity's first (its numbers start after them).
+    """
 
     def wait(state: RetryCallState) -> float:
-        backoff = backoff_s(state.attempt_number, initial_s, max_s, rng)
         exc = state.outcome.exception() if state.outcome else None
-        after = exc.retry_after_s if isinstance(exc, DeliveryError) and exc.retry_after_s else 0.0
-        return max(backoff, min(after, MAX_RETRY_AFTER_S))
+        return wait_after(state.attempt_number + done_before, exc, retry, rng)
 
     return wait
+
+
+def wait_after(
+    attempt: int, exc: BaseException | None, retry: RetryConfig, rng: random.Random
+) -> float:
+    """Seconds to wait after failed attempt number `attempt` (1-based) that raised `exc`."""
+    initial_s = retry.initial_backoff.total_seconds()
+    max_s = retry.max_backoff.total_seconds()
+    backoff = backoff_s(attempt, initial_s, max_s, rng)
+    after = exc.retry_after_s if isinstance(exc, DeliveryError) and exc.retry_after_s else 0.0
+    return max(backoff, min(after, MAX_RETRY_AFTER_S))
 
 
 async def deliver(
@@ -78,63 +90,109 @@ async def deliver(
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
 ) -> DeliveryResult:
     """Send `n` with retries; a delivery failure is returned, never raised."""
-    retry = retry or channel.config.retry
-    timeout_s = retry.timeout.total_seconds()
-    secrets = channel.secrets()
-    bound = log.bind(channel=channel.name, notification_id=n.id)
-    started = time.perf_counter()
-    attempts = 0
-
-    def tell(outcome: Outcome) -> None:
-        if on_attempt is not None:
-            on_attempt(outcome)
-
-    async def attempt() -> None:
-        nonlocal attempts
-        attempts += 1
-        try:
-            # The channel bounds its own I/O by `timeout`; this bounds anything it forgot.
-            async with asyncio.timeout(timeout_s + 1):
-                await channel.send(n)
-        except TimeoutError:
-            tell(Outcome.RETRY)
-            raise DeliveryError("timed out", channel=channel.name, retryable=True) from None
-        except DeliveryError as exc:
-            tell(Outcome.RETRY if exc.retryable else Outcome.PERMANENT)
-            raise
-        except Exception:
-            tell(Outcome.PERMANENT)
-            raise
-        tell(Outcome.OK)
+    attempt = _Attempts(channel, n, retry or channel.config.retry, on_attempt)
+    # The first attempt on its own: most deliveries end there, at no cost of tenacity's.
+    try:
+        await attempt()
+    except DeliveryError as exc:
+        if not exc.retryable or attempt.retry.attempts <= 1:
+            return attempt.failed(str(exc), permanent=not exc.retryable)
+        rng = rng or random.Random()
+        wait_s = wait_after(1, exc, attempt.retry, rng)
+        attempt.retrying_in(1, wait_s, exc)
+        await sleep(wait_s)
+    except Exception as exc:
+        return attempt.crashed(exc)
+    else:
+        return attempt.delivered()
 
     def before_sleep(state: RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None
         wait_s = state.next_action.sleep if state.next_action else 0.0
-        bound.debug(
-            "retrying",
-            attempt=state.attempt_number,
-            wait_s=round(wait_s, 3),
-            error=redact(str(exc), secrets),
-        )
+        attempt.retrying_in(state.attempt_number + 1, wait_s, exc)
 
     retrying = AsyncRetrying(
-        stop=stop_after_attempt(retry.attempts),
-        wait=retry_wait(retry, rng or random.Random()),
+        stop=stop_after_attempt(attempt.retry.attempts - 1),
+        wait=retry_wait(attempt.retry, rng, done_before=1),
         retry=retry_if_exception(_retryable),
         before_sleep=before_sleep,
         reraise=True,
         sleep=sleep,
     )
-
-    def failed(error: str, permanent: bool) -> DeliveryResult:
-        elapsed_ms = (time.perf_counter() - started) * 1000
-        return DeliveryResult(False, attempts, elapsed_ms, redact(error, secrets), permanent)
-
     try:
         await retrying(attempt)
     except DeliveryError as exc:
-        return failed(str(exc), permanent=not exc.retryable)
-    except Exception as exc:  # a channel bug must not take the worker down
-        bound.exception("channel failed unexpectedly")
-        return failed(f"internal error: {type(exc).__name__}", permanent=True)
-    return DeliveryResult(True, attempts, (time.perf_counter() - started) * 1000)
+        return attempt.failed(str(exc), permanent=not exc.retryable)
+    except Exception as exc:
+        return attempt.crashed(exc)
+    return attempt.delivered()
+
+
+class _Attempts:
+    """One notification's attempts through one channel (callable: the next attempt), and
+    how they ended, with the channel's secrets kept out of every error text."""
+
+    def __init__(
+        self,
+        channel: Channel[Any],
+        n: Notification,
+        retry: RetryConfig,
+        on_attempt: Callable[[Outcome], None] | None,
+    ) -> None:
+        self.channel = channel
+        self.n = n
+        self.retry = retry
+        self.on_attempt = on_attempt
+        self.timeout_s = retry.timeout.total_seconds()
+        self.started = time.perf_counter()
+        self.count = 0
+
+    def _tell(self, outcome: Outcome) -> None:
+        if self.on_attempt is not None:
+            self.on_attempt(outcome)
+
+    async def __call__(self) -> None:
+        self.count += 1
+        try:
+            # The channel bounds its own I/O by `timeout`; this bounds anything it forgot.
+            async with asyncio.timeout(self.timeout_s + 1):
+                await self.channel.send(self.n)
+        except TimeoutError:
+            self._tell(Outcome.RETRY)
+            raise DeliveryError("timed out", channel=self.channel.name, retryable=True) from None
+        except DeliveryError as exc:
+            self._tell(Outcome.RETRY if exc.retryable else Outcome.PERMANENT)
+            raise
+        except Exception:
+            self._tell(Outcome.PERMANENT)
+            raise
+        self._tell(Outcome.OK)
+
+    def _elapsed_ms(self) -> float:
+        return (time.perf_counter() - self.started) * 1000
+
+    def retrying_in(self, attempt: int, wait_s: float, exc: BaseException | None) -> None:
+        log.debug(
+            "retrying",
+            channel=self.channel.name,
+            notification_id=self.n.id,
+            attempt=attempt,
+            wait_s=round(wait_s, 3),
+            error=redact(str(exc), self.channel.secrets()),
+        )
+
+    def delivered(self) -> DeliveryResult:
+        return DeliveryResult(True, self.count, self._elapsed_ms())
+
+    def failed(self, error: str, permanent: bool) -> DeliveryResult:
+        secrets = self.channel.secrets()
+        return DeliveryResult(
+            False, self.count, self._elapsed_ms(), redact(error, secrets), permanent
+        )
+
+    def crashed(self, exc: Exception) -> DeliveryResult:
+        """A channel bug: it must not take the worker down."""
+        log.exception(
+            "channel failed unexpectedly", channel=self.channel.name, notification_id=self.n.id
+        )
+        return self.failed(f"internal error: {type(exc).__name__}", permanent=True)
