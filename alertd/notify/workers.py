@@ -46,14 +46,14 @@ IN_FLIGHT_PER_CHANNEL = 64
 # Email opens an SMTP connection per message and Slack waits for its rate-limit slot
 # inside the attempt's timeout: more at once would only hit connection limits and time out.
 IN_FLIGHT_BY_TYPE = {"email": 16, "slack": 16}
-URGENT_SHARE = 4  # an urgent lane's slots: a quarter of its channel's (a page is rare)
+URGENT_SHARE = 4  # each lane is sure of a quarter of its channel's slots (_in_flight_limit)
 # A critical alert that fires holds back the outbox readers this long at most (until the
 # page is delivered), and not again before as long has passed: the page's path through
 # this process is not queued behind a storm's deliveries, and nothing starves.
 PAGE_HOLD_S = 0.25
 READ_WHEN_FREE = 4  # a busy lane reads again once 1/READ_WHEN_FREE of its slots are free
-# HTTP connections to one host: a channel's slots in both lanes, so a page never waits
-# for a connection a storm holds.
+# HTTP connections to one host: a channel's slots and the other lane's sure quarter, so
+# a page never waits for a connection a storm holds.
 CONNECTIONS_PER_HOST = IN_FLIGHT_PER_CHANNEL + IN_FLIGHT_PER_CHANNEL // URGENT_SHARE
 PRUNE_EVERY_S = 300.0
 PRUNE_IDLE_MS = 3600 * 1000
@@ -230,10 +230,13 @@ class ChannelWorkers:
         return min(5.0, max(0.05, self.claim_idle_s / 5))
 
     def _in_flight_limit(self, lane: _Lane) -> int:
+        """The lane's slots: its channel's, less what the other lane holds, and never
+        less than a quarter of them (so neither lane can starve the other)."""
         channel = self.channels.get(lane.name)
         kind = channel.config.type if channel is not None else ""
         limit = IN_FLIGHT_BY_TYPE.get(kind, IN_FLIGHT_PER_CHANNEL)
-        return max(1, limit // URGENT_SHARE) if lane.urgent else limit
+        other = self._lanes.get((lane.name, not lane.urgent))
+        return max(limit // URGENT_SHARE, limit - (len(other.held) if other else 0), 1)
 
     def _lane(self, name: str, urgent: bool) -> _Lane:
         lane = self._lanes.get((name, urgent))
