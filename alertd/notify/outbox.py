@@ -8,9 +8,9 @@ worker that died and is claimed by a live one, which delivers it with the same
 notification id.
 
 Each channel has two streams: its outbox and its urgent lane (`Notification.urgent`:
-a critical alert firing, first or changed). The lane has a reader and delivery
-slots of its own (workers.py), so a new page never waits behind a storm of
-warnings, repeats or resolutions queued before it, and they never wait for it.
+a critical alert firing, first or changed). The lane has a reader of its own and
+a sure share of the delivery slots (workers.py), so a new page never waits behind
+a storm of warnings, repeats or resolutions queued before it, nor they for it.
 """
 
 from __future__ import annotations
