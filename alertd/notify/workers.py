@@ -1,10 +1,10 @@
 """Per-channel delivery workers: the reader of each channel's outbox, and its jobs.
 
 Each channel has its own outbox stream and its own reader, so a slow or dead
-channel never delays another; and an urgent lane (a stream, a reader and delivery
-slots of its own: outbox.py) so a new page never waits behind a storm queued
-before it. The reader takes as many entries per XREADGROUP
-as it has free delivery slots and delivers them side by side (a group's
+channel never delays another; and an urgent lane (a stream and a reader of its
+own, and a sure share of the channel's slots: outbox.py) so a new page never
+waits behind a storm queued before it. A reader takes as many entries per
+XREADGROUP as it has free delivery slots and delivers them side by side (a group's
 notifications one after the other). One heartbeat per channel keeps every
 entry it holds fresh (`Outbox.touch_many`) so no other replica claims them
 while they retry; an entry another worker took over is left to it, and one
@@ -42,7 +42,7 @@ from alertd.notify.retry import Outcome
 log = structlog.get_logger("alertd.workers")
 throttled = ThrottledLog(log)  # loops that fail alike each retry log once a minute
 
-IN_FLIGHT_PER_CHANNEL = 64
+IN_FLIGHT_PER_CHANNEL = 64  # the most notifications of one channel in hand at once
 # Email opens an SMTP connection per message and Slack waits for its rate-limit slot
 # inside the attempt's timeout: more at once would only hit connection limits and time out.
 IN_FLIGHT_BY_TYPE = {"email": 16, "slack": 16}
