@@ -133,6 +133,7 @@ class App:
                 dead=self.dead,
                 metrics=self.metrics,
                 process=self.process,
+                prepare=self.prepare,
                 clock=clock,
                 stream=stream,
                 ownership=self.ownership,
@@ -195,6 +196,10 @@ class App:
     async def _on_change(self, writes: list[PendingWrite]) -> None:
         if any(w.change in NOTIFY_CHANGES for w in writes):
             self.dispatcher.wake.set()
+
+    def prepare(self, events: list[Event], now: float) -> None:
+        """Pre-aggregate a batch read ahead (see Evaluator.prepare)."""
+        self.evaluator.prepare(events, now)
 
     async def process(self, events: list[Event], now: float) -> None:
         """The consumer's effect: window + alert state stored before the batch is acked."""
