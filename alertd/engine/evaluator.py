@@ -31,7 +31,7 @@ import structlog
 from alertd.alerts import AlertStore
 from alertd.engine.aggregates import Bucket
 from alertd.engine.lifecycle import Change, held_severity, retire, series_fingerprint, step
-from alertd.engine.windows import SeriesWindow, WindowPlan, plan_of, series_value
+from alertd.engine.windows import OnMerged, SeriesWindow, WindowPlan, plan_of, series_value
 from alertd.matchers import matches_all
 from alertd.model import Alert, Event
 from alertd.notify.routing import Router
@@ -55,7 +55,11 @@ SWEEP_EVERY_S = 60.0
 
 class Windows(Protocol):
     async def merge(
-        self, updates: list[tuple[Rule, str, SeriesWindow]], now: float, alerts_key: str = ""
+        self,
+        updates: list[tuple[Rule, str, SeriesWindow]],
+        now: float,
+        alerts_key: str = "",
+        merged: OnMerged | None = None,
     ) -> tuple[list[SeriesWindow], list[bytes | None] | None]: ...
     async def read(
         self, series: list[tuple[Rule, str]], now: float
@@ -293,11 +297,18 @@ class Evaluator:
         if not touched:
             return []
         updates = [(rule, fp, win) for fp, (rule, win) in touched.items()]
-        merged, stored = await self.windows.merge(updates, now, self.writer.alerts_key)
+        judged: list[Judgement | None] = [None] * len(updates)
+
+        def judge(i: int, window: SeriesWindow, raw: bytes | None) -> None:
+            # as each answer arrives: Redis merges the next series meanwhile
+            rule, fp, _ = updates[i]
+            judged[i] = _judge((rule, fp, window), raw, now)
+
+        merged, stored = await self.windows.merge(updates, now, self.writer.alerts_key, judge)
         items: list[Item] = [
             (rule, fp, win) for (rule, fp, _), win in zip(updates, merged, strict=True)
         ]
-        return await self._evaluate(items, now, stored=stored)
+        return await self._evaluate(items, now, stored=stored, judged=judged)
 
     async def tick(self, now: float) -> list[PendingWrite]:
         """Clock evaluation: live alerts that are due (or all, on a sweep), and `age`
@@ -378,6 +389,7 @@ class Evaluator:
         now: float,
         reschedule: bool = False,
         stored: list[bytes | None] | None = None,
+        judged: list[Judgement | None] | None = None,
     ) -> list[PendingWrite]:
         """Step every series and write the changes with compare-and-set.
 
@@ -386,7 +398,8 @@ class Evaluator:
         With `reschedule`, the live alerts judged unchanged get their next `clock_at`
         (a write sets it for the changed ones). Without, an unchanged alert keeps the
         one it has: new samples can only put its next change later. `stored`: the
-        batch's alerts as the window merge read them (saves the first read).
+        batch's alerts as the window merge read them (saves the first read); `judged`:
+        the series already judged on them, where not None.
         """
         done: list[PendingWrite] = []
         clock: dict[str, float] = {}
@@ -397,9 +410,11 @@ class Evaluator:
                 raw = stored
             else:
                 raw = await self.writer.get_raw([fp for _, fp, _ in batch])
+            first = judged if attempt == 0 and stored is not None and judged else None
             writes = []
-            for item, r in zip(batch, raw, strict=True):
-                write, clock_at = _judge(item, r, now)
+            for i, (item, r) in enumerate(zip(batch, raw, strict=True)):
+                done_early = first[i] if first is not None else None
+                write, clock_at = done_early or _judge(item, r, now)
                 if write is not None:
                     writes.append(write)
                 elif clock_at is not None:
@@ -443,9 +458,11 @@ class Evaluator:
             await self.on_change(done)
 
 
-def _judge(
-    item: Item, prev_raw: bytes | None, now: float
-) -> tuple[PendingWrite | None, float | None]:
+# What a series needs: its write (None: its alert stays as stored), and its clock_at.
+Judgement = tuple[PendingWrite | None, float | None]
+
+
+def _judge(item: Item, prev_raw: bytes | None, now: float) -> Judgement:
     """The write one series needs at `now` (None when its alert stays as stored), and
     when the clock must next judge its alert (None when it is not live)."""
     rule, fp, win = item

@@ -259,6 +259,10 @@ def decode_window(
     return window
 
 
+# Called with a merged series' position in the batch, its whole window, and its stored
+# alert (None when there is none, or the merge does not read alerts).
+OnMerged = Callable[[int, "SeriesWindow", bytes | None], None]
+
 # A script call's series (positions), first bucket in the window, and storage kind.
 _Call = tuple[list[int], int, str]
 # A script call: its keys, its arguments, and its _Call.
@@ -286,12 +290,18 @@ class RedisWindows:
         return plan.window_ms + 2 * plan.width_ms + 60_000
 
     async def merge(
-        self, updates: list[tuple[Rule, str, SeriesWindow]], now: float, alerts_key: str = ""
+        self,
+        updates: list[tuple[Rule, str, SeriesWindow]],
+        now: float,
+        alerts_key: str = "",
+        merged: OnMerged | None = None,
     ) -> tuple[list[SeriesWindow], list[bytes | None] | None]:
         """Merge each (rule, fingerprint, batch window) and return the whole windows, in order.
 
         With `alerts_key` (the hash of alerts by series fingerprint), each series' stored
-        alert as well, read in the same step; else None.
+        alert as well, read in the same step; else None. `merged` is called with each
+        series' position, window and stored alert as soon as they are read, while Redis
+        merges the next series.
         """
 
         def packed(i: int) -> str:
@@ -305,13 +315,14 @@ class RedisWindows:
             now,
             [w.labels for _, _, w in updates],
             alerts_key,
+            merged,
         )
         # A merge always leaves a hash behind, so every answer holds a window.
-        merged = [
+        whole = [
             w or SeriesWindow(labels=win.labels)
             for w, (_, _, win) in zip(windows, updates, strict=True)
         ]
-        return merged, stored if alerts_key else None
+        return whole, stored if alerts_key else None
 
     async def read(self, series: list[tuple[Rule, str]], now: float) -> list[SeriesWindow | None]:
         """The windows of (rule, fingerprint) pairs at `now`; None where a series has none."""
@@ -325,6 +336,7 @@ class RedisWindows:
         now: float,
         known: list[dict[str, str]] | None = None,
         alerts_key: str = "",
+        merged: OnMerged | None = None,
     ) -> tuple[list[SeriesWindow | None], list[bytes | None]]:
         """One script call per rule and CHUNK series, all on one connection.
 
@@ -345,6 +357,11 @@ class RedisWindows:
                     stored[i] = raw_alert
             for i, raw in zip(chunk, answer, strict=True):
                 out[i] = decode_window(raw, first, storage, known[i] if known else None)
+            if merged is not None and known is not None:
+                for i in chunk:
+                    merged(
+                        i, out[i] or SeriesWindow(labels=known[i]), stored[i] if stored else None
+                    )
 
         calls = self._calls(series, packed, now, alerts_key)
         missing = await self._evalsha(calls, take)
@@ -439,7 +456,11 @@ class MemoryWindows:
         self.by_rule: dict[tuple[str, str], set[str]] = {}
 
     async def merge(
-        self, updates: list[tuple[Rule, str, SeriesWindow]], now: float, alerts_key: str = ""
+        self,
+        updates: list[tuple[Rule, str, SeriesWindow]],
+        now: float,
+        alerts_key: str = "",
+        merged: OnMerged | None = None,
     ) -> tuple[list[SeriesWindow], list[bytes | None] | None]:
         out = []
         for rule, fp, win in updates:
