@@ -161,6 +161,7 @@ class _Reader:
         "group_by",
         "is_age",
         "name",
+        "one_key",
         "rule",
         "sketch",
         "width_ms",
@@ -178,6 +179,7 @@ class _Reader:
         self.name = rule.name
         self.denominator = denominator
         self.group_by = group_by
+        self.one_key = group_by[0] if len(group_by) == 1 else None  # the common case, faster
         self.fingerprints = fingerprints  # shared by the rule's readers
         self.is_age = plan.is_age
         self.width_ms = plan.width_ms
@@ -254,7 +256,10 @@ class Evaluator:
                     continue
                 if ts < oldest[r.name]:
                     continue
-                values = tuple([labels.get(k, "") for k in r.group_by])
+                if r.one_key is not None:
+                    values: tuple[str, ...] = (labels.get(r.one_key, ""),)
+                else:
+                    values = tuple([labels.get(k, "") for k in r.group_by])
                 fp = r.fingerprints.get(values) or self.fingerprint_of(rule, values)
                 entry = touched.get(fp)
                 if entry is None:
