@@ -57,8 +57,6 @@ _STORAGE = {
 
 # Series per script call: bounds how long one call holds Redis (a few ms).
 CHUNK = 100
-# Series whose labels' JSON is remembered (cleared past this: a bound, not an LRU).
-LABELS_CACHE_MAX = 200_000
 # Script calls per write: the first merges are on the wire after this many.
 PIPELINE_CALLS = 10
 
@@ -279,8 +277,6 @@ class RedisWindows:
         self.prefix = key_prefix
         self._source = lua("merge_windows")
         self._sha = hashlib.sha1(self._source.encode()).hexdigest()
-        # (window version, series fingerprint) -> the series' labels as JSON
-        self._labels_json: dict[tuple[str, str], str] = {}
 
     def key(self, rule: Rule, fingerprint: str) -> str:
         return keys.window(self.prefix, fingerprint, plan_of(rule).version)
@@ -308,18 +304,10 @@ class RedisWindows:
         merges the next series.
         """
 
-        labels_json = self._labels_json
-        if len(labels_json) > LABELS_CACHE_MAX:
-            labels_json.clear()
-
         def packed(i: int) -> str:
             rule, fp, win = updates[i]
-            plan = plan_of(rule)
-            # the fingerprint digests the labels, the version the rule's group_by
-            labels = labels_json.get((plan.version, fp))
-            if labels is None:
-                labels = labels_json[(plan.version, fp)] = orjson.dumps(win.labels).decode()
-            return f"{win.newest_ts!r}\t{fp}\t{labels}\t" + encode_ops(plan, win)
+            labels = orjson.dumps(win.labels).decode()
+            return f"{win.newest_ts!r}\t{fp}\t{labels}\t" + encode_ops(plan_of(rule), win)
 
         windows, stored = await self._run(
             [(rule, fp) for rule, fp, _ in updates],
