@@ -133,6 +133,7 @@ class App:
                 dead=self.dead,
                 metrics=self.metrics,
                 process=self.process,
+                prepare=self.prepare,
                 clock=clock,
                 stream=stream,
                 ownership=self.ownership,
@@ -199,6 +200,10 @@ class App:
             w.change in NOTIFY_CHANGES and w.alert is not None and w.alert.pages for w in writes
         ):
             self.workers.page_coming()
+
+    def prepare(self, events: list[Event], now: float) -> None:
+        """Pre-aggregate a batch read ahead (see Evaluator.prepare)."""
+        self.evaluator.prepare(events, now)
 
     async def process(self, events: list[Event], now: float) -> None:
         """The consumer's effect: window + alert state stored before the batch is acked."""

@@ -132,12 +132,17 @@ class SeriesGuard:
         """`touched` without the series over their rule's limit."""
         ask: dict[str, list[str]] = {}
         rules: dict[str, Rule] = {}
+        # per rule: its series seen, and seen since when they are asked again
+        recent: dict[str, tuple[dict[str, float], float]] = {}
         for fp, (rule, _) in touched.items():
-            seen = self._seen.get(rule.name)
-            at = seen.get(fp) if seen is not None else None
-            if at is None or now - at > idle_s(rule) / 4:
-                ask.setdefault(rule.name, []).append(fp)
-                rules[rule.name] = rule
+            name = rule.name
+            known = recent.get(name)
+            if known is None:
+                known = recent[name] = (self._seen.get(name, {}), now - idle_s(rule) / 4)
+            at = known[0].get(fp)
+            if at is None or at < known[1]:
+                ask.setdefault(name, []).append(fp)
+                rules[name] = rule
         if ask:
             refused = await self._ask(ask, rules, now)
             if refused:

@@ -51,6 +51,9 @@ throttled = ThrottledLog(log)  # loops that fail alike each retry log once a min
 
 # Batches read and handled together while the consumer is behind (see _new).
 CATCH_UP_BATCHES = 10
+# A batch prepared ahead is processed at the time it was prepared at, unless it waited
+# longer than this for its turn (then it is processed now, and prepared again).
+PREPARED_FOR_S = 1.0
 
 
 @dataclass
@@ -61,6 +64,7 @@ class Batch:
     events: list[Event]
     rejected: list[Rejected]
     parse_s: float = 0.0
+    now: float | None = None  # the time it was prepared at (see Consumer.prepare)
 
     @classmethod
     def parse(cls, entries: list[RawEntry]) -> Batch:
@@ -81,6 +85,9 @@ class Consumer:
     metrics: Metrics
     process: Callable[[list[Event], float], Awaitable[None]]
     clock: Callable[[], float] = time.time
+    # Work on a batch read ahead that stores nothing (pre-aggregation), done while the
+    # batch before is processed; the batch is then processed at the time it was prepared.
+    prepare: Callable[[list[Event], float], None] | None = None
     joined: bool = False
     batches: int = 0
     _read_own_pending: bool = True
@@ -201,7 +208,7 @@ class Consumer:
             # On the wire before the batch in hand takes the CPU: Redis reads while
             # alertd works, and the reply waits in the socket.
             reply = await self.reads.send(self._read_new(), CATCH_UP_BATCHES)
-            read_ahead = self._read_ahead(reply, self._spent)
+            read_ahead = self._read_ahead(reply, self._spent, self.prepare)
             self._ahead = asyncio.create_task(read_ahead, name="consumer-read-ahead")
         self._spent = None
         await asyncio.shield(self.handle(batch))
@@ -218,12 +225,25 @@ class Consumer:
             if self._reads is not None:
                 await self._reads.reset()  # its reply may be half read, or not at all
 
-    @staticmethod
-    async def _read_ahead(reply: Reply, spent: Batch | None) -> Batch:
+    async def _read_ahead(
+        self,
+        reply: Reply,
+        spent: Batch | None,
+        prepare: Callable[[list[Event], float], None] | None,
+    ) -> Batch:
         entries: list[RawEntry] = []
         for one in await reply.get():
             entries.extend(_entries(one))
         batch = Batch.parse(entries)
+        if prepare is not None and batch.events:
+            started = time.perf_counter()
+            now = self.clock()
+            try:
+                prepare(batch.events, now)
+                batch.now = now
+            except Exception:  # processing does it again, and isolates what breaks it
+                log.exception("preparing a batch failed")
+            batch.parse_s += time.perf_counter() - started
         # Freeing a batch's hundred thousand objects takes a few milliseconds: here
         # they overlap the merge of the batch in hand instead of delaying the next.
         del spent
@@ -328,8 +348,11 @@ class Consumer:
         started = time.perf_counter() - batch.parse_s
         entries, events = batch.entries, batch.events
         dead = [self._dead_letter(entries[i], errors) for i, errors in batch.rejected]
+        now = self.clock()
+        if batch.now is not None and now - batch.now <= PREPARED_FOR_S:
+            now = batch.now  # what was prepared holds (Evaluator.prepare)
         try:
-            await self.process(events, self.clock())
+            await self.process(events, now)
         except (RedisError, OSError):
             raise
         except Exception:

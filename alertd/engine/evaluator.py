@@ -31,7 +31,7 @@ import structlog
 from alertd.alerts import AlertStore
 from alertd.engine.aggregates import Bucket
 from alertd.engine.lifecycle import Change, held_severity, retire, series_fingerprint, step
-from alertd.engine.windows import SeriesWindow, WindowPlan, plan_of, series_value
+from alertd.engine.windows import OnMerged, SeriesWindow, WindowPlan, plan_of, series_value
 from alertd.matchers import matches_all
 from alertd.model import Alert, Event
 from alertd.notify.routing import Router
@@ -55,7 +55,11 @@ SWEEP_EVERY_S = 60.0
 
 class Windows(Protocol):
     async def merge(
-        self, updates: list[tuple[Rule, str, SeriesWindow]], now: float, alerts_key: str = ""
+        self,
+        updates: list[tuple[Rule, str, SeriesWindow]],
+        now: float,
+        alerts_key: str = "",
+        merged: OnMerged | None = None,
     ) -> tuple[list[SeriesWindow], list[bytes | None] | None]: ...
     async def read(
         self, series: list[tuple[Rule, str]], now: float
@@ -157,6 +161,7 @@ class _Reader:
         "group_by",
         "is_age",
         "name",
+        "one_key",
         "rule",
         "sketch",
         "width_ms",
@@ -174,6 +179,7 @@ class _Reader:
         self.name = rule.name
         self.denominator = denominator
         self.group_by = group_by
+        self.one_key = group_by[0] if len(group_by) == 1 else None  # the common case, faster
         self.fingerprints = fingerprints  # shared by the rule's readers
         self.is_age = plan.is_age
         self.width_ms = plan.width_ms
@@ -210,6 +216,9 @@ class Evaluator:
                     reader = _Reader(rule, plan, denominator, tuple(rule.spec.group_by), fps)
                     self.by_metric.setdefault(metric, []).append(reader)
         self.evaluations: dict[str, int] = {}
+        self._prepared: dict[
+            int, tuple[list[Event], float, dict[str, tuple[Rule, SeriesWindow]]]
+        ] = {}
         self.lost_writes = 0
         self._next_sweep = -math.inf  # a new config judges every live alert first
 
@@ -223,8 +232,10 @@ class Evaluator:
             fp = fps[values] = series_fingerprint(rule, labels)
         return fp
 
-    async def ingest(self, events: Iterable[Event], now: float) -> list[PendingWrite]:
-        """Fold a batch into the windows and evaluate the series it touched."""
+    def _aggregate(
+        self, events: Iterable[Event], now: float
+    ) -> dict[str, tuple[Rule, SeriesWindow]]:
+        """The batch pre-aggregated per series: fingerprint -> (rule, its samples)."""
         touched: dict[str, tuple[Rule, SeriesWindow]] = {}
         # Per rule, the oldest sample time still inside its window: an older sample
         # cannot change the value and is skipped (ages keep every sample time).
@@ -245,7 +256,10 @@ class Evaluator:
                     continue
                 if ts < oldest[r.name]:
                     continue
-                values = tuple([labels.get(k, "") for k in r.group_by])
+                if r.one_key is not None:
+                    values: tuple[str, ...] = (labels.get(r.one_key, ""),)
+                else:
+                    values = tuple([labels.get(k, "") for k in r.group_by])
                 fp = r.fingerprints.get(values) or self.fingerprint_of(rule, values)
                 entry = touched.get(fp)
                 if entry is None:
@@ -266,16 +280,40 @@ class Evaluator:
                     b.add(ev.value, ts)
                 else:
                     b.add_summary(ev.value, ts)
+        return touched
+
+    def prepare(self, events: list[Event], now: float) -> None:
+        """Pre-aggregate a batch ahead of its turn (nothing is stored), so that
+        `ingest(events, now)` starts from it: the consumer does this while Redis merges
+        the batch before."""
+        if len(self._prepared) >= 8:  # prepared, then never ingested (a failure, a stop)
+            self._prepared.clear()
+        self._prepared[id(events)] = (events, now, self._aggregate(events, now))
+
+    async def ingest(self, events: Iterable[Event], now: float) -> list[PendingWrite]:
+        """Fold a batch into the windows and evaluate the series it touched."""
+        prepared = self._prepared.pop(id(events), None)
+        if prepared is not None and prepared[0] is events and prepared[1] == now:
+            touched = prepared[2]
+        else:
+            touched = self._aggregate(events, now)
         if touched and self.series_guard is not None:
             touched = await self.series_guard.admit(touched, events, now)
         if not touched:
             return []
         updates = [(rule, fp, win) for fp, (rule, win) in touched.items()]
-        merged, stored = await self.windows.merge(updates, now, self.writer.alerts_key)
+        judged: list[Judgement | None] = [None] * len(updates)
+
+        def judge(i: int, window: SeriesWindow, raw: bytes | None) -> None:
+            # as each answer arrives: Redis merges the next series meanwhile
+            rule, fp, _ = updates[i]
+            judged[i] = _judge((rule, fp, window), raw, now)
+
+        merged, stored = await self.windows.merge(updates, now, self.writer.alerts_key, judge)
         items: list[Item] = [
             (rule, fp, win) for (rule, fp, _), win in zip(updates, merged, strict=True)
         ]
-        return await self._evaluate(items, now, stored=stored)
+        return await self._evaluate(items, now, stored=stored, judged=judged)
 
     async def tick(self, now: float) -> list[PendingWrite]:
         """Clock evaluation: live alerts that are due (or all, on a sweep), and `age`
@@ -356,6 +394,7 @@ class Evaluator:
         now: float,
         reschedule: bool = False,
         stored: list[bytes | None] | None = None,
+        judged: list[Judgement | None] | None = None,
     ) -> list[PendingWrite]:
         """Step every series and write the changes with compare-and-set.
 
@@ -364,7 +403,8 @@ class Evaluator:
         With `reschedule`, the live alerts judged unchanged get their next `clock_at`
         (a write sets it for the changed ones). Without, an unchanged alert keeps the
         one it has: new samples can only put its next change later. `stored`: the
-        batch's alerts as the window merge read them (saves the first read).
+        batch's alerts as the window merge read them (saves the first read); `judged`:
+        the series already judged on them, where not None.
         """
         done: list[PendingWrite] = []
         clock: dict[str, float] = {}
@@ -375,9 +415,11 @@ class Evaluator:
                 raw = stored
             else:
                 raw = await self.writer.get_raw([fp for _, fp, _ in batch])
+            first = judged if attempt == 0 and stored is not None and judged else None
             writes = []
-            for item, r in zip(batch, raw, strict=True):
-                write, clock_at = _judge(item, r, now)
+            for i, (item, r) in enumerate(zip(batch, raw, strict=True)):
+                done_early = first[i] if first is not None else None
+                write, clock_at = done_early or _judge(item, r, now)
                 if write is not None:
                     writes.append(write)
                 elif clock_at is not None:
@@ -421,9 +463,11 @@ class Evaluator:
             await self.on_change(done)
 
 
-def _judge(
-    item: Item, prev_raw: bytes | None, now: float
-) -> tuple[PendingWrite | None, float | None]:
+# What a series needs: its write (None: its alert stays as stored), and its clock_at.
+Judgement = tuple[PendingWrite | None, float | None]
+
+
+def _judge(item: Item, prev_raw: bytes | None, now: float) -> Judgement:
     """The write one series needs at `now` (None when its alert stays as stored), and
     when the clock must next judge its alert (None when it is not live)."""
     rule, fp, win = item

@@ -23,17 +23,19 @@ goes idle; series of `age` rules are indexed in `{prefix}series:{rule}:{version}
 from __future__ import annotations
 
 import hashlib
+import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 from redis.asyncio import Redis
+from redis.exceptions import NoScriptError, ResponseError
 
 from alertd.engine.aggregates import Bucket, aggregate
 from alertd.settings import Rule
-from alertd.storage import keys, scripts
+from alertd.storage import keys
 from alertd.storage.scripts import lua
 
 AGE_TTL_S = 7 * 86400  # a silent heartbeat is remembered this long
@@ -55,6 +57,8 @@ _STORAGE = {
 
 # Series per script call: bounds how long one call holds Redis (a few ms).
 CHUNK = 100
+# Script calls per write: the first merges are on the wire after this many.
+PIPELINE_CALLS = 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -255,13 +259,24 @@ def decode_window(
     return window
 
 
+# Called with a merged series' position in the batch, its whole window, and its stored
+# alert (None when there is none, or the merge does not read alerts).
+OnMerged = Callable[[int, "SeriesWindow", bytes | None], None]
+
+# A script call's series (positions), first bucket in the window, and storage kind.
+_Call = tuple[list[int], int, str]
+# A script call: its keys, its arguments, and its _Call.
+_Script = tuple[list[str], list[Any], _Call]
+
+
 class RedisWindows:
     """Window state shared by every replica."""
 
     def __init__(self, redis: Redis, key_prefix: str) -> None:
         self.redis = redis
         self.prefix = key_prefix
-        self._script = redis.register_script(lua("merge_windows"))
+        self._source = lua("merge_windows")
+        self._sha = hashlib.sha1(self._source.encode()).hexdigest()
 
     def key(self, rule: Rule, fingerprint: str) -> str:
         return keys.window(self.prefix, fingerprint, plan_of(rule).version)
@@ -275,31 +290,39 @@ class RedisWindows:
         return plan.window_ms + 2 * plan.width_ms + 60_000
 
     async def merge(
-        self, updates: list[tuple[Rule, str, SeriesWindow]], now: float, alerts_key: str = ""
+        self,
+        updates: list[tuple[Rule, str, SeriesWindow]],
+        now: float,
+        alerts_key: str = "",
+        merged: OnMerged | None = None,
     ) -> tuple[list[SeriesWindow], list[bytes | None] | None]:
         """Merge each (rule, fingerprint, batch window) and return the whole windows, in order.
 
         With `alerts_key` (the hash of alerts by series fingerprint), each series' stored
-        alert as well, read in the same step; else None.
+        alert as well, read in the same step; else None. `merged` is called with each
+        series' position, window and stored alert as soon as they are read, while Redis
+        merges the next series.
         """
-        packed = [
-            f"{win.newest_ts!r}\t{fp}\t{orjson.dumps(win.labels).decode()}\t"
-            + encode_ops(plan_of(rule), win)
-            for rule, fp, win in updates
-        ]
+
+        def packed(i: int) -> str:
+            rule, fp, win = updates[i]
+            labels = orjson.dumps(win.labels).decode()
+            return f"{win.newest_ts!r}\t{fp}\t{labels}\t" + encode_ops(plan_of(rule), win)
+
         windows, stored = await self._run(
             [(rule, fp) for rule, fp, _ in updates],
             packed,
             now,
             [w.labels for _, _, w in updates],
             alerts_key,
+            merged,
         )
         # A merge always leaves a hash behind, so every answer holds a window.
-        merged = [
+        whole = [
             w or SeriesWindow(labels=win.labels)
             for w, (_, _, win) in zip(windows, updates, strict=True)
         ]
-        return merged, stored if alerts_key else None
+        return whole, stored if alerts_key else None
 
     async def read(self, series: list[tuple[Rule, str]], now: float) -> list[SeriesWindow | None]:
         """The windows of (rule, fingerprint) pairs at `now`; None where a series has none."""
@@ -309,33 +332,101 @@ class RedisWindows:
     async def _run(
         self,
         series: list[tuple[Rule, str]],
-        packed: list[str] | None,
+        packed: Callable[[int], str] | None,
         now: float,
         known: list[dict[str, str]] | None = None,
         alerts_key: str = "",
+        merged: OnMerged | None = None,
     ) -> tuple[list[SeriesWindow | None], list[bytes | None]]:
-        """One pipeline: one script call per rule and CHUNK series."""
+        """One script call per rule and CHUNK series, all on one connection.
+
+        Every call is on the wire before the first answer is read, and Redis answers in
+        order: it runs the later merges while alertd decodes the first answers.
+        """
         if not series:
             return [], []
         alerts_key = alerts_key if packed is not None else ""
+        out: list[SeriesWindow | None] = [None] * len(series)
+        stored: list[bytes | None] = [None] * len(series) if alerts_key else []
+
+        def take(answer: Any, call: _Call) -> None:
+            chunk, first, storage = call
+            if alerts_key:
+                answer, alerts = answer
+                for i, raw_alert in zip(chunk, alerts, strict=True):
+                    stored[i] = raw_alert
+            for i, raw in zip(chunk, answer, strict=True):
+                out[i] = decode_window(raw, first, storage, known[i] if known else None)
+            if merged is not None and known is not None:
+                for i in chunk:
+                    merged(
+                        i, out[i] or SeriesWindow(labels=known[i]), stored[i] if stored else None
+                    )
+
+        calls = self._calls(series, packed, now, alerts_key)
+        missing = await self._evalsha(calls, take)
+        if missing:  # first use, or Redis restarted: none of these calls ran
+            await self.redis.script_load(self._source)
+            if await self._evalsha(iter(missing), take):
+                raise NoScriptError("merge_windows.lua was not kept after SCRIPT LOAD")
+        return out, stored
+
+    async def _evalsha(
+        self, calls: Iterator[_Script], take: Callable[[Any, _Call], None]
+    ) -> list[_Script]:
+        """Send every call (PIPELINE_CALLS per write), then hand each answer to `take` in
+        order; the calls Redis did not know the script for."""
+        pool = self.redis.connection_pool
+        conn = await pool.get_connection()
+        try:
+            sent: list[_Script] = []
+            while group := list(itertools.islice(calls, PIPELINE_CALLS)):
+                commands = [("EVALSHA", self._sha, len(t), *t, *a) for t, a, _ in group]
+                await conn.send_packed_command(conn.pack_commands(commands))
+                sent.extend(group)
+            missing: list[_Script] = []
+            failed: ResponseError | None = None
+            for script in sent:
+                try:
+                    answer = await conn.read_response()
+                except NoScriptError:
+                    missing.append(script)
+                    continue
+                except ResponseError as exc:  # the other answers are read all the same
+                    failed = failed or exc
+                    continue
+                take(answer, script[2])
+        except BaseException:
+            await conn.disconnect(nowait=True)  # answers may be left unread
+            raise
+        finally:
+            await pool.release(conn)
+        if failed is not None:
+            raise failed
+        return missing
+
+    def _calls(
+        self,
+        series: list[tuple[Rule, str]],
+        packed: Callable[[int], str] | None,
+        now: float,
+        alerts_key: str,
+    ) -> Iterator[_Script]:
+        """(keys, args) of each script call, and what its answers are decoded with."""
         by_rule: dict[str, list[int]] = {}
         for i, (rule, _) in enumerate(series):
             by_rule.setdefault(rule.name, []).append(i)
-        pipe = self.redis.pipeline(transaction=False)
-        calls: list[tuple[list[int], int, str]] = []
         for positions in by_rule.values():
             rule = series[positions[0]][0]
             plan = plan_of(rule)
             first = plan.first_bucket(now)
-            prefix = self.prefix
-            suffix = plan.version
             indexed = plan.is_age and packed is not None
             for start in range(0, len(positions), CHUNK):
                 chunk = positions[start : start + CHUNK]
                 touched = [self.series_key(rule)] if indexed else []
                 if alerts_key:
                     touched.append(alerts_key)
-                touched += [keys.window(prefix, series[i][1], suffix) for i in chunk]
+                touched += [keys.window(self.prefix, series[i][1], plan.version) for i in chunk]
                 args: list[Any] = [
                     self.ttl_ms(plan) if packed is not None else 0,
                     first,
@@ -344,20 +435,8 @@ class RedisWindows:
                     "1" if alerts_key else "0",
                 ]
                 if packed is not None:
-                    args.append("\n".join([packed[i] for i in chunk]))
-                scripts.queue(pipe, self._script, touched, args)
-                calls.append((chunk, first, plan.storage))
-        results = await scripts.execute(pipe)
-        out: list[SeriesWindow | None] = [None] * len(series)
-        stored: list[bytes | None] = [None] * len(series) if alerts_key else []
-        for (chunk, first, storage), answers in zip(calls, results, strict=True):
-            if alerts_key:
-                answers, alerts = answers
-                for i, raw_alert in zip(chunk, alerts, strict=True):
-                    stored[i] = raw_alert
-            for i, raw in zip(chunk, answers, strict=True):
-                out[i] = decode_window(raw, first, storage, known[i] if known else None)
-        return out, stored
+                    args.append("\n".join([packed(i) for i in chunk]))
+                yield touched, args, (chunk, first, plan.storage)
 
     async def age_series(self, rule: Rule, now: float) -> list[tuple[str, float]]:
         """(fingerprint, newest sample time) of the rule's series, forgetting long-silent ones."""
@@ -377,7 +456,11 @@ class MemoryWindows:
         self.by_rule: dict[tuple[str, str], set[str]] = {}
 
     async def merge(
-        self, updates: list[tuple[Rule, str, SeriesWindow]], now: float, alerts_key: str = ""
+        self,
+        updates: list[tuple[Rule, str, SeriesWindow]],
+        now: float,
+        alerts_key: str = "",
+        merged: OnMerged | None = None,
     ) -> tuple[list[SeriesWindow], list[bytes | None] | None]:
         out = []
         for rule, fp, win in updates:

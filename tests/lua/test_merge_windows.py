@@ -98,3 +98,27 @@ class TestMergeWindows:
         updates = [(rule, "fp1", batch(rule, (1.0, T0))), (rule, "fp2", batch(rule, (1.0, T0)))]
         _, stored = await windows.merge(updates, T0, alerts_key=alerts)
         assert [b"A1", None] == stored
+
+
+class TestManySeries:
+    """A batch of many series is merged in several calls on one connection, in order."""
+
+    async def test_every_series_gets_its_own_window(self, redis: aioredis.Redis) -> None:
+        rule = make_rule(aggregate="sum", window="1m", critical="> 0")
+        other = make_rule(name="R2", aggregate="max", window="1m", critical="> 0")
+        windows = RedisWindows(redis, PREFIX)
+        n = 2_500  # more than CHUNK * PIPELINE_CALLS series
+        updates = [
+            (rule if i % 2 else other, f"fp{i}", batch(rule, (float(i), T0))) for i in range(n)
+        ]
+        merged, _ = await windows.merge(updates, T0, alerts_key=keys.alerts(PREFIX))
+        values = [series_value(r, w, T0) for (r, _, _), w in zip(updates, merged, strict=True)]
+        assert [float(i) for i in range(n)] == values
+
+    async def test_redis_that_lost_its_scripts_merges_once(self, redis: aioredis.Redis) -> None:
+        rule = make_rule(aggregate="sum", window="1m", critical="> 0")
+        windows = RedisWindows(redis, PREFIX)
+        await merge(windows, rule, T0, (1.0, T0))
+        await redis.script_flush()
+        merged = await merge(windows, rule, T0 + 1, (2.0, T0 + 1))
+        assert 3.0 == series_value(rule, merged, T0 + 1)

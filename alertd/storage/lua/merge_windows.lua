@@ -11,26 +11,54 @@ local index = (off == 1) and KEYS[1] or nil
 local alerts = (ARGV[5] == '1') and KEYS[off + 1] or nil
 if alerts then off = off + 1 end
 local function num(v) return string.format('%.17g', v) end
-local function int(v) return string.format('%d', v) end
+-- Field names, bucket indices and counts repeat across the series of one call (they
+-- share their buckets): each is made or parsed once per call, as Lua strings cost.
+local ints = {}
+local function int(v)
+  local s = ints[v]
+  if s == nil then
+    s = string.format('%d', v)
+    ints[v] = s
+  end
+  return s
+end
+local names = {}
+local function name(p, letter)
+  local byp = names[p]
+  if byp == nil then
+    byp = {}
+    names[p] = byp
+  end
+  local f = byp[letter]
+  if f == nil then
+    f = p .. letter
+    byp[letter] = f
+  end
+  return f
+end
 
 local function merge(key, packed)
   local newest, fp, labels, ops = string.match(packed, '^([^\t]*)\t([^\t]*)\t([^\t]*)\t(.*)$')
   for b in string.gmatch(ops, '[^;]+') do
     local p, c, x, y = string.match(b, '^([^|]*)|([^|]*)|([^|]*)|(.*)$')
-    redis.call('HINCRBY', key, p .. 'c', c)
+    redis.call('HINCRBY', key, name(p, 'c'), c)
     if storage == 's' then
-      local cur = tonumber(redis.call('HGET', key, p .. 's')) or 0
-      redis.call('HSET', key, p .. 's', num(cur + tonumber(x)))
+      local f = name(p, 's')
+      local cur = tonumber(redis.call('HGET', key, f)) or 0
+      redis.call('HSET', key, f, num(cur + tonumber(x)))
     elseif storage == 'n' then
-      local cur = redis.call('HGET', key, p .. 'n')
-      if (not cur) or tonumber(x) < tonumber(cur) then redis.call('HSET', key, p .. 'n', x) end
+      local f = name(p, 'n')
+      local cur = redis.call('HGET', key, f)
+      if (not cur) or tonumber(x) < tonumber(cur) then redis.call('HSET', key, f, x) end
     elseif storage == 'x' then
-      local cur = redis.call('HGET', key, p .. 'x')
-      if (not cur) or tonumber(x) > tonumber(cur) then redis.call('HSET', key, p .. 'x', x) end
+      local f = name(p, 'x')
+      local cur = redis.call('HGET', key, f)
+      if (not cur) or tonumber(x) > tonumber(cur) then redis.call('HSET', key, f, x) end
     elseif storage == 't' then
-      local cur = redis.call('HGET', key, p .. 't')
+      local f = name(p, 't')
+      local cur = redis.call('HGET', key, f)
       if (not cur) or tonumber(x) >= tonumber(cur) then
-        redis.call('HSET', key, p .. 't', x, p .. 'v', y)
+        redis.call('HSET', key, f, x, name(p, 'v'), y)
       end
     elseif storage == 'q' then
       for k, n in string.gmatch(x, '([^:,]+):(%d+)') do
@@ -46,6 +74,18 @@ local function merge(key, packed)
   return fp
 end
 
+-- Field names repeat across the series of one call (same buckets): parsed once each.
+local parsed = {}
+local function parse(f)
+  local e = parsed[f]
+  if e == nil then
+    local idx, den, letter, rest = string.match(f, '^(%d+)(D?)(%a)(.*)$')
+    e = idx and {idx, tonumber(idx), den == 'D', letter, rest} or false
+    parsed[f] = e
+  end
+  return e
+end
+
 local function fold(key)
   local all = redis.call('HGETALL', key)
   if #all == 0 then return {} end
@@ -56,15 +96,15 @@ local function fold(key)
   local oldest
   for i = 1, #all, 2 do
     local f, v = all[i], all[i + 1]
-    local idx, den, letter, rest = string.match(f, '^(%d+)(D?)(%a)(.*)$')
-    local at = idx and tonumber(idx)
-    if not idx then
+    local e = parse(f)
+    if not e then
       if f == 'L' then labels = v elseif f == 'T' then newest = v end
-    elseif at < first then
+    elseif e[2] < first then
       drop[#drop + 1] = f
     else
+      local idx, at, letter, rest = e[1], e[2], e[4], e[5]
       if (not oldest) or at < oldest then oldest = at end
-      if den == 'D' then
+      if e[3] then
         if letter == 'c' then dc = dc + tonumber(v)
         elseif letter == 's' then ds = ds + tonumber(v) end
       elseif letter == 'c' then c = c + tonumber(v)
