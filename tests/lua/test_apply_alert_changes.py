@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
 
+from alertd.alerts import AlertChange
 from alertd.model import Alert
 from alertd.storage import keys
 from tests.test_dispatch import PREFIX, T0, Harness, write_config
@@ -33,7 +33,7 @@ def args(
     immediate: bool = False,
     window: tuple[str, float] | None = None,
     clock_at: float | None = None,
-) -> list[Any]:
+) -> AlertChange:
     targets = h.rt.router.groups(alert) if notify and alert is not None else []
     fp = fp or (alert.fingerprint if alert is not None else "")
     return h.store.apply_args(
