@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,21 +37,40 @@ async def leased(redis: aioredis.Redis, gid: str = "g1", **fields: str) -> None:
     await redis.zadd(DUE, {gid: NOW + 30})
 
 
+@dataclass
+class Plan:
+    """A group's flush as Dispatcher.commit passes it: one notice to `hook`, forgets."""
+
+    gid: str = "g1"
+    expected: str = ""
+    forgets: list[list[str]] = field(default_factory=list)  # [fingerprint, alert as told]
+    interval_s: float = 10
+    sleep_s: float = 3600
+
+    def args(self, call: keys.ScriptKeys) -> list[Any]:
+        log = call.at(keys.nflog(PREFIX, "hook", self.gid))
+        notices = [[log, self.expected, "E1", call.at(STREAM), "N1"]]
+        forgets = [[fp, raw, call.at(keys.alert_groups(PREFIX, fp))] for fp, raw in self.forgets]
+        group, members = keys.group(PREFIX, self.gid), keys.group_members(PREFIX, self.gid)
+        timing = [repr(self.interval_s), repr(self.sleep_s)]
+        return [self.gid, *timing, notices, forgets, call.at(group), call.at(members)]
+
+
 def plan(
     gid: str = "g1",
     expected: str = "",
     forgets: list[list[str]] | None = None,
     interval_s: float = 10,
     sleep_s: float = 3600,
-) -> list[Any]:
-    notices = [[keys.nflog(PREFIX, "hook", gid), expected, "E1", STREAM, "N1"]]
-    return [gid, repr(interval_s), repr(sleep_s), notices, forgets or []]
+) -> Plan:
+    return Plan(gid, expected, forgets or [], interval_s, sleep_s)
 
 
-async def commit(redis: aioredis.Redis, token: str, *plans: list[Any]) -> list[int]:
+async def commit(redis: aioredis.Redis, token: str, *plans: Plan) -> list[int]:
     script = redis.register_script(lua("commit_groups"))
-    args = [PREFIX, token, repr(NOW), 600, orjson.dumps(list(plans))]
-    result: list[int] = await script(keys=[DUE, URGENT], args=args)
+    call = keys.ScriptKeys([DUE, URGENT, ALERTS, keys.alerts_gone(PREFIX)])
+    groups = orjson.dumps([p.args(call) for p in plans])
+    result: list[int] = await script(keys=call.keys, args=[token, repr(NOW), 600, groups])
     return result
 
 
