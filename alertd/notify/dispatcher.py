@@ -378,9 +378,10 @@ class Dispatcher:
         gids = await self.redis.zrange(self.store.due_key, 0, -1)
         pipe = self.redis.pipeline(transaction=False)
         for start in range(0, len(gids), 1000):
-            chunk = gids[start : start + 1000]
+            chunk = [gid.decode() for gid in gids[start : start + 1000]]
+            groups = [self.store.group_key(gid) for gid in chunk]
             scripts.queue(
-                pipe, self._reschedule, [self.store.due_key], [self.prefix, repr(now), *chunk]
+                pipe, self._reschedule, [self.store.due_key, *groups], [repr(now), *chunk]
             )
         await scripts.execute(pipe)
 

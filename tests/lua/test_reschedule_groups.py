@@ -24,6 +24,13 @@ async def group(redis: aioredis.Redis, gid: str, due: float, **fields: str) -> N
     await redis.zadd(DUE, {gid: due})
 
 
+async def reschedule(redis: aioredis.Redis, now: float, *gids: str) -> int:
+    script = redis.register_script(lua("reschedule_groups"))
+    groups = [keys.group(PREFIX, gid) for gid in gids]
+    result: int = await script(keys=[DUE, *groups], args=[repr(now), *gids])
+    return result
+
+
 class TestRescheduleGroups:
     """Groups flushed before become due now, never later; groups in group_wait keep it."""
 
@@ -32,15 +39,13 @@ class TestRescheduleGroups:
     ) -> None:
         await group(redis, "flushed", T0 + 3600, last_flush=repr(T0 - 10))
         await group(redis, "waiting", T0 + 5)
-        script = redis.register_script(lua("reschedule_groups"))
-        assert 0 == await script(keys=[DUE], args=[PREFIX, repr(T0), "flushed", "waiting", "x"])
+        assert 0 == await reschedule(redis, T0, "flushed", "waiting", "x")
         expected = [(b"flushed", T0), (b"waiting", T0 + 5)]
         assert expected == await redis.zrange(DUE, 0, -1, withscores=True)
 
     async def test_a_group_due_earlier_stays_earlier(self, redis: aioredis.Redis) -> None:
         await group(redis, "late", T0 - 30, last_flush=repr(T0 - 60))
-        script = redis.register_script(lua("reschedule_groups"))
-        await script(keys=[DUE], args=[PREFIX, repr(T0), "late"])
+        await reschedule(redis, T0, "late")
         assert T0 - 30 == await redis.zscore(DUE, "late")
 
     async def test_reschedule_all_takes_every_due_group(self, h: Harness) -> None:
