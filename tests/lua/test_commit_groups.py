@@ -9,9 +9,13 @@ from typing import Any
 import orjson
 import pytest
 import redis.asyncio as aioredis
+from redis.crc import key_slot
 
+from alertd.notify.dispatcher import Claim
 from alertd.storage import keys
 from alertd.storage.scripts import lua
+from tests.lua.conftest import SLOT, SlotHarness
+from tests.lua.touched import watch
 from tests.test_dispatch import PREFIX, T0, Harness, write_config
 
 DUE = keys.groups_due(PREFIX)
@@ -180,3 +184,38 @@ class TestCommitted:
             await redis.hget(ALERTS, "f1"),
             await redis.exists(keys.alert_groups(PREFIX, "f1")),
         )
+
+
+class TestDeclaredKeys:
+    """On the partition's Cluster slot, every key a commit touches is one it declared."""
+
+    async def test_every_key_touched_is_declared(self, slot: SlotHarness) -> None:
+        warn = await slot.fire(service="db")
+        page = await slot.fire(severity="critical", alertname="CpuHigh", service="web")
+        gids = [slot.rt.router.groups(a)[0].gid for a in (warn, page)]
+        async with watch(slot.redis) as seen:
+            assert 2 == await slot.dispatcher.flush(await claimed(slot, T0 + 5), T0 + 5)
+        slot.now = T0 + 6
+        await slot.resolve(warn)
+        async with watch(slot.redis) as forgot:  # told resolved: forgotten, group dropped
+            assert 1 == await slot.dispatcher.flush(await claimed(slot, T0 + 15), T0 + 15)
+        assert (set(), set()) == (seen.undeclared, forgot.undeclared)
+        s = slot.store
+        singles = {s.due_key, s.urgent_key, s.alerts_key, s.gone_key}
+        streams = {slot.outbox.stream("hook", False), slot.outbox.stream("hook", True)}
+        per_group = {
+            k
+            for g in gids
+            for k in (s.group_key(g), s.members_key(g), slot.dispatcher.nflog_key("hook", g))
+        }
+        forgotten = {s.alert_groups_key(warn.fingerprint)}
+        touched = {k.decode() for k in seen.touched | forgot.touched}
+        assert singles | streams | per_group | forgotten == touched
+        assert {SLOT} == {key_slot(k) for k in seen.declared | forgot.declared}
+
+
+async def claimed(slot: SlotHarness, now: float) -> Claim:
+    slot.now = now
+    claim = await slot.dispatcher.claim(now)
+    assert claim.groups
+    return claim

@@ -6,9 +6,12 @@ from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
+from redis.crc import key_slot
 
 from alertd.storage import keys
 from alertd.storage.scripts import lua
+from tests.lua.conftest import SLOT, SlotHarness
+from tests.lua.touched import watch
 from tests.test_dispatch import PREFIX, T0, Harness, write_config
 
 DUE = keys.groups_due(PREFIX)
@@ -53,3 +56,18 @@ class TestRescheduleGroups:
         await group(h.redis, "b", T0 + 7200, last_flush=repr(T0))
         await h.dispatcher.reschedule_all(T0 + 1)
         assert [(b"a", T0 + 1), (b"b", T0 + 1)] == await h.redis.zrange(DUE, 0, -1, withscores=True)
+
+
+class TestDeclaredKeys:
+    """On the partition's Cluster slot, every key a rescheduling touches is one it declared."""
+
+    async def test_every_key_touched_is_declared(self, slot: SlotHarness) -> None:
+        for gid in ("a", "b"):
+            await slot.redis.hset(slot.store.group_key(gid), "last_flush", repr(T0))
+            await slot.redis.zadd(slot.store.due_key, {gid: T0 + 3600})
+        async with watch(slot.redis) as seen:
+            await slot.dispatcher.reschedule_all(T0 + 1)
+        assert set() == seen.undeclared
+        s = slot.store
+        assert {s.due_key, s.group_key("a"), s.group_key("b")} == {k.decode() for k in seen.touched}
+        assert {SLOT} == {key_slot(k) for k in seen.declared}
