@@ -24,6 +24,7 @@ leaves a group only when that group's flush has told its resolution
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -39,6 +40,32 @@ APPLY_CHUNK = 500  # changes per Lua call: long enough to pay off, short enough 
 
 DUE_LIMIT = 5000  # per clock evaluation (Lua's unpack takes at most ~8000)
 
+# Where apply_alert_changes.lua reads the places in KEYS of a change's keys.
+_WINDOW, _TARGETS, _ALERT_GROUPS = 5, 8, 10
+_GROUP, _MEMBERS = 7, 8  # of a target
+
+
+@dataclass(slots=True)
+class AlertChange:
+    """One change's part of an `apply_many` call (AlertStore.apply_args): its entry in
+    apply_alert_changes.lua's JSON, and the keys it touches, whose places in the call's
+    KEYS `apply_many` writes into the entry.
+    """
+
+    args: list[Any]
+    alert_groups: str
+    window: str | None
+    groups: list[tuple[str, str]]  # per target: its group's hash and members
+
+    def place(self, call: keys.ScriptKeys) -> list[Any]:
+        args = self.args
+        args[_WINDOW] = 0 if self.window is None else call.at(self.window)
+        args[_ALERT_GROUPS] = call.at(self.alert_groups)
+        for target, (group, members) in zip(args[_TARGETS], self.groups, strict=True):
+            target[_GROUP] = call.at(group)
+            target[_MEMBERS] = call.at(members)
+        return args
+
 
 class AlertStore:
     def __init__(self, redis: Redis, key_prefix: str) -> None:
@@ -51,6 +78,14 @@ class AlertStore:
         self.clock_key = keys.alerts_clock(key_prefix)
         self.urgent_key = keys.groups_urgent(key_prefix)
         self._apply = redis.register_script(lua("apply_alert_changes"))
+        self._apply_keys = (
+            self.alerts_key,
+            self.due_key,
+            self.clock_key,
+            self.urgent_key,
+            self.gone_key,
+            self.version_key,
+        )
         self._due = redis.register_script(lua("due_alerts"))
 
     def group_key(self, gid: str) -> str:
@@ -111,7 +146,7 @@ class AlertStore:
         now: float,
         window: tuple[str, float] | None = None,
         clock_at: float | None = None,
-    ) -> list[Any]:
+    ) -> AlertChange:
         """One change's part of an `apply_many` call (opaque to callers).
 
         `window` (key, newest sample time): the change is refused, like a lost
@@ -120,13 +155,14 @@ class AlertStore:
         A critical alert that fires marks its groups urgent (flushed first).
         """
         page = new is not None and new.pages
-        return [
+        args = [
             fp,
             expected.decode(errors="replace"),  # as stored: JSON text
             "" if new is None else orjson.dumps(new.to_dict()).decode(),
             repr(now),
             "" if new is None else new.state,
-            *((window[0], repr(window[1])) if window is not None else ("", "")),
+            0,  # the window's place in KEYS (apply_many)
+            "" if window is None else repr(window[1]),
             "" if clock_at is None else repr(clock_at),
             [
                 [
@@ -137,13 +173,25 @@ class AlertStore:
                     repr(t.policy.group_wait.total_seconds()),
                     repr(t.policy.group_interval.total_seconds()),
                     "1" if immediate else "0",
+                    0,  # the places in KEYS of its group and members (apply_many)
+                    0,
                 ]
                 for t in targets
             ],
             "1" if page else "0",
+            0,  # the place in KEYS of the alert's groups (apply_many)
         ]
+        return AlertChange(
+            args,
+            keys.alert_groups(self.prefix, fp),
+            None if window is None else window[0],
+            [
+                (keys.group(self.prefix, t.gid), keys.group_members(self.prefix, t.gid))
+                for t in targets
+            ],
+        )
 
-    async def apply_many(self, changes: list[list[Any]]) -> list[bool]:
+    async def apply_many(self, changes: list[AlertChange]) -> list[bool]:
         """Run compare-and-set changes, a few hundred per call, in one round trip.
 
         True where each took.
@@ -152,11 +200,7 @@ class AlertStore:
             return []
         pipe = self.redis.pipeline(transaction=False)
         for start in range(0, len(changes), APPLY_CHUNK):
-            chunk = orjson.dumps(changes[start : start + APPLY_CHUNK])
-            scripts.queue(
-                pipe,
-                self._apply,
-                [self.alerts_key, self.due_key, self.clock_key, self.urgent_key],
-                [self.prefix, chunk],
-            )
+            call = keys.ScriptKeys(self._apply_keys)
+            chunk = [c.place(call) for c in changes[start : start + APPLY_CHUNK]]
+            scripts.queue(pipe, self._apply, call.keys, [orjson.dumps(chunk)])
         return [bool(r) for taken in await scripts.execute(pipe) for r in taken]

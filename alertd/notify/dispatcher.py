@@ -378,9 +378,10 @@ class Dispatcher:
         gids = await self.redis.zrange(self.store.due_key, 0, -1)
         pipe = self.redis.pipeline(transaction=False)
         for start in range(0, len(gids), 1000):
-            chunk = gids[start : start + 1000]
+            chunk = [gid.decode() for gid in gids[start : start + 1000]]
+            groups = [self.store.group_key(gid) for gid in chunk]
             scripts.queue(
-                pipe, self._reschedule, [self.store.due_key], [self.prefix, repr(now), *chunk]
+                pipe, self._reschedule, [self.store.due_key, *groups], [repr(now), *chunk]
             )
         await scripts.execute(pipe)
 
@@ -501,9 +502,12 @@ class Dispatcher:
         }
         for n in lanes.values():
             await self.outbox.ensure_group_of(n)
-        groups = orjson.dumps([self._commit_args(p) for p in plans])
-        args: list[Any] = [self.prefix, token, repr(now), NFLOG_TTL_S, groups]
-        results = await self._commit(keys=[self.store.due_key, self.store.urgent_key], args=args)
+        call = keys.ScriptKeys(
+            (self.store.due_key, self.store.urgent_key, self.store.alerts_key, self.store.gone_key)
+        )
+        groups = orjson.dumps([self._commit_args(p, call) for p in plans])
+        args: list[Any] = [token, repr(now), NFLOG_TTL_S, groups]
+        results = await self._commit(keys=call.keys, args=args)
         queued = 0
         told: list[Notification] = []
         for i, p in enumerate(plans):
@@ -523,22 +527,27 @@ class Dispatcher:
         self.notifications_created += queued
         return queued
 
-    def _commit_args(self, p: GroupPlan) -> list[Any]:
-        """One group's part of commit_groups.lua's JSON argument."""
+    def _commit_args(self, p: GroupPlan, call: keys.ScriptKeys) -> list[Any]:
+        """One group's part of commit_groups.lua's JSON argument; its keys go in `call`."""
         notices = []
         for notice in p.notices:
             n = notice.notification
             notices.append(
                 [
-                    self.nflog_key(notice.channel, p.gid),
+                    call.at(self.nflog_key(notice.channel, p.gid)),
                     notice.expected.decode(errors="replace"),  # as stored: JSON text
                     notice.entry.to_json().decode(),
-                    self.outbox.stream_of(n) if n is not None else "",
+                    call.at(self.outbox.stream_of(n)) if n is not None else 0,
                     orjson.dumps(n.to_dict()).decode() if n is not None else "",
                 ]
             )
-        forgets = [[fp, raw.decode(errors="replace")] for fp, raw in p.forget]
-        return [p.gid, repr(p.interval_s), repr(p.sleep_s), notices, forgets]
+        forgets = [
+            [fp, raw.decode(errors="replace"), call.at(self.store.alert_groups_key(fp))]
+            for fp, raw in p.forget
+        ]
+        group = call.at(self.store.group_key(p.gid))
+        members = call.at(self.store.members_key(p.gid))
+        return [p.gid, repr(p.interval_s), repr(p.sleep_s), notices, forgets, group, members]
 
     @staticmethod
     def _log_queued(n: Notification) -> None:

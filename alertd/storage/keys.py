@@ -38,11 +38,18 @@ configured names (each is one key).
 | `daemon:{consumer}`            | string | a live daemon's heartbeat (expires after `takeover`) |
 | `email:msgid:...`, `slack:rl:...` | string | threading and rate-limit slots of channels |
 
-The Lua scripts in `lua/` name the keys of a group or an alert they find
-(`group:`, `gm:`, `ag:`, `nflog:`) from the same state prefix, passed as ARGV.
+Every Lua script in `lua/` gets each key it touches in KEYS (a batched call
+indexes them from its JSON argument: `ScriptKeys`), except `claim_groups.lua`:
+it finds the due group ids itself, so it names their `group:`, `gm:` and
+`nflog:` keys from the state prefix (passed as ARGV). Declaring them would
+cost a round trip (read the due ids, then claim) on the path of every page;
+the keys it builds carry the prefix's hash tag, so they share the partition's
+slot with the keys it declares.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterable
 
 PARTITION = 0  # the partition every state key is in (see the module docstring)
 
@@ -185,3 +192,25 @@ def migrated(prefix: str) -> str:
 
 def daemon_heartbeat(prefix: str, consumer: str) -> str:
     return f"{prefix}daemon:{consumer}"
+
+
+class ScriptKeys:
+    """The KEYS of one script call, each key once: `at(key)` is where Lua finds it
+    (1-based). A batched call passes these places in its JSON argument, so a key many
+    changes share (a group, an outbox) is sent once.
+    """
+
+    __slots__ = ("_at", "keys")
+
+    def __init__(self, fixed: Iterable[str] = ()) -> None:
+        self.keys: list[str] = []
+        self._at: dict[str, int] = {}
+        for key in fixed:
+            self.at(key)
+
+    def at(self, key: str) -> int:
+        i = self._at.get(key)
+        if i is None:
+            self.keys.append(key)
+            i = self._at[key] = len(self.keys)
+        return i

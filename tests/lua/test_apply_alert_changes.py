@@ -8,13 +8,16 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
+from redis.crc import key_slot
 
+from alertd.alerts import AlertChange
 from alertd.model import Alert
 from alertd.storage import keys
+from tests.lua.conftest import SLOT, TAGGED, SlotHarness
+from tests.lua.touched import watch
 from tests.test_dispatch import PREFIX, T0, Harness, write_config
 
 
@@ -33,7 +36,7 @@ def args(
     immediate: bool = False,
     window: tuple[str, float] | None = None,
     clock_at: float | None = None,
-) -> list[Any]:
+) -> AlertChange:
     targets = h.rt.router.groups(alert) if notify and alert is not None else []
     fp = fp or (alert.fingerprint if alert is not None else "")
     return h.store.apply_args(
@@ -165,3 +168,34 @@ class TestResolvedStillOwed:
         h.now = T0 + 3
         await h.fire(service="db")
         assert [None] == await h.store.get_gone([alert.fingerprint])
+
+
+class TestDeclaredKeys:
+    """On the partition's Cluster slot, every key a change touches is one it declared."""
+
+    async def test_every_key_touched_is_declared(self, slot: SlotHarness) -> None:
+        first = await slot.fire(service="db", disk="a")
+        fp, gid = first.fingerprint, gid_of(slot, first)
+        lease = {"lease": "x:0", "lease_until": repr(T0 + 60), "last_flush": repr(T0)}
+        await slot.redis.hset(slot.store.group_key(gid), mapping=lease)
+        wkey = keys.window(TAGGED, fp, "v1")
+        await slot.redis.hset(wkey, "T", repr(T0))
+        async with watch(slot.redis) as seen:
+            alert, stored = await slot.get(fp)
+            assert alert is not None
+            page = replace(alert, severity="critical")  # while leased: urgent, rush
+            changed = args(slot, page, stored, immediate=True, window=(wkey, T0), clock_at=T0)
+            assert [True] == await slot.store.apply_many([changed])
+            slot.now = T0 + 1
+            resolved = await slot.resolve(page)
+            slot.now = T0 + 2
+            await slot.go_pending(resolved)  # keeps the resolution its group owes
+            other = await slot.fire(service="db", alertname="CpuHigh")  # a new group
+        assert set() == seen.undeclared
+        s = slot.store
+        singles = {s.alerts_key, s.clock_key, s.due_key, s.urgent_key, s.gone_key, s.version_key}
+        gids = (gid, gid_of(slot, other))
+        per_group = {s.group_key(g) for g in gids} | {s.members_key(g) for g in gids}
+        per_alert = {wkey, s.alert_groups_key(fp), s.alert_groups_key(other.fingerprint)}
+        assert singles | per_group | per_alert == {k.decode() for k in seen.touched}
+        assert {SLOT} == {key_slot(k) for k in seen.declared}

@@ -8,9 +8,12 @@ from typing import Any
 import orjson
 import pytest
 import redis.asyncio as aioredis
+from redis.crc import key_slot
 
 from alertd.storage import keys
 from alertd.storage.scripts import lua
+from tests.lua.conftest import SLOT, SlotHarness
+from tests.lua.touched import watch
 from tests.test_dispatch import PREFIX, T0, Harness, write_config
 
 DUE = keys.groups_due(PREFIX)
@@ -128,3 +131,20 @@ class TestClaimGroups:
         mine = await h.dispatcher.claim(T0 + 5)
         assert [[alert.fingerprint]] == [g.fingerprints for g in mine.groups]
         assert [] == (await other.claim(T0 + 5)).groups
+
+
+class TestKeysBuilt:
+    """On the partition's Cluster slot, the keys a claim builds (its groups' group:, gm: and
+    nflog:, found by the script itself) are the only undeclared ones, all in its slot."""
+
+    async def test_only_the_claimed_groups_keys_are_built(self, slot: SlotHarness) -> None:
+        alert = await slot.fire(service="db")
+        [target] = slot.rt.router.groups(alert)
+        slot.now = T0 + 5
+        async with watch(slot.redis) as seen:
+            assert 1 == len((await slot.dispatcher.claim(T0 + 5)).groups)
+        s, gid = slot.store, target.gid
+        built = {s.group_key(gid), s.members_key(gid), slot.dispatcher.nflog_key("hook", gid)}
+        assert built == {k.decode() for k in seen.undeclared}
+        assert {s.due_key, s.alerts_key, s.urgent_key} == {k.decode() for k in seen.declared}
+        assert {SLOT} == {key_slot(k) for k in seen.touched}

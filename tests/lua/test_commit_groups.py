@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 import redis.asyncio as aioredis
+from redis.crc import key_slot
 
+from alertd.notify.dispatcher import Claim
 from alertd.storage import keys
 from alertd.storage.scripts import lua
+from tests.lua.conftest import SLOT, SlotHarness
+from tests.lua.touched import watch
 from tests.test_dispatch import PREFIX, T0, Harness, write_config
 
 DUE = keys.groups_due(PREFIX)
@@ -36,21 +41,40 @@ async def leased(redis: aioredis.Redis, gid: str = "g1", **fields: str) -> None:
     await redis.zadd(DUE, {gid: NOW + 30})
 
 
+@dataclass
+class Plan:
+    """A group's flush as Dispatcher.commit passes it: one notice to `hook`, forgets."""
+
+    gid: str = "g1"
+    expected: str = ""
+    forgets: list[list[str]] = field(default_factory=list)  # [fingerprint, alert as told]
+    interval_s: float = 10
+    sleep_s: float = 3600
+
+    def args(self, call: keys.ScriptKeys) -> list[Any]:
+        log = call.at(keys.nflog(PREFIX, "hook", self.gid))
+        notices = [[log, self.expected, "E1", call.at(STREAM), "N1"]]
+        forgets = [[fp, raw, call.at(keys.alert_groups(PREFIX, fp))] for fp, raw in self.forgets]
+        group, members = keys.group(PREFIX, self.gid), keys.group_members(PREFIX, self.gid)
+        timing = [repr(self.interval_s), repr(self.sleep_s)]
+        return [self.gid, *timing, notices, forgets, call.at(group), call.at(members)]
+
+
 def plan(
     gid: str = "g1",
     expected: str = "",
     forgets: list[list[str]] | None = None,
     interval_s: float = 10,
     sleep_s: float = 3600,
-) -> list[Any]:
-    notices = [[keys.nflog(PREFIX, "hook", gid), expected, "E1", STREAM, "N1"]]
-    return [gid, repr(interval_s), repr(sleep_s), notices, forgets or []]
+) -> Plan:
+    return Plan(gid, expected, forgets or [], interval_s, sleep_s)
 
 
-async def commit(redis: aioredis.Redis, token: str, *plans: list[Any]) -> list[int]:
+async def commit(redis: aioredis.Redis, token: str, *plans: Plan) -> list[int]:
     script = redis.register_script(lua("commit_groups"))
-    args = [PREFIX, token, repr(NOW), 600, orjson.dumps(list(plans))]
-    result: list[int] = await script(keys=[DUE, URGENT], args=args)
+    call = keys.ScriptKeys([DUE, URGENT, ALERTS, keys.alerts_gone(PREFIX)])
+    groups = orjson.dumps([p.args(call) for p in plans])
+    result: list[int] = await script(keys=call.keys, args=[token, repr(NOW), 600, groups])
     return result
 
 
@@ -160,3 +184,38 @@ class TestCommitted:
             await redis.hget(ALERTS, "f1"),
             await redis.exists(keys.alert_groups(PREFIX, "f1")),
         )
+
+
+class TestDeclaredKeys:
+    """On the partition's Cluster slot, every key a commit touches is one it declared."""
+
+    async def test_every_key_touched_is_declared(self, slot: SlotHarness) -> None:
+        warn = await slot.fire(service="db")
+        page = await slot.fire(severity="critical", alertname="CpuHigh", service="web")
+        gids = [slot.rt.router.groups(a)[0].gid for a in (warn, page)]
+        async with watch(slot.redis) as seen:
+            assert 2 == await slot.dispatcher.flush(await claimed(slot, T0 + 5), T0 + 5)
+        slot.now = T0 + 6
+        await slot.resolve(warn)
+        async with watch(slot.redis) as forgot:  # told resolved: forgotten, group dropped
+            assert 1 == await slot.dispatcher.flush(await claimed(slot, T0 + 15), T0 + 15)
+        assert (set(), set()) == (seen.undeclared, forgot.undeclared)
+        s = slot.store
+        singles = {s.due_key, s.urgent_key, s.alerts_key, s.gone_key}
+        streams = {slot.outbox.stream("hook", False), slot.outbox.stream("hook", True)}
+        per_group = {
+            k
+            for g in gids
+            for k in (s.group_key(g), s.members_key(g), slot.dispatcher.nflog_key("hook", g))
+        }
+        forgotten = {s.alert_groups_key(warn.fingerprint)}
+        touched = {k.decode() for k in seen.touched | forgot.touched}
+        assert singles | streams | per_group | forgotten == touched
+        assert {SLOT} == {key_slot(k) for k in seen.declared | forgot.declared}
+
+
+async def claimed(slot: SlotHarness, now: float) -> Claim:
+    slot.now = now
+    claim = await slot.dispatcher.claim(now)
+    assert claim.groups
+    return claim

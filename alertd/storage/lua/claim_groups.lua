@@ -4,6 +4,11 @@
 -- {route id: [channels]} ('' for a route not in it), whose logs are read. Groups a
 -- critical alert fired in (KEYS[3], urgent) are taken first, so a page does not wait
 -- for a storm of other groups due before it.
+-- KEYS: groups:due, alerts, groups:urgent. The one script that builds keys: it finds the
+-- due group ids itself, so it names their group:<gid>, gm:<gid> and nflog:<ch>:<gid>
+-- from the state prefix (ARGV[1]). Declaring them would take a round trip more (read the
+-- due ids, then claim them) on the path of every page. The prefix carries the
+-- partition's hash tag, so every key built here is in the slot of the declared ones.
 local due, alerts, urgent, prefix = KEYS[1], KEYS[2], KEYS[3], ARGV[1]
 local now, lease_until, token, limit = ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5])
 local routes = cjson.decode(ARGV[6])
