@@ -16,8 +16,8 @@ says why two replicas).
 
 Replay a failure with its seed: `CHAOS_SEED=<seed> .venv/bin/pytest tests/chaos -s`;
 several: `CHAOS_SEED=1,2,3,4`; one topology: `-k single` or `-k cluster`. Without
-CHAOS_SEED the three seeds in DEFAULT_SEEDS run on one Redis, and the first of them on
-the Cluster (a Cluster run takes longer to set up and to fail over).
+CHAOS_SEED the three seeds in DEFAULT_SEEDS run on one Redis, and CLUSTER_SEED on the
+Cluster (each Cluster run adds ~30 s).
 """
 
 from __future__ import annotations
@@ -40,6 +40,9 @@ from tests.chaos.conftest import GROUP, STREAM, THRESHOLD, ChaosRig, Delivery
 from tests.conftest import wait_for
 
 DEFAULT_SEEDS = (20261123, 7, 4242)
+# On the Cluster a failover stops deliveries for ~4 s: with 20261123 and 4242 the webhook's
+# 503s and hangs fall inside the failovers and never meet a request; with 7 they do.
+CLUSTER_SEED = 7
 
 N_SERIES = 200
 STEPS = 44
@@ -63,7 +66,7 @@ def seeds() -> list[int]:
 
 def runs() -> list[Any]:
     """(topology, seed): every seed on one Redis; on the Cluster CHAOS_SEED's, else one."""
-    cluster = seeds() if os.environ.get("CHAOS_SEED", "").strip() else list(DEFAULT_SEEDS[:1])
+    cluster = seeds() if os.environ.get("CHAOS_SEED", "").strip() else [CLUSTER_SEED]
     return [
         *(pytest.param("single", s, id=f"single-{s}") for s in seeds()),
         *(pytest.param("cluster", s, id=f"cluster-{s}") for s in cluster),
