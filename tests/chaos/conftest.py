@@ -359,7 +359,6 @@ class ClusterFailover:
 
     cluster: Cluster
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    count: int = 0
 
     def partition_master(self) -> RedisServer:
         return self.cluster.master_of(PARTITION_KEY)
@@ -373,7 +372,6 @@ class ClusterFailover:
             f"{REPLICAS_PER_MASTER} replicas of :{master.port} in sync",
         )
         master.stop(signal.SIGKILL)
-        self.count += 1
         _wait(lambda: self._promoted(master), 60, f"a replica promoted for :{master.port}")
         return master, self.partition_master()
 
