@@ -12,9 +12,7 @@ masters with 2 replicas each (`mode = "cluster"`, `wait_replicas = 1`). On the C
 Redis fault is a failover instead of a restart: kill -9 the master serving the state
 partition `{p0}`; a replica is promoted, alertd follows it, and the killed node is started
 again to rejoin as the new master's replica (tests/chaos/conftest.py, `ClusterFailover`,
-says why two replicas). One failure is expected there now and then, alone and nothing
-else: an invalid entry dead-lettered twice, an alertd bug (see DOUBLED_DEAD_LETTERS; the
-run is then reported as xfail, any other problem still fails it).
+says why two replicas).
 
 Replay a failure with its seed: `CHAOS_SEED=<seed> .venv/bin/pytest tests/chaos -s`;
 several: `CHAOS_SEED=1,2,3,4`; one topology: `-k single` or `-k cluster`. Without
@@ -66,36 +64,12 @@ def seeds() -> list[int]:
     return [int(s) for s in raw.split(",") if s.strip()] if raw else list(DEFAULT_SEEDS)
 
 
-# An alertd bug the Cluster variant meets about one run in seven (seed 7): a consumer that
-# found another daemon's heartbeat missing claims its pending entries (XCLAIM, min-idle 0)
-# at its next batch, without asking again; by then that daemon may have been restarted
-# under the same name and be processing those very entries, so both process them and an
-# invalid entry among them is dead-lettered twice (consumer.py `_claim_dead`). Only this
-# failure, alone, is expected (`DeadLettersDoubled`); any other still fails the test.
-DOUBLED = "doubled: "
-
-
-class DeadLettersDoubled(AssertionError):
-    """That failure, alone: an invalid entry dead-lettered twice, nothing else wrong."""
-
-
-DOUBLED_DEAD_LETTERS = pytest.mark.xfail(
-    raises=DeadLettersDoubled,
-    strict=False,
-    reason="alertd: a stale 'dead daemon' verdict claims a restarted daemon's entries "
-    "(consumer.py _claim_dead): an invalid entry can be dead-lettered twice",
-)
-
-
 def runs() -> list[Any]:
     """(topology, seed): every seed on one Redis; on the Cluster CHAOS_SEED's, else one."""
     cluster = seeds() if os.environ.get("CHAOS_SEED", "").strip() else [CLUSTER_SEED]
     return [
         *(pytest.param("single", s, id=f"single-{s}") for s in seeds()),
-        *(
-            pytest.param("cluster", s, id=f"cluster-{s}", marks=DOUBLED_DEAD_LETTERS)
-            for s in cluster
-        ),
+        *(pytest.param("cluster", s, id=f"cluster-{s}") for s in cluster),
     ]
 
 
@@ -433,23 +407,11 @@ async def queue_problems_at_end(
     problems += dead_problems
     in_stream = await invalid_in_stream(client)
     if set(dead_markers) != sc.markers or dead_markers != in_stream:
-        doubled = (
-            set(dead_markers) == sc.markers
-            and dead_markers - in_stream
-            and not (in_stream - dead_markers)
-        )
         problems.append(
-            (DOUBLED if doubled else "")
-            + f"dead letters {dict(dead_markers)} != invalid entries published "
+            f"dead letters {dict(dead_markers)} != invalid entries published "
             f"{sorted(sc.markers)} (in stream: {dict(in_stream)})"
         )
     return problems, dead_markers
-
-
-def fail(topology: str, problems: list[str], message: str) -> None:
-    if topology == "cluster" and len(problems) == 1 and problems[0].startswith(DOUBLED):
-        raise DeadLettersDoubled(message)
-    assert [] == problems, message
 
 
 # --- the test ------------------------------------------------------------------------------
@@ -557,14 +519,10 @@ class TestChaos:
             )
             report.append(f"deliveries and daemon logs: {rig.dir}")
             print("\n".join(report))
-            fail(
-                rig.topology,
-                problems,
-                "\n".join(
-                    [f"CHAOS FAILURE — replay with CHAOS_SEED={seed}", *report, "problems:"]
-                    + [f"  {p}" for p in problems[:40]]
-                    + [rig.tails(40)]
-                ),
+            assert [] == problems, "\n".join(
+                [f"CHAOS FAILURE — replay with CHAOS_SEED={seed}", *report, "problems:"]
+                + [f"  {p}" for p in problems[:40]]
+                + [rig.tails(40)]
             )
         except Exception:
             if not report:  # failed before the checks: still say how to replay it
