@@ -307,6 +307,12 @@ class Consumer:
     async def _claim_dead(self) -> list[RawEntry]:
         s = self.settings
         dead = next(iter(self._dead))
+        # The verdict is as old as the last heartbeat round, and a busy batch can make it
+        # seconds old: a daemon restarted since under the same name reads these entries
+        # itself, and claiming them from it would process them twice.
+        if self.ownership is not None and await self.ownership.alive([dead]):
+            self._dead.discard(dead)
+            return []
         rows = await self.redis.xpending_range(
             self.stream, s.group, "-", "+", self.batch_size, consumername=dead
         )

@@ -1,11 +1,17 @@
-"""The chaos harness: real daemons as subprocesses, a restartable Redis with AOF, and
-receivers that can be made to fail on purpose.
+"""The chaos harness: real daemons as subprocesses, a restartable Redis with AOF (or a
+Redis Cluster whose masters can be killed), and receivers that can be made to fail on
+purpose.
 
 Everything here runs for real: `alertd run` processes (so kill -9 is a real crash),
 a redis-server that is stopped with SIGTERM and started again on the same port and
 directory (so its append-only file is reloaded), an aiohttp webhook receiver in the
 test's event loop and an aiosmtpd server in its own thread. Both receivers record
 every request they get, with the notification id and the alerts it carried.
+
+On the Cluster (3 masters with 2 replicas each, `tests/topologies.Cluster`) the Redis
+fault is a failover instead of a restart: kill -9 the master serving the state partition
+`{p0}`, wait until a replica is promoted, then start the killed node again on its port
+and directory, so it rejoins as the new master's replica and resyncs (`ClusterFailover`).
 """
 
 from __future__ import annotations
@@ -28,10 +34,12 @@ from typing import Any
 
 import orjson
 import pytest
+import redis.asyncio as aioredis
 from aiohttp import web
 from aiosmtpd.controller import Controller
 
 from tests.conftest import RedisServer, free_port
+from tests.topologies import Cluster, _cli, _wait
 
 STREAM = "alertd:events"
 GROUP = "alertd"
@@ -75,6 +83,7 @@ timeout = "1s"
 DAEMON = """
 [redis]
 url = "{redis_url}"
+{redis_extra}
 [daemon]
 consumer = "{name}"
 batch_size = 200
@@ -317,15 +326,115 @@ class DaemonProcess:
         return self.log.read_text(errors="replace").count(needle) if self.log.exists() else 0
 
 
+# --- the Cluster's Redis fault ---------------------------------------------------------
+
+PARTITION_KEY = "alertd:{p0}:alerts"  # any key of the state partition: they share a slot
+REPLICAS_PER_MASTER = 2
+# A master sends a resyncing replica its data at once, not after the default 5 s wait for
+# more replicas to share a diskless transfer: the killed node rejoins in a second or two.
+FAST_RESYNC = ("repl-diskless-sync-delay", "0")
+
+
+def _online_replicas(master: RedisServer) -> int:
+    """How many replicas the master sees in sync (`state=online` in INFO replication)."""
+    info = _cli(master.port, "info", "replication")
+    return sum(1 for line in info.splitlines() if line.startswith("slave") and "online" in line)
+
+
+@dataclass
+class ClusterFailover:
+    """kill -9 the master serving `{p0}`, then bring it back as its successor's replica.
+
+    With `redis.wait_replicas = 1` alertd acknowledges and sends only what a replica
+    confirmed, so the promoted replica holds everything alertd acted on. A master is
+    killed only with both its replicas in sync: the one promoted still has the other to
+    confirm writes, so alertd holds for the failover itself (~3-4 s, as long as a dead
+    master goes unnoticed and its replicas elect one), not until the killed node is back.
+    With one replica per master it would hold until the killed node has resynced (~10 s
+    in all); the three daemons then read that backlog as batches side by side, and a
+    series is judged on its newest sample (by stream-entry time), so a firing episode of
+    the scenario (6 s) lying wholly inside the backlog is never judged firing (seed
+    20261123 lost 5 to 13 series so). The scenario promises every episode is seen: that
+    holds while alertd is held for less than an episode. One failover at a time: a
+    second kill finds the cluster whole again.
+    """
+
+    cluster: Cluster
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    def partition_master(self) -> RedisServer:
+        return self.cluster.master_of(PARTITION_KEY)
+
+    def kill_master(self) -> tuple[RedisServer, RedisServer]:
+        """The killed master and the replica promoted in its place."""
+        master = self.partition_master()
+        _wait(
+            lambda: _online_replicas(master) >= REPLICAS_PER_MASTER,
+            60,
+            f"{REPLICAS_PER_MASTER} replicas of :{master.port} in sync",
+        )
+        master.stop(signal.SIGKILL)
+        _wait(lambda: self._promoted(master), 60, f"a replica promoted for :{master.port}")
+        return master, self.partition_master()
+
+    def _promoted(self, killed: RedisServer) -> bool:
+        try:
+            return self.partition_master() is not killed and self.cluster.ready()
+        except RuntimeError:  # no live master serves the slot yet
+            return False
+
+    def rejoin(self, node: RedisServer) -> None:
+        """Start the killed node again (its nodes.conf kept): it turns into a replica."""
+        if f"--{FAST_RESYNC[0]}" not in node.extra_args:
+            node.extra_args += [f"--{FAST_RESYNC[0]}", FAST_RESYNC[1]]
+        node.start()
+        _wait(
+            lambda: (
+                _online_replicas(self.partition_master()) >= REPLICAS_PER_MASTER
+                and self.cluster.ready()
+            ),
+            60,
+            f":{node.port} resynced as a replica",
+        )
+
+
 @dataclass
 class ChaosRig:
-    """Redis (AOF), three daemons, a webhook and an SMTP server, wired in one config dir."""
+    """One Redis (AOF) or a Cluster, three daemons, a webhook and an SMTP server, wired in
+    one config dir."""
 
     dir: Path
-    redis: RedisServer
     webhook: ChaosWebhook
     smtp: SmtpSink
+    redis: RedisServer | None = None  # single: the one Redis, restarted as a fault
+    failover: ClusterFailover | None = None  # cluster: its {p0} master killed as a fault
+    redis_url: str = ""  # what the daemons and the test connect to
     daemons: list[DaemonProcess] = field(default_factory=list)
+
+    @property
+    def topology(self) -> str:
+        return "cluster" if self.failover is not None else "single"
+
+    @property
+    def redis_extra(self) -> str:
+        # Replication is asynchronous: without WAIT a failover may lose what a daemon
+        # already acknowledged or sent (tests/test_topologies.py does the same).
+        return 'mode = "cluster"\nwait_replicas = 1' if self.failover is not None else ""
+
+    def client(self) -> aioredis.Redis:
+        """The test's client of the event and dead-letter streams.
+
+        On the Cluster a plain client of the master serving them (never killed), not
+        redis-py's Cluster client: after a failover that one keeps the killed master
+        among its primaries (a SCAN then misses or doubles keys) and leaves the replaced
+        nodes' connections unclosed (a ResourceWarning, an error under filterwarnings).
+        """
+        return aioredis.Redis.from_url(self.redis_url, socket_timeout=2, socket_connect_timeout=1)
+
+    def partition_client(self) -> aioredis.Redis:
+        """A client of the node serving `{p0}` now (the outboxes): call once faults are over."""
+        url = self.failover.partition_master().url if self.failover is not None else self.redis_url
+        return aioredis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=1)
 
     def write_config(self, names: list[str]) -> None:
         (self.dir / "rules").mkdir(exist_ok=True)
@@ -337,7 +446,12 @@ class ChaosRig:
         for name in names:
             cfg = self.dir / f"{name}.toml"
             cfg.write_text(
-                DAEMON.format(redis_url=self.redis.url, name=name, http_port=free_port())
+                DAEMON.format(
+                    redis_url=self.redis_url,
+                    redis_extra=self.redis_extra,
+                    name=name,
+                    http_port=free_port(),
+                )
             )
             self.daemons.append(DaemonProcess(name, cfg, self.dir / f"{name}.log"))
 
@@ -350,10 +464,7 @@ class ChaosRig:
         )
 
 
-@pytest.fixture
-async def chaos_rig(tmp_path: Path) -> AsyncIterator[ChaosRig]:
-    if shutil.which("redis-server") is None:
-        pytest.skip("redis-server is not on PATH")
+def _start_single(tmp_path: Path) -> RedisServer:
     redis_dir = tmp_path / "redis"
     redis_dir.mkdir()
     redis = RedisServer(
@@ -361,17 +472,52 @@ async def chaos_rig(tmp_path: Path) -> AsyncIterator[ChaosRig]:
         dir=redis_dir,
         extra_args=["--appendonly", "yes", "--appendfsync", "always"],
     )
-    await asyncio.to_thread(redis.start)
+    redis.start()
+    return redis
+
+
+def _start_cluster(cluster: Cluster) -> str:
+    """Start 3 masters with 2 replicas each; the URL of a node the faults never kill."""
+    cluster.start(replicas_per_master=REPLICAS_PER_MASTER)
+    for node in cluster.nodes:
+        _cli(node.port, "config", "set", *FAST_RESYNC)
+    seed = cluster.master_of(STREAM)
+    # The event and dead-letter streams' slots are served by another master than {p0}'s
+    # (an even split of 3 puts them in the first third, {p0} in the last): killing the
+    # partition's master loses no event a producer was told was stored. The daemons
+    # restarted after a kill -9 must reach their one startup node, so it is this one.
+    if seed is cluster.master_of(PARTITION_KEY):
+        raise RuntimeError("the event stream and {p0} are on one master")
+    return seed.url
+
+
+@pytest.fixture
+async def chaos_rig(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[ChaosRig]:
+    """`single` (the default) or `cluster`, by indirect parametrization."""
+    topology = getattr(request, "param", "single")
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not on PATH")
     webhook = ChaosWebhook()
-    await webhook.start()
     smtp = SmtpSink()
-    await asyncio.to_thread(smtp.start)
-    rig = ChaosRig(tmp_path, redis, webhook, smtp)
+    rig = ChaosRig(tmp_path, webhook, smtp)
+    cluster: Cluster | None = None
     try:
+        if topology == "cluster":
+            cluster = Cluster(tmp_path / "cluster")
+            rig.failover = ClusterFailover(cluster)
+            rig.redis_url = await asyncio.to_thread(_start_cluster, cluster)
+        else:
+            rig.redis = await asyncio.to_thread(_start_single, tmp_path)
+            rig.redis_url = rig.redis.url
+        await webhook.start()
+        await asyncio.to_thread(smtp.start)
         yield rig
     finally:
         for d in rig.daemons:
             await asyncio.to_thread(d.stop)
         await asyncio.to_thread(smtp.stop)
         await webhook.stop()
-        await asyncio.to_thread(redis.stop)
+        if rig.redis is not None:
+            await asyncio.to_thread(rig.redis.stop)
+        if cluster is not None:
+            await asyncio.to_thread(cluster.stop)

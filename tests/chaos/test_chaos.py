@@ -7,8 +7,17 @@ daemons, restarts Redis (AOF, so nothing acknowledged is lost), makes the webhoo
 receivers must hold what the scenario promised (see `check_deliveries`), the stream and
 every outbox must be empty, and the only dead letters must be the invalid entries.
 
+The same scenario and the same checks run on one Redis and on a Redis Cluster of 3
+masters with 2 replicas each (`mode = "cluster"`, `wait_replicas = 1`). On the Cluster the
+Redis fault is a failover instead of a restart: kill -9 the master serving the state
+partition `{p0}`; a replica is promoted, alertd follows it, and the killed node is started
+again to rejoin as the new master's replica (tests/chaos/conftest.py, `ClusterFailover`,
+says why two replicas).
+
 Replay a failure with its seed: `CHAOS_SEED=<seed> .venv/bin/pytest tests/chaos -s`;
-several: `CHAOS_SEED=1,2,3,4`. Without CHAOS_SEED the three seeds in DEFAULT_SEEDS run.
+several: `CHAOS_SEED=1,2,3,4`; one topology: `-k single` or `-k cluster`. Without
+CHAOS_SEED the three seeds in DEFAULT_SEEDS run on one Redis, and CLUSTER_SEED on the
+Cluster (each Cluster run adds ~30 s).
 """
 
 from __future__ import annotations
@@ -31,6 +40,9 @@ from tests.chaos.conftest import GROUP, STREAM, THRESHOLD, ChaosRig, Delivery
 from tests.conftest import wait_for
 
 DEFAULT_SEEDS = (20261123, 7, 4242)
+# On the Cluster a failover stops deliveries for ~4 s: with 20261123 and 4242 the webhook's
+# 503s and hangs fall inside the failovers and never meet a request; with 7 they do.
+CLUSTER_SEED = 7
 
 N_SERIES = 200
 STEPS = 44
@@ -50,6 +62,15 @@ MARKER = re.compile(r"chaos-bad-\d+")
 def seeds() -> list[int]:
     raw = os.environ.get("CHAOS_SEED", "").strip()
     return [int(s) for s in raw.split(",") if s.strip()] if raw else list(DEFAULT_SEEDS)
+
+
+def runs() -> list[Any]:
+    """(topology, seed): every seed on one Redis; on the Cluster CHAOS_SEED's, else one."""
+    cluster = seeds() if os.environ.get("CHAOS_SEED", "").strip() else [CLUSTER_SEED]
+    return [
+        *(pytest.param("single", s, id=f"single-{s}") for s in seeds()),
+        *(pytest.param("cluster", s, id=f"cluster-{s}") for s in cluster),
+    ]
 
 
 # --- the scenario --------------------------------------------------------------------------
@@ -162,7 +183,7 @@ async def publish_steps(client: aioredis.Redis, sc: Scenario, log: list[str]) ->
 @dataclass
 class Fault:
     at_s: float
-    kind: str  # kill9 | redis_restart | hook_503 | hook_hang | smtp_down
+    kind: str  # kill9 | redis_restart (redis_failover) | hook_503 | hook_hang | smtp_down
     target: str
     duration_s: float
 
@@ -171,8 +192,12 @@ class Fault:
         return f"t+{self.at_s:5.2f}s {what} for {self.duration_s:.2f}s"
 
 
-def fault_schedule(seed: int) -> list[Fault]:
-    """Faults of each kind in disjoint slots of the fault window, so one never overlaps itself."""
+def fault_schedule(seed: int, redis_fault: str = "redis_restart") -> list[Fault]:
+    """Faults of each kind in disjoint slots of the fault window, so one never overlaps itself.
+
+    `redis_fault` names the Redis fault (a Cluster's is `redis_failover`); the draws, and
+    so the times, are the same either way.
+    """
     rng = random.Random(seed * 7919 + 1)
     faults: list[Fault] = []
 
@@ -187,7 +212,7 @@ def fault_schedule(seed: int) -> list[Fault]:
 
     w = FAULT_WINDOW_S
     place("kill9", 3, 0.5, w * 0.75, (0.5, 2.0))
-    place("redis_restart", 2, 1.0, w, (0.2, 1.5))
+    place(redis_fault, 2, 1.0, w, (0.2, 1.5))
     place("hook_503", 2, 0.5, w, (1.0, 3.0))
     place("hook_hang", 1, 0.5, w, (1.0, 2.5))
     place("smtp_down", 2, 0.5, w, (1.0, 3.0))
@@ -197,15 +222,28 @@ def fault_schedule(seed: int) -> list[Fault]:
 async def inject(rig: ChaosRig, fault: Fault, t0: float, done: list[str]) -> None:
     await asyncio.sleep(max(0.0, t0 + fault.at_s - time.monotonic()))
     began = time.monotonic() - t0
+    detail = fault.target
     if fault.kind == "kill9":
         daemon = rig.daemon(fault.target)
         await asyncio.to_thread(daemon.kill9)
         await asyncio.sleep(fault.duration_s)
         await asyncio.to_thread(daemon.start)
     elif fault.kind == "redis_restart":
+        assert rig.redis is not None
         await asyncio.to_thread(rig.redis.stop)  # SIGTERM: fsync the AOF, exit
         await asyncio.sleep(fault.duration_s)
         await asyncio.to_thread(rig.redis.start)  # same port and dir: the AOF reloads
+    elif fault.kind == "redis_failover":
+        assert rig.failover is not None
+        async with rig.failover.lock:  # one at a time, each with a replica to promote
+            killed, promoted = await asyncio.to_thread(rig.failover.kill_master)
+            promoted_at = time.monotonic() - t0
+            await asyncio.sleep(fault.duration_s)  # down that long once replaced
+            await asyncio.to_thread(rig.failover.rejoin, killed)
+        detail = (
+            f"{{p0}}'s master :{killed.port} killed, :{promoted.port} promoted at "
+            f"t+{promoted_at:5.2f}s, :{killed.port} back as its replica"
+        )
     elif fault.kind == "hook_503":
         rig.webhook.fail_until = time.monotonic() + fault.duration_s
         await asyncio.sleep(fault.duration_s)
@@ -216,7 +254,7 @@ async def inject(rig: ChaosRig, fault: Fault, t0: float, done: list[str]) -> Non
         await asyncio.to_thread(rig.smtp.stop)
         await asyncio.sleep(fault.duration_s)
         await asyncio.to_thread(rig.smtp.start)
-    done.append(f"t+{began:5.2f}s..t+{time.monotonic() - t0:5.2f}s {fault.kind} {fault.target}")
+    done.append(f"t+{began:5.2f}s..t+{time.monotonic() - t0:5.2f}s {fault.kind} {detail}")
 
 
 # --- the invariants ------------------------------------------------------------------------
@@ -300,8 +338,9 @@ def check_deliveries(
     return problems, dict(stats)
 
 
-async def queue_state(client: aioredis.Redis) -> dict[str, Any]:
-    """Pending and unread entries of the event group, and what every outbox still holds."""
+async def queue_state(client: aioredis.Redis, partition: aioredis.Redis) -> dict[str, Any]:
+    """Pending and unread entries of the event group, and what every outbox still holds
+    (`partition`: the node serving `{p0}`, the same Redis unless on a Cluster)."""
     pending = (await client.xpending(STREAM, GROUP))["pending"]
     info = await client.xinfo_stream(STREAM)
     groups = {g["name"].decode(): g for g in await client.xinfo_groups(STREAM)}
@@ -309,10 +348,10 @@ async def queue_state(client: aioredis.Redis) -> dict[str, Any]:
     last = info["last-generated-id"]
     outboxes: dict[str, tuple[int, int]] = {}
     for lane in ("outbox", "urgent"):  # every channel's two streams (outbox.py)
-        async for key in client.scan_iter(match=f"alertd:{{p0}}:{lane}:*"):
+        async for key in partition.scan_iter(match=f"alertd:{{p0}}:{lane}:*"):
             name = key.decode()
-            outbox_pending = (await client.xpending(name, "alertd"))["pending"]
-            outboxes[name] = (await client.xlen(name), outbox_pending)
+            outbox_pending = (await partition.xpending(name, "alertd"))["pending"]
+            outboxes[name] = (await partition.xlen(name), outbox_pending)
     return {
         "pending": pending,
         "caught_up": group.get("last-delivered-id") == last,
@@ -355,6 +394,26 @@ async def invalid_in_stream(client: aioredis.Redis) -> Counter[str]:
     return markers
 
 
+async def queue_problems_at_end(
+    client: aioredis.Redis, q: dict[str, Any], sc: Scenario
+) -> tuple[list[str], Counter[str]]:
+    """Problems with the queues once settled, and the dead letters' markers."""
+    problems: list[str] = []
+    if not drained(q):
+        problems.append(f"not drained: {q}")
+    if not q["outboxes"]:  # drained() would hold for want of any outbox found
+        problems.append("no outbox stream found: the scan looked in the wrong place")
+    dead_problems, dead_markers = await dead_letters(client)
+    problems += dead_problems
+    in_stream = await invalid_in_stream(client)
+    if set(dead_markers) != sc.markers or dead_markers != in_stream:
+        problems.append(
+            f"dead letters {dict(dead_markers)} != invalid entries published "
+            f"{sorted(sc.markers)} (in stream: {dict(in_stream)})"
+        )
+    return problems, dead_markers
+
+
 # --- the test ------------------------------------------------------------------------------
 
 
@@ -363,11 +422,13 @@ async def invalid_in_stream(client: aioredis.Redis) -> Counter[str]:
 class TestChaos:
     """Crashes, Redis restarts and failing receivers lose nothing and double nothing."""
 
-    @pytest.mark.parametrize("seed", seeds())
+    @pytest.mark.parametrize(("chaos_rig", "seed"), runs(), indirect=["chaos_rig"])
     async def test_faults_lose_and_double_nothing(self, chaos_rig: ChaosRig, seed: int) -> None:
         rig = chaos_rig
         sc = build_scenario(seed)
-        schedule = fault_schedule(seed)
+        schedule = fault_schedule(
+            seed, "redis_failover" if rig.topology == "cluster" else "redis_restart"
+        )
         rig.write_config(list(DAEMONS))
         for d in rig.daemons:
             d.start()
@@ -375,7 +436,8 @@ class TestChaos:
             lambda: all(d.log_count("alertd started") for d in rig.daemons), timeout_s=20
         )
 
-        client = aioredis.Redis.from_url(rig.redis.url, socket_timeout=2, socket_connect_timeout=1)
+        client = rig.client()
+        partition: aioredis.Redis | None = None
         done: list[str] = []
         publish_log: list[str] = []
         report: list[str] = []
@@ -385,11 +447,12 @@ class TestChaos:
             await publish_steps(client, sc, publish_log)
             await injector
             published_s = time.monotonic() - t0
+            partition = rig.partition_client()
 
             # Faults are over: wait until everything is delivered, acknowledged and empty.
             deadline = time.monotonic() + DRAIN_S
             while True:
-                q = await queue_state(client)
+                q = await queue_state(client, partition)
                 problems = []
                 for channel, got in (
                     ("hook", rig.webhook.deliveries),
@@ -407,16 +470,8 @@ class TestChaos:
                 p, s = check_deliveries(channel, list(got), sc)
                 problems += p
                 stats[channel] = s
-            if not drained(q):
-                problems.append(f"not drained: {q}")
-            dead_problems, dead_markers = await dead_letters(client)
-            problems += dead_problems
-            in_stream = await invalid_in_stream(client)
-            if set(dead_markers) != sc.markers or dead_markers != in_stream:
-                problems.append(
-                    f"dead letters {dict(dead_markers)} != invalid entries published "
-                    f"{sorted(sc.markers)} (in stream: {dict(in_stream)})"
-                )
+            queue_problems, dead_markers = await queue_problems_at_end(client, q, sc)
+            problems += queue_problems
             for d in rig.daemons:
                 if not d.running:
                     problems.append(f"{d.name} is not running at the end")
@@ -430,8 +485,9 @@ class TestChaos:
 
             fired = sum(1 for s in sc.last_value if sc.fired[s])
             report += [
-                f"seed {seed}: {N_SERIES} series, {STEPS} steps, {sc.valid_events} valid events "
-                f"+ {len(sc.markers)} invalid; published in {published_s:.1f}s, "
+                f"seed {seed} on {rig.topology}: {N_SERIES} series, {STEPS} steps, "
+                f"{sc.valid_events} valid events + {len(sc.markers)} invalid; "
+                f"published in {published_s:.1f}s, "
                 f"settled {drain_s:.1f}s later",
                 f"scenario: {fired} series fired ({sum(sc.fired.values())} episodes, "
                 f"{sum(sc.resolved.values())} resolutions); at the end "
@@ -475,3 +531,5 @@ class TestChaos:
             raise
         finally:
             await client.aclose()
+            if partition is not None:
+                await partition.aclose()
