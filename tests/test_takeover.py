@@ -91,3 +91,21 @@ class TestEvents:
         await wait_for(lambda: {"late1", "late2"} <= told(receiver), timeout_s=15)
         assert time.monotonic() - started < TAKEOVER_S + 4
         assert 0 == (await redis.xpending("alertd:events", "alertd"))["pending"]
+
+    async def test_a_daemon_back_since_it_was_judged_dead_keeps_its_events(
+        self, daemons: DaemonFactory, redis: aioredis.Redis, receiver: Receiver
+    ) -> None:
+        """The verdict "dead" can be seconds old: a daemon restarted under its name since
+        processes its own pending events, and they must not be claimed from it."""
+        daemons.write(RULES, HOOK.format(url=receiver.url), ROUTE)
+        slow_claim(daemons)
+        app = await daemons.start(consumer="alive")
+        await redis.xadd("alertd:events", {"name": "load", "value": "500", "series": "back"})
+        await redis.xreadgroup("alertd", "back", {"alertd:events": ">"}, count=1)
+        await redis.set("alertd:{p0}:daemon:back", "1", px=60_000)  # its heartbeat again
+
+        consumer = app.consumer
+        consumer._dead.add("back")  # what an earlier heartbeat round concluded
+        assert [] == await consumer._claim_dead()
+        [held] = await redis.xpending_range("alertd:events", "alertd", "-", "+", 10)
+        assert b"back" == held["consumer"]
