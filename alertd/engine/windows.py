@@ -275,8 +275,8 @@ class RedisWindows:
     def __init__(self, redis: Redis, key_prefix: str) -> None:
         self.redis = redis
         self.prefix = key_prefix
-        self._source = lua("merge_windows")
-        self._sha = hashlib.sha1(self._source.encode()).hexdigest()
+        # Sent by SHA on a connection of its own (_evalsha), not through redis-py's call.
+        self._script = redis.register_script(lua("merge_windows"))
 
     def key(self, rule: Rule, fingerprint: str) -> str:
         return keys.window(self.prefix, fingerprint, plan_of(rule).version)
@@ -366,7 +366,7 @@ class RedisWindows:
         calls = self._calls(series, packed, now, alerts_key)
         missing = await self._evalsha(calls, take)
         if missing:  # first use, or Redis restarted: none of these calls ran
-            await self.redis.script_load(self._source)
+            await self.redis.script_load(self._script.script)
             if await self._evalsha(iter(missing), take):
                 raise NoScriptError("merge_windows.lua was not kept after SCRIPT LOAD")
         return out, stored
@@ -381,7 +381,8 @@ class RedisWindows:
         try:
             sent: list[_Script] = []
             while group := list(itertools.islice(calls, PIPELINE_CALLS)):
-                commands = [("EVALSHA", self._sha, len(t), *t, *a) for t, a, _ in group]
+                sha = self._script.sha
+                commands = [("EVALSHA", sha, len(t), *t, *a) for t, a, _ in group]
                 await conn.send_packed_command(conn.pack_commands(commands))
                 sent.extend(group)
             missing: list[_Script] = []

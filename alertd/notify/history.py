@@ -180,8 +180,6 @@ class History:
                 waiting, self._waiting = self._waiting, []
                 await self._write_batch(items)
                 _release(waiting)
-                if not self._batch:
-                    await self._trim_quietly()  # records queued meanwhile: the loop goes on
         finally:  # cancelled (a stop): nobody waits for records that will not be written
             _release(waiting + self._waiting)
 
@@ -192,18 +190,12 @@ class History:
                 for m, queued_at, rec in items[start : start + WRITE_CHUNK]:
                     args += [m, repr(queued_at), rank(rec), orjson.dumps(rec)]
                 await self._write(keys=[self.keys.records, self.keys.index], args=args)
+            if not self._batch:  # records queued meanwhile: they are written first
+                await self._trim()
         except RedisError as exc:
             log.warning("notification history not written", error=type(exc).__name__)
         except Exception:  # history is a record of delivery, never a reason for it to fail
             log.exception("notification history not written")
-
-    async def _trim_quietly(self) -> None:
-        try:
-            await self._trim()
-        except RedisError as exc:
-            log.warning("notification history not trimmed", error=type(exc).__name__)
-        except Exception:
-            log.exception("notification history not trimmed")
 
     async def _trim(self) -> None:
         """Drop records past retention, and the oldest beyond MAX_RECORDS."""
