@@ -49,18 +49,25 @@ slot with the keys it declares.
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Iterable
 
-PARTITION = 0  # the partition every state key is in (see the module docstring)
+HOME = 0  # the partition of state that is not a series' (groups, outboxes, silences, ...)
 
 
-def hash_tag(partition: int = PARTITION) -> str:
+def hash_tag(partition: int = HOME) -> str:
     return f"{{p{partition}}}"
 
 
-def state_prefix(key_prefix: str) -> str:
-    """What every state key begins with: `alertd:{p0}:` for key_prefix `alertd:`."""
-    return f"{key_prefix}{hash_tag()}:"
+def state_prefix(key_prefix: str, partition: int = HOME) -> str:
+    """What a partition's state keys begin with: `alertd:{p3}:` for key_prefix `alertd:`."""
+    return f"{key_prefix}{hash_tag(partition)}:"
+
+
+def partition_of(fingerprint: str, partitions: int) -> int:
+    """The partition of a series (its window and alert): a stable hash of its fingerprint,
+    the same in every daemon and every version."""
+    return zlib.crc32(fingerprint.encode()) % partitions
 
 
 def window(prefix: str, fingerprint: str, version: str) -> str:
@@ -85,6 +92,22 @@ def alerts_gone(prefix: str) -> str:
 
 def alerts_version(prefix: str) -> str:
     return f"{prefix}alerts:ver"
+
+
+def filings(prefix: str) -> str:
+    """hash: fingerprint -> the alert change still to be filed into its groups (`seq`
+    tab JSON), removed once filed (alerts.py)."""
+    return f"{prefix}filings"
+
+
+def alert_copies(prefix: str) -> str:
+    """hash: fingerprint -> the alert as last filed into the partition's groups."""
+    return f"{prefix}ga"
+
+
+def alert_copies_seq(prefix: str) -> str:
+    """hash: fingerprint -> the `seq` of that filing (an older one arriving late is ignored)."""
+    return f"{prefix}ga:seq"
 
 
 def alert_groups(prefix: str, fingerprint: str) -> str:
