@@ -1,29 +1,42 @@
 """Alert state in Redis, and the groups each change is filed into.
 
-Keys (prefix `p`):
-    {p}alerts            hash  fingerprint -> Alert JSON (pending, firing, resolved-not-yet-told)
-    {p}alerts:gone       hash  fingerprint -> the resolved Alert JSON a pending one replaced
-                               while groups still owed receivers its resolution
-    {p}alerts:ver        int   bumped on every change filed into groups (firing set changed)
-    {p}alerts:clock      zset  fingerprint -> when the clock must next judge the live alert
+An alert lives beside its series' window, in the series' partition (keys
+`{s}`, storage/partitions.py); the groups it is filed into live in the home
+partition (`{h}`), with a copy of the alert as last filed:
+
+    {s}alerts            hash  fingerprint -> Alert JSON (pending, firing)
+    {s}alerts:clock      zset  fingerprint -> when the clock must next judge the live alert
                                (its `for` ends, a bucket leaves its window, ...): the clock
                                reads only what is due, not every alert
-    {p}ag:{fp}           set   group ids still holding the alert
-    {p}groups:due        zset  group id -> when the group must next be flushed (or its lease ends)
-    {p}group:{gid}       hash  key, labels, route, created, last_flush; while a flush holds
+    {s}alerts:ver        int   the partition's filing counter (`seq`); bumped by every
+                               change filed into groups (reloads inhibition sources)
+    {s}filings           hash  fingerprint -> the change still to be filed (seq, tab, JSON)
+    {h}ga, {h}ga:seq     hash  fingerprint -> the alert as last filed (firing, or resolved
+                               and not yet told by every group), and that filing's seq
+    {h}ag:{fp}           set   group ids still holding the alert
+    {h}groups:due        zset  group id -> when the group must next be flushed (or its lease ends)
+    {h}group:{gid}       hash  key, labels, route, created, last_flush; while a flush holds
                                it: lease, lease_until, and what changed meanwhile: dirty
                                (flush again after group_interval) or rush (again at once)
-    {p}gm:{gid}          set   fingerprints in the group
+    {h}gm:{gid}          set   fingerprints in the group
 
-A change is written with compare-and-set (Lua): the alert moves only if
-nobody else moved it since we read it, and its groups are scheduled in the
-same atomic step, so replicas never lose or double a transition. An alert
+A change is written with compare-and-set (apply_alert_changes.lua): the alert
+moves only if nobody else moved it since we read it, so replicas never lose or
+double a transition. A change receivers hear of is kept, in the same atomic
+step, in the partition's `filings` under the next `seq`; then it is filed into
+its groups (file_alerts.lua: the copy, membership and schedule, skipped when a
+newer seq was filed already) and only then removed. A daemon that dies in
+between leaves the filing for the partition's owner, who files it again
+(`refile`): so the change reaches its groups exactly once, in order. An alert
 leaves a group only when that group's flush has told its resolution
-(dispatcher.py), and leaves Redis only when no group holds it any more.
+(dispatcher.py); a resolved alert leaves its series' partition at once (its
+groups have their copy).
 """
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,6 +46,7 @@ from redis.asyncio import Redis
 from alertd.model import Alert
 from alertd.notify.routing import GroupTarget
 from alertd.storage import keys, scripts
+from alertd.storage.partitions import Partitions
 from alertd.storage.scripts import lua
 
 APPLY_CHUNK = 500  # changes per Lua call: long enough to pay off, short enough not to stall Redis
@@ -40,53 +54,41 @@ APPLY_CHUNK = 500  # changes per Lua call: long enough to pay off, short enough 
 
 DUE_LIMIT = 5000  # per clock evaluation (Lua's unpack takes at most ~8000)
 
-# Where apply_alert_changes.lua reads the places in KEYS of a change's keys.
-_WINDOW, _TARGETS, _ALERT_GROUPS = 5, 8, 10
-_GROUP, _MEMBERS = 7, 8  # of a target
+# Where apply_alert_changes.lua reads a change's window place, and file_alerts.lua a
+# filing's seq, targets and the place of its ag:<fp>; a target's group and members.
+_WINDOW = 3
+_SEQ, _TARGETS, _ALERT_GROUPS = 1, 4, 7
+_GROUP, _MEMBERS = 6, 7
 
 
 @dataclass(slots=True)
 class AlertChange:
     """One change's part of an `apply_many` call (AlertStore.apply_args): its entry in
-    apply_alert_changes.lua's JSON, and the keys it touches, whose places in the call's
-    KEYS `apply_many` writes into the entry.
+    apply_alert_changes.lua's JSON, the window it was judged on, and its filing (None:
+    its groups hear nothing of it).
     """
 
+    partition: int
     args: list[Any]
-    alert_groups: str
     window: str | None
-    groups: list[tuple[str, str]]  # per target: its group's hash and members
-
-    def place(self, call: keys.ScriptKeys) -> list[Any]:
-        args = self.args
-        args[_WINDOW] = 0 if self.window is None else call.at(self.window)
-        args[_ALERT_GROUPS] = call.at(self.alert_groups)
-        for target, (group, members) in zip(args[_TARGETS], self.groups, strict=True):
-            target[_GROUP] = call.at(group)
-            target[_MEMBERS] = call.at(members)
-        return args
+    filing: list[Any] | None
 
 
 class AlertStore:
-    def __init__(self, redis: Redis, key_prefix: str) -> None:
-        self.redis = redis
-        self.prefix = key_prefix
-        self.alerts_key = keys.alerts(key_prefix)
-        self.gone_key = keys.alerts_gone(key_prefix)
-        self.version_key = keys.alerts_version(key_prefix)
-        self.due_key = keys.groups_due(key_prefix)
-        self.clock_key = keys.alerts_clock(key_prefix)
-        self.urgent_key = keys.groups_urgent(key_prefix)
-        self._apply = redis.register_script(lua("apply_alert_changes"))
-        self._apply_keys = (
-            self.alerts_key,
-            self.due_key,
-            self.clock_key,
-            self.urgent_key,
-            self.gone_key,
-            self.version_key,
-        )
-        self._due = redis.register_script(lua("due_alerts"))
+    def __init__(self, partitions: Partitions) -> None:
+        self.partitions = partitions
+        # The groups' side, all in the home partition.
+        self.redis = partitions.home
+        self.prefix = home = partitions.home_prefix
+        self.due_key = keys.groups_due(home)
+        self.urgent_key = keys.groups_urgent(home)
+        self.copies_key = keys.alert_copies(home)
+        self.copies_seq_key = keys.alert_copies_seq(home)
+        self._apply = self.redis.register_script(lua("apply_alert_changes"))
+        self._file = self.redis.register_script(lua("file_alerts"))
+        self._due = self.redis.register_script(lua("due_alerts"))
+        # Filings done, per series partition: removed from `filings` with its next call.
+        self._filed: dict[int, list[tuple[str, int]]] = {}
 
     def group_key(self, gid: str) -> str:
         return keys.group(self.prefix, gid)
@@ -97,44 +99,116 @@ class AlertStore:
     def alert_groups_key(self, fp: str) -> str:
         return keys.alert_groups(self.prefix, fp)
 
+    def window_key(self, fp: str, version: str) -> str:
+        return keys.window(self.partitions.prefix(self.partitions.of_series(fp)), fp, version)
+
+    # --- reads, each partition's in one pipeline per client --------------------
+
+    async def _per_partition(self, parts: Iterable[int], queue: Any) -> dict[int, list[Any]]:
+        """`queue(pipe, partition)` for each partition, one pipeline per client, the
+        clients at once; the answers of the commands queued for each partition."""
+
+        async def run(client: Redis, ps: list[int]) -> list[tuple[int, list[Any]]]:
+            pipe = client.pipeline(transaction=False)
+            ends = []
+            for p in ps:
+                queue(pipe, p)
+                ends.append(len(pipe.command_stack))
+            answers = await scripts.execute(pipe)
+            starts = [0, *ends[:-1]]
+            return [(p, answers[a:b]) for p, a, b in zip(ps, starts, ends, strict=True)]
+
+        answers = await asyncio.gather(
+            *(run(client, ps) for client, ps in self.partitions.by_client(parts))
+        )
+        return {p: a for one in answers for p, a in one}
+
+    def _by_partition(self, fingerprints: Iterable[str]) -> dict[int, list[str]]:
+        out: dict[int, list[str]] = {}
+        for fp in fingerprints:
+            out.setdefault(self.partitions.of_series(fp), []).append(fp)
+        return out
+
+    def _alerts_key(self, partition: int) -> str:
+        return keys.alerts(self.partitions.prefix(partition))
+
     async def get_raw(self, fingerprints: list[str]) -> list[bytes | None]:
         if not fingerprints:
             return []
-        values: list[bytes | None] = await self.redis.hmget(self.alerts_key, fingerprints)
-        return values
+        by_part = self._by_partition(fingerprints)
+        answers = await self._per_partition(
+            by_part, lambda pipe, p: pipe.hmget(self._alerts_key(p), by_part[p])
+        )
+        found = {
+            fp: raw
+            for p, fps in by_part.items()
+            for fp, raw in zip(fps, answers[p][0], strict=True)
+        }
+        return [found[fp] for fp in fingerprints]
 
-    async def get_gone(self, fingerprints: list[str]) -> list[bytes | None]:
-        if not fingerprints:
-            return []
-        values: list[bytes | None] = await self.redis.hmget(self.gone_key, fingerprints)
-        return values
+    async def all(self, partitions: Iterable[int] | None = None) -> list[Alert]:
+        """Every stored alert (of these partitions)."""
+        parts = range(self.partitions.count) if partitions is None else partitions
+        answers = await self._per_partition(
+            parts, lambda pipe, p: pipe.hgetall(self._alerts_key(p))
+        )
+        return [
+            Alert.from_dict(orjson.loads(v)) for (raw,) in answers.values() for v in raw.values()
+        ]
 
-    async def all(self) -> list[Alert]:
-        raw = await self.redis.hgetall(self.alerts_key)
-        return [Alert.from_dict(orjson.loads(v)) for v in raw.values()]
+    async def versions(self) -> tuple[bytes | None, ...]:
+        """Every partition's filing counter: changed when any alert change was filed."""
+        answers = await self._per_partition(
+            range(self.partitions.count),
+            lambda pipe, p: pipe.get(keys.alerts_version(self.partitions.prefix(p))),
+        )
+        return tuple(answers[p][0] for p in range(self.partitions.count))
 
-    async def due(self, now: float, limit: int = DUE_LIMIT) -> list[Alert]:
-        """The live alerts whose next clock judgement is due by `now`, oldest due first.
+    async def due(
+        self, now: float, partitions: Iterable[int] | None = None, limit: int = DUE_LIMIT
+    ) -> list[Alert]:
+        """The live alerts (of these partitions) whose next clock judgement is due by
+        `now`, oldest due first.
 
         Entries of alerts that are gone or resolved are dropped from the index.
         """
-        fps, raws = await self._due(keys=[self.clock_key, self.alerts_key], args=[now, limit])
+        parts = list(range(self.partitions.count) if partitions is None else partitions)
+
+        def clock(p: int) -> str:
+            return keys.alerts_clock(self.partitions.prefix(p))
+
+        answers = await self._per_partition(
+            parts,
+            lambda pipe, p: scripts.queue(
+                pipe, self._due, [clock(p), self._alerts_key(p)], [now, limit]
+            ),
+        )
         alerts: list[Alert] = []
-        stale: list[bytes] = []
-        for fp, raw in zip(fps, raws, strict=True):
-            alert = Alert.from_dict(orjson.loads(raw)) if raw else None
-            if alert is None or alert.state == "resolved":
-                stale.append(fp)
-            else:
-                alerts.append(alert)
+        stale: dict[int, list[bytes]] = {}
+        for p, ((fps, raws),) in answers.items():
+            for fp, raw in zip(fps, raws, strict=True):
+                alert = Alert.from_dict(orjson.loads(raw)) if raw else None
+                if alert is None or alert.state == "resolved":
+                    stale.setdefault(p, []).append(fp)
+                else:
+                    alerts.append(alert)
         if stale:
-            await self.redis.zrem(self.clock_key, *stale)
+            await self._per_partition(stale, lambda pipe, p: pipe.zrem(clock(p), *stale[p]))
         return alerts
 
     async def reschedule(self, clock: dict[str, float]) -> None:
         """When the clock must next judge these alerts (judged, but not changed)."""
-        if clock:
-            await self.redis.zadd(self.clock_key, clock)
+        if not clock:
+            return
+        by_part = self._by_partition(clock)
+        await self._per_partition(
+            by_part,
+            lambda pipe, p: pipe.zadd(
+                keys.alerts_clock(self.partitions.prefix(p)), {fp: clock[fp] for fp in by_part[p]}
+            ),
+        )
+
+    # --- changes ----------------------------------------------------------------
 
     def apply_args(
         self,
@@ -146,61 +220,156 @@ class AlertStore:
         now: float,
         window: tuple[str, float] | None = None,
         clock_at: float | None = None,
+        refresh: bool = False,
     ) -> AlertChange:
         """One change's part of an `apply_many` call (opaque to callers).
 
+        `targets`: the groups to file it into. `refresh`: no group hears of it, but the
+        copies groups hold are brought up to date (a firing alert's value moved).
         `window` (key, newest sample time): the change is refused, like a lost
         compare-and-set, when that window has received newer samples since.
         `clock_at`: when the clock must next judge the alert (None: not live).
         A critical alert that fires marks its groups urgent (flushed first).
         """
-        page = new is not None and new.pages
+        as_json = "" if new is None else orjson.dumps(new.to_dict()).decode()
+        filing = None
+        if new is not None and (targets or refresh):
+            filing = [
+                fp,
+                0,  # its seq (apply_many)
+                as_json,
+                repr(now),
+                [
+                    [
+                        t.gid,
+                        t.group_key,
+                        orjson.dumps(t.labels).decode(),
+                        t.policy.route_id,
+                        repr(t.policy.group_wait.total_seconds()),
+                        repr(t.policy.group_interval.total_seconds()),
+                        0,  # the places in KEYS of its group and members (file_many)
+                        0,
+                    ]
+                    for t in targets
+                ],
+                "1" if immediate else "0",
+                "1" if new.pages else "0",
+                0,  # the place in KEYS of the alert's groups (file_many)
+            ]
         args = [
             fp,
             expected.decode(errors="replace"),  # as stored: JSON text
-            "" if new is None else orjson.dumps(new.to_dict()).decode(),
-            repr(now),
-            "" if new is None else new.state,
+            # A resolved alert lives on only in its groups' copies, until they told it.
+            "" if new is None or new.state == "resolved" else as_json,
             0,  # the window's place in KEYS (apply_many)
             "" if window is None else repr(window[1]),
             "" if clock_at is None else repr(clock_at),
-            [
-                [
-                    t.gid,
-                    t.group_key,
-                    orjson.dumps(t.labels).decode(),
-                    t.policy.route_id,
-                    repr(t.policy.group_wait.total_seconds()),
-                    repr(t.policy.group_interval.total_seconds()),
-                    "1" if immediate else "0",
-                    0,  # the places in KEYS of its group and members (apply_many)
-                    0,
-                ]
-                for t in targets
-            ],
-            "1" if page else "0",
-            0,  # the place in KEYS of the alert's groups (apply_many)
+            "" if filing is None else orjson.dumps(filing).decode(),
         ]
-        return AlertChange(
-            args,
-            keys.alert_groups(self.prefix, fp),
-            None if window is None else window[0],
-            [
-                (keys.group(self.prefix, t.gid), keys.group_members(self.prefix, t.gid))
-                for t in targets
-            ],
-        )
+        partition = self.partitions.of_series(fp)
+        return AlertChange(partition, args, None if window is None else window[0], filing)
 
     async def apply_many(self, changes: list[AlertChange]) -> list[bool]:
-        """Run compare-and-set changes, a few hundred per call, in one round trip.
-
-        True where each took.
-        """
+        """Run compare-and-set changes, a few hundred per call and one round trip per
+        client, then file those that took into their groups. True where each took."""
         if not changes:
             return []
+        by_part: dict[int, list[int]] = {}
+        for i, c in enumerate(changes):
+            by_part.setdefault(c.partition, []).append(i)
+
+        def queue(pipe: Any, p: int) -> None:
+            prefix = self.partitions.prefix(p)
+            fixed = (
+                keys.alerts(prefix),
+                keys.alerts_clock(prefix),
+                keys.alerts_version(prefix),
+                keys.filings(prefix),
+            )
+            positions = by_part[p]
+            done = self._filed.pop(p, [])
+            for start in range(0, len(positions), APPLY_CHUNK):
+                call = keys.ScriptKeys(fixed)
+                chunk = []
+                for i in positions[start : start + APPLY_CHUNK]:
+                    c = changes[i]
+                    c.args[_WINDOW] = 0 if c.window is None else call.at(c.window)
+                    chunk.append(c.args)
+                args = [orjson.dumps(chunk), orjson.dumps(done if start == 0 else [])]
+                scripts.queue(pipe, self._apply, call.keys, args)
+
+        answers = await self._per_partition(by_part, queue)
+        taken = [False] * len(changes)
+        filings: list[tuple[int, list[Any]]] = []
+        for p, positions in by_part.items():
+            # One answer per call in the pipeline; a partition's calls are queued in order.
+            flags = [f for taken_, _ in answers[p] for f in taken_]
+            seqs = [s for _, ss in answers[p] for s in ss]
+            for i, flag, seq in zip(positions, flags, seqs, strict=True):
+                taken[i] = bool(flag)
+                filing = changes[i].filing
+                if flag and filing is not None:
+                    filing[_SEQ] = int(seq)
+                    filings.append((p, filing))
+        if filings:
+            await self.file_many(filings)
+        return taken
+
+    async def file_many(self, filings: list[tuple[int, list[Any]]]) -> None:
+        """File changes (series partition, filing) into their groups; each is then
+        removed from its partition's `filings` with the partition's next call."""
         pipe = self.redis.pipeline(transaction=False)
-        for start in range(0, len(changes), APPLY_CHUNK):
-            call = keys.ScriptKeys(self._apply_keys)
-            chunk = [c.place(call) for c in changes[start : start + APPLY_CHUNK]]
-            scripts.queue(pipe, self._apply, call.keys, [orjson.dumps(chunk)])
-        return [bool(r) for taken in await scripts.execute(pipe) for r in taken]
+        fixed = (self.due_key, self.urgent_key, self.copies_key, self.copies_seq_key)
+        for start in range(0, len(filings), APPLY_CHUNK):
+            call = keys.ScriptKeys(fixed)
+            chunk = []
+            for _, f in filings[start : start + APPLY_CHUNK]:
+                f[_ALERT_GROUPS] = call.at(self.alert_groups_key(f[0]))
+                for t in f[_TARGETS]:
+                    t[_GROUP] = call.at(self.group_key(t[0]))
+                    t[_MEMBERS] = call.at(self.members_key(t[0]))
+                chunk.append(f)
+            scripts.queue(pipe, self._file, call.keys, [orjson.dumps(chunk)])
+        await scripts.execute(pipe)
+        for p, f in filings:
+            self._filed.setdefault(p, []).append((f[0], f[_SEQ]))
+
+    async def refile(self, partitions: Iterable[int], before: float) -> int:
+        """File again what was left in these partitions' `filings` from before `before`
+        (a daemon died between a change and its filing); how many. Also removes the
+        filings this daemon has done since its last call there."""
+        parts = list(partitions)
+        answers = await self._per_partition(
+            parts, lambda pipe, p: pipe.hgetall(keys.filings(self.partitions.prefix(p)))
+        )
+        again: list[tuple[int, list[Any]]] = []
+        for p, (rows,) in answers.items():
+            for raw in rows.values():
+                seq, _, text = raw.decode().partition("\t")
+                filing = orjson.loads(text)
+                if float(filing[3]) < before:
+                    filing[_SEQ] = int(seq)
+                    again.append((p, filing))
+        if again:
+            await self.file_many(again)
+        done = [p for p in parts if self._filed.get(p)]
+        if done:
+            await self._remove_filed(done)
+        return len(again)
+
+    async def _remove_filed(self, partitions: list[int]) -> None:
+        """Remove the filings done from these partitions' `filings` (apply_many does it
+        with a partition's next changes; this, when none came)."""
+
+        def queue(pipe: Any, p: int) -> None:
+            prefix = self.partitions.prefix(p)
+            fixed = [
+                keys.alerts(prefix),
+                keys.alerts_clock(prefix),
+                keys.alerts_version(prefix),
+                keys.filings(prefix),
+            ]
+            done = self._filed.pop(p, [])
+            scripts.queue(pipe, self._apply, fixed, [b"[]", orjson.dumps(done)])
+
+        await self._per_partition(partitions, queue)

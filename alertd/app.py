@@ -42,13 +42,14 @@ from alertd.notify.workers import CONNECTIONS_PER_HOST, ChannelWorkers
 from alertd.ops import build_channels
 from alertd.ownership import Ownership
 from alertd.preflight import RedisWatch, check_listen, listen_error, redis_target
-from alertd.redisconn import close, connect, is_cluster, pinned
+from alertd.redisconn import close, connect, is_cluster
 from alertd.redisurl import shown
 from alertd.replication import Replication
 from alertd.settings import Config, find_files, load_config
 from alertd.silences import SilenceStore
 from alertd.storage import keys
 from alertd.storage.migrate import migrate_unpartitioned
+from alertd.storage.partitions import Partitions
 from alertd.watchdog import CHECK_EVERY_S, Watchdog, stall_after_s
 
 log = structlog.get_logger("alertd.app")
@@ -70,21 +71,22 @@ class App:
         s = config.settings
         self.prefix = keys.state_prefix(s.redis.key_prefix)
         self.consumer_name = s.daemon.consumer or default_consumer_name()
-        # Streams and dead letters through a client that finds each key's node; the
-        # state, all in one partition, on that partition's master (the same client on
-        # one Redis or behind Sentinel).
+        # Streams and dead letters through a client that finds each key's node; each
+        # partition's state on its master (the same client on one Redis or behind
+        # Sentinel). What is not a series' lives in the home partition (self.redis).
         self.routed = connect(
             s.redis,
             socket_timeout=max(5.0, s.daemon.block.total_seconds() + 5),
             socket_connect_timeout=3,
             health_check_interval=10,
         )
-        self.redis = pinned(self.routed, self.prefix)
+        self.partitions = Partitions(self.routed, s.redis.key_prefix, s.redis.partitions)
+        self.redis = self.partitions.home
         self.metrics = Metrics()
         takeover_s = s.daemon.takeover.total_seconds()
         self.ownership = Ownership(self.redis, self.prefix, self.consumer_name, takeover_s)
-        self.windows = RedisWindows(self.redis, self.prefix)
-        self.store = AlertStore(self.redis, self.prefix)
+        self.windows = RedisWindows(self.partitions)
+        self.store = AlertStore(self.partitions)
         self.silences = SilenceStore(self.redis, self.prefix)
         self.dead = DeadLetters(self.routed, s.redis.dead_letter_stream)
         self.outbox = Outbox(self.redis, self.prefix)
@@ -305,8 +307,7 @@ class App:
             await self._http.cleanup()
         if self.channel_ctx.http is not None:
             await self.channel_ctx.http.close()
-        if self.routed is not self.redis:
-            await self.redis.aclose()
+        await self.partitions.aclose()
         await close(self.routed)
         log.info("alertd stopped")
 
@@ -333,7 +334,11 @@ class App:
             if await self.redis.set(
                 keys.tick_lease(self.prefix), self.consumer_name, nx=True, px=lease_ms
             ):
-                await self.evaluator.tick(self.clock())
+                now = self.clock()
+                owned = range(self.partitions.count)
+                # Changes a dead daemon stored but did not file into their groups.
+                await self.store.refile(owned, now - d.takeover.total_seconds())
+                await self.evaluator.tick(now, owned)
         except (RedisError, OSError) as exc:
             throttled.warning("tick", "clock evaluation skipped", error=type(exc).__name__)
         finally:

@@ -208,11 +208,17 @@ def cmd_alerts(args: argparse.Namespace) -> int:
 
     async def go() -> list[dict[str, Any]]:
         from alertd.ops import list_alerts
+        from alertd.storage.partitions import Partitions
 
-        redis = _redis(config.settings.redis)
+        r = config.settings.redis
+        redis = _redis(r)
+        partitions = Partitions(redis, r.key_prefix, r.partitions)
         try:
-            return await list_alerts(redis, config, time.time(), args.state, args.severity, filters)
+            return await list_alerts(
+                partitions, config, time.time(), args.state, args.severity, filters
+            )
         finally:
+            await partitions.aclose()
             await close(redis)
 
     alerts = asyncio.run(go())

@@ -23,6 +23,7 @@ from alertd.notify.routing import Router
 from alertd.settings import Config
 from alertd.silences import SilenceStore, silenced_by
 from alertd.storage import keys
+from alertd.storage.partitions import Partitions
 from alertd.timeintervals import TimeInterval
 
 TEST_SEVERITIES = ("info", "warning", "critical")
@@ -97,7 +98,7 @@ def alert_view(
 
 
 async def list_alerts(
-    redis: Redis,
+    partitions: Partitions,
     config: Config,
     now: float,
     state: str | None = None,
@@ -110,9 +111,8 @@ async def list_alerts(
     """
     if isinstance(filters, Mapping):
         filters = parse_filters(f"{k}={v}" for k, v in filters.items())
-    prefix = keys.state_prefix(config.settings.redis.key_prefix)
-    alerts = [a for a in await AlertStore(redis, prefix).all() if a.state != "resolved"]
-    silences = await SilenceStore(redis, prefix).active(now)
+    alerts = [a for a in await AlertStore(partitions).all() if a.state != "resolved"]
+    silences = await SilenceStore(partitions.home, partitions.home_prefix).active(now)
     rules = [InhibitRule.from_settings(s) for s in config.settings.inhibit]
     inhibitor = Inhibitor(rules, [a for a in alerts if a.state == "firing"]) if rules else None
     router = Router(config)

@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 import os
 import tomllib
+from collections.abc import Iterable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
@@ -94,7 +95,7 @@ class TestFile(StrictModel):
 class MemoryAlerts:
     """AlertWriter in process, with the store's compare-and-set."""
 
-    alerts_key = ""  # not in Redis: windows cannot read these
+    with_alerts = False  # not in Redis: windows cannot read these
 
     def __init__(self) -> None:
         self.raw: dict[str, bytes] = {}
@@ -120,10 +121,10 @@ class MemoryAlerts:
             results.append(True)
         return results
 
-    async def live_alerts(self) -> list[Alert]:
+    async def live_alerts(self, partitions: Iterable[int] | None = None) -> list[Alert]:
         return [Alert.from_dict(orjson.loads(v)) for v in self.raw.values()]
 
-    async def due(self, now: float) -> list[Alert]:
+    async def due(self, now: float, partitions: Iterable[int] | None = None) -> list[Alert]:
         due = [fp for fp, at in self.clock.items() if at <= now]
         alerts = [Alert.from_dict(orjson.loads(self.raw[fp])) for fp in due if fp in self.raw]
         return [a for a in alerts if a.state != "resolved"]

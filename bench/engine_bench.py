@@ -39,6 +39,7 @@ from alertd.engine.windows import RedisWindows  # noqa: E402
 from alertd.model import Event  # noqa: E402
 from alertd.notify.routing import Router  # noqa: E402
 from alertd.settings import Config, Settings, load_rules  # noqa: E402
+from alertd.storage.partitions import Partitions  # noqa: E402
 
 BATCH = 1000
 EVENTS_PER_SIM_S = 10_000  # simulated arrival rate: one clock tick per 10 batches
@@ -145,8 +146,8 @@ async def run_once(url: str, n_series: int, n_events: int, profile: bool) -> tup
     await redis.flushall()
     evaluator = Evaluator(
         rules,
-        RedisWindows(redis, PREFIX),
-        RedisAlertWriter(AlertStore(redis, PREFIX), lambda: router),
+        RedisWindows(Partitions.single(redis, PREFIX)),
+        RedisAlertWriter(AlertStore(Partitions.single(redis, PREFIX)), lambda: router),
         log_changes=False,
     )
     start_clock = time.time()

@@ -21,6 +21,7 @@ from alertd.model import Event
 from alertd.notify.routing import Router
 from alertd.ruletest import MemoryAlerts
 from alertd.settings import Rule, load_config
+from alertd.storage.partitions import Partitions
 from tests.test_lifecycle import T0, make_rule  # T0: a whole second, buckets start on it
 
 
@@ -84,7 +85,7 @@ class TestTick:
 
 @pytest.fixture
 async def store(redis: aioredis.Redis) -> AlertStore:
-    return AlertStore(redis, "c:")
+    return AlertStore(Partitions.single(redis, "c:"))
 
 
 class TestRedisIndex:
@@ -95,7 +96,7 @@ class TestRedisIndex:
         (tmp_path / "alertd.toml").write_text('[redis]\nkey_prefix = "c:"\n')
         router = Router(load_config(tmp_path / "alertd.toml", env={}))
         writer = RedisAlertWriter(store, lambda: router)
-        windows = RedisWindows(redis, "c:")
+        windows = RedisWindows(Partitions.single(redis, "c:"))
         evaluator = Evaluator([rule], windows, writer, log_changes=False)
         await evaluator.ingest([Event("m", 20.0, {"host": "a"}, T0)], T0)
         await evaluator.ingest([Event("m", 30.0, {"host": "a"}, T0 + 30)], T0 + 30)

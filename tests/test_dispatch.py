@@ -22,6 +22,7 @@ from alertd.notify.dispatcher import Dispatcher, NflogEntry, Runtime, decide, fi
 from alertd.notify.outbox import Outbox
 from alertd.settings import Config, load_config
 from alertd.silences import Silence, SilenceStore
+from alertd.storage.partitions import Partitions
 
 PREFIX = "t:"
 T0 = 1_795_608_000.0  # Wednesday 2026-11-25T12:00:00Z
@@ -63,7 +64,7 @@ class Harness:
         self.redis = redis
         self.now = T0
         self.rt = Runtime.build(config)
-        self.store = AlertStore(redis, PREFIX)
+        self.store = AlertStore(Partitions.single(redis, PREFIX))
         self.outbox = Outbox(redis, PREFIX)
         self.silences = SilenceStore(redis, PREFIX)
         self.dispatcher = self.replica()

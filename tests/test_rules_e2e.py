@@ -25,6 +25,7 @@ from alertd.engine.windows import (
 from alertd.model import Event
 from alertd.ruletest import MemoryAlerts
 from alertd.storage import keys
+from alertd.storage.partitions import Partitions
 from tests.conftest import DaemonFactory, Receiver, wait_for
 from tests.test_aggregates import reference
 from tests.test_e2e import hook
@@ -75,7 +76,7 @@ class TestRedisWindowsMatchReference:
         plan = plan_of(rule)
         now = T0 + seed
         samples = samples_for(seed, 300, now, span_s=120)  # about half are outside the window
-        windows = RedisWindows(redis, PREFIX)
+        windows = RedisWindows(Partitions.single(redis, PREFIX))
         merged = await merge_in_batches(windows, rule, samples, now, batches=4)
         (read,) = await windows.read([(rule, "fp1")], now)
 
@@ -100,7 +101,7 @@ class TestRedisWindowsMatchReference:
 
     async def test_window_empties_and_the_hash_expires(self, redis: aioredis.Redis) -> None:
         rule = make_rule(aggregate="avg", window="1m", critical="> 0")
-        windows = RedisWindows(redis, PREFIX)
+        windows = RedisWindows(Partitions.single(redis, PREFIX))
         await merge_in_batches(windows, rule, [(5.0, T0)], T0, batches=1)
         assert [None] == [
             series_value(rule, w, T0 + 63) for w in await windows.read([(rule, "fp1")], T0 + 63)
@@ -109,7 +110,7 @@ class TestRedisWindowsMatchReference:
         assert 60_000 < ttl_ms <= 60_000 + 2 * plan_of(rule).width_ms + 60_000
 
     async def test_a_changed_window_starts_afresh(self, redis: aioredis.Redis) -> None:
-        windows = RedisWindows(redis, PREFIX)
+        windows = RedisWindows(Partitions.single(redis, PREFIX))
         five = make_rule(aggregate="sum", window="5m", critical="> 0")
         await merge_in_batches(windows, five, [(5.0, T0)], T0, batches=1)
         ten = make_rule(aggregate="sum", window="10m", critical="> 0")
@@ -126,12 +127,17 @@ class TestReplicasShareWindows:
         rule = make_rule(aggregate="p90", window="1m", critical="> 0")
         samples = samples_for(7, 200, T0, span_s=50)
         replicas = [
-            Evaluator([rule], RedisWindows(redis, PREFIX), MemoryAlerts(), log_changes=False)
+            Evaluator(
+                [rule],
+                RedisWindows(Partitions.single(redis, PREFIX)),
+                MemoryAlerts(),
+                log_changes=False,
+            )
             for _ in range(2)
         ]
         for i, (value, ts) in enumerate(samples):
             await replicas[i % 2].ingest([Event("m", value, {}, ts)], T0)
-        (window,) = await RedisWindows(redis, PREFIX).read(
+        (window,) = await RedisWindows(Partitions.single(redis, PREFIX)).read(
             [(rule, replicas[0].fingerprint_of(rule, ()))], T0
         )
         actual = series_value(rule, window, T0)
@@ -163,12 +169,14 @@ class TestRatio:
         rule = make_rule(
             metric="errors", divide_by="requests", min_denominator=50, critical="> 0.01"
         )
-        evaluator = Evaluator([rule], RedisWindows(redis, PREFIX), MemoryAlerts())
+        evaluator = Evaluator(
+            [rule], RedisWindows(Partitions.single(redis, PREFIX)), MemoryAlerts()
+        )
         events = [Event("errors", v, {}, T0 - i) for i, v in enumerate(errors)]
         events += [Event("requests", v, {}, T0 - i) for i, v in enumerate(requests)]
         await evaluator.ingest(events, T0)
         fp = evaluator.fingerprint_of(rule, ())
-        (window,) = await RedisWindows(redis, PREFIX).read([(rule, fp)], T0)
+        (window,) = await RedisWindows(Partitions.single(redis, PREFIX)).read([(rule, fp)], T0)
         assert expected == series_value(rule, window, T0)
 
 

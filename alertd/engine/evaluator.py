@@ -37,7 +37,6 @@ from alertd.model import Alert, Event
 from alertd.notify.routing import Router
 from alertd.posted import expire_due, is_posted
 from alertd.settings import Rule
-from alertd.storage import keys
 
 if TYPE_CHECKING:
     from alertd.cardinality import SeriesGuard
@@ -58,26 +57,29 @@ class Windows(Protocol):
         self,
         updates: list[tuple[Rule, str, SeriesWindow]],
         now: float,
-        alerts_key: str = "",
+        with_alerts: bool = False,
         merged: OnMerged | None = None,
     ) -> tuple[list[SeriesWindow], list[bytes | None] | None]: ...
     async def read(
         self, series: list[tuple[Rule, str]], now: float
     ) -> list[SeriesWindow | None]: ...
-    async def age_series(self, rule: Rule, now: float) -> list[tuple[str, float]]: ...
+    async def age_series(
+        self, rule: Rule, now: float, partitions: Iterable[int] | None = None
+    ) -> list[tuple[str, float]]: ...
 
 
 class AlertWriter(Protocol):
     """Where alert changes go: Redis (AlertStore) in the daemon, memory in `rules test`."""
 
-    # The Redis hash of alerts, when windows can read it in their merge ("" otherwise).
-    alerts_key: str
+    # Whether windows read the stored alerts in their merge (they are kept beside them).
+    with_alerts: bool
 
     async def get_raw(self, fingerprints: list[str]) -> list[bytes | None]: ...
     async def write(self, changes: list[PendingWrite], now: float) -> list[bool]: ...
-    async def live_alerts(self) -> list[Alert]: ...
-    async def due(self, now: float) -> list[Alert]:
-        """Live alerts whose `clock_at` is reached (some, when very many are)."""
+    async def live_alerts(self, partitions: Iterable[int] | None = None) -> list[Alert]: ...
+    async def due(self, now: float, partitions: Iterable[int] | None = None) -> list[Alert]:
+        """Live alerts (of these partitions: None for all) whose `clock_at` is reached
+        (some, when very many are)."""
         ...
 
     async def reschedule(self, clock: dict[str, float]) -> None:
@@ -107,7 +109,7 @@ class RedisAlertWriter:
     def __init__(self, store: AlertStore, router: Callable[[], Router]) -> None:
         self.store = store
         self.router = router
-        self.alerts_key = store.alerts_key
+        self.with_alerts = True
 
     async def get_raw(self, fingerprints: list[str]) -> list[bytes | None]:
         return await self.store.get_raw(fingerprints)
@@ -122,7 +124,7 @@ class RedisAlertWriter:
             guard = None
             if w.window is not None:
                 version, newest = w.window
-                guard = (keys.window(self.store.prefix, w.fingerprint, version), newest)
+                guard = (self.store.window_key(w.fingerprint, version), newest)
             args.append(
                 self.store.apply_args(
                     w.fingerprint,
@@ -133,15 +135,21 @@ class RedisAlertWriter:
                     now,
                     guard,
                     w.clock_at,
+                    # The groups holding a firing alert show its latest value.
+                    refresh=(
+                        w.change is Change.UPDATED
+                        and w.alert is not None
+                        and w.alert.state == "firing"
+                    ),
                 )
             )
         return await self.store.apply_many(args)
 
-    async def live_alerts(self) -> list[Alert]:
-        return await self.store.all()
+    async def live_alerts(self, partitions: Iterable[int] | None = None) -> list[Alert]:
+        return await self.store.all(partitions)
 
-    async def due(self, now: float) -> list[Alert]:
-        return await self.store.due(now)
+    async def due(self, now: float, partitions: Iterable[int] | None = None) -> list[Alert]:
+        return await self.store.due(now, partitions)
 
     async def reschedule(self, clock: dict[str, float]) -> None:
         await self.store.reschedule(clock)
@@ -309,23 +317,23 @@ class Evaluator:
             rule, fp, _ = updates[i]
             judged[i] = _judge((rule, fp, window), raw, now)
 
-        merged, stored = await self.windows.merge(updates, now, self.writer.alerts_key, judge)
+        merged, stored = await self.windows.merge(updates, now, self.writer.with_alerts, judge)
         items: list[Item] = [
             (rule, fp, win) for (rule, fp, _), win in zip(updates, merged, strict=True)
         ]
         return await self._evaluate(items, now, stored=stored, judged=judged)
 
-    async def tick(self, now: float) -> list[PendingWrite]:
+    async def tick(self, now: float, partitions: Iterable[int] | None = None) -> list[PendingWrite]:
         """Clock evaluation: live alerts that are due (or all, on a sweep), and `age`
-        series past a threshold."""
+        series past a threshold; of these partitions (None: all)."""
         todo: dict[str, Rule] = {}
         orphans: list[Alert] = []
         expiring: list[Alert] = []
         if now >= self._next_sweep:
             self._next_sweep = now + SWEEP_EVERY_S
-            alerts = await self.writer.live_alerts()
+            alerts = await self.writer.live_alerts(partitions)
         else:
-            alerts = await self.writer.due(now)
+            alerts = await self.writer.due(now, partitions)
         for alert in alerts:
             if alert.state == "resolved" or "self_alert" in alert.meta:  # alertd.selfalerts
                 continue
@@ -341,7 +349,7 @@ class Evaluator:
         for rule in self.rules.values():
             if not plan_of(rule).is_age:
                 continue
-            for fp, newest_ts in await self.windows.age_series(rule, now):
+            for fp, newest_ts in await self.windows.age_series(rule, now, partitions):
                 # Most heartbeats are healthy and have no alert: judge them from the index.
                 if fp not in todo and held_severity(rule, now - newest_ts, None)[0] is not None:
                     todo[fp] = rule

@@ -22,10 +22,11 @@ goes idle; series of `age` rules are indexed in `{prefix}series:{rule}:{version}
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import itertools
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,6 +37,7 @@ from redis.exceptions import NoScriptError, ResponseError
 from alertd.engine.aggregates import Bucket, aggregate
 from alertd.settings import Rule
 from alertd.storage import keys
+from alertd.storage.partitions import Partitions
 from alertd.storage.scripts import lua
 
 AGE_TTL_S = 7 * 86400  # a silent heartbeat is remembered this long
@@ -270,19 +272,20 @@ _Script = tuple[list[str], list[Any], _Call]
 
 
 class RedisWindows:
-    """Window state shared by every replica."""
+    """Window state shared by every replica, each series in its partition."""
 
-    def __init__(self, redis: Redis, key_prefix: str) -> None:
-        self.redis = redis
-        self.prefix = key_prefix
+    def __init__(self, partitions: Partitions) -> None:
+        self.partitions = partitions
         # Sent by SHA on a connection of its own (_evalsha), not through redis-py's call.
-        self._script = redis.register_script(lua("merge_windows"))
+        self._script = partitions.home.register_script(lua("merge_windows"))
 
     def key(self, rule: Rule, fingerprint: str) -> str:
-        return keys.window(self.prefix, fingerprint, plan_of(rule).version)
+        prefix = self.partitions.prefix(self.partitions.of_series(fingerprint))
+        return keys.window(prefix, fingerprint, plan_of(rule).version)
 
-    def series_key(self, rule: Rule) -> str:
-        return keys.age_series(self.prefix, rule.name, plan_of(rule).version)
+    def series_key(self, rule: Rule, partition: int) -> str:
+        prefix = self.partitions.prefix(partition)
+        return keys.age_series(prefix, rule.name, plan_of(rule).version)
 
     def ttl_ms(self, plan: WindowPlan) -> int:
         if plan.is_age:
@@ -293,15 +296,15 @@ class RedisWindows:
         self,
         updates: list[tuple[Rule, str, SeriesWindow]],
         now: float,
-        alerts_key: str = "",
+        with_alerts: bool = False,
         merged: OnMerged | None = None,
     ) -> tuple[list[SeriesWindow], list[bytes | None] | None]:
         """Merge each (rule, fingerprint, batch window) and return the whole windows, in order.
 
-        With `alerts_key` (the hash of alerts by series fingerprint), each series' stored
-        alert as well, read in the same step; else None. `merged` is called with each
-        series' position, window and stored alert as soon as they are read, while Redis
-        merges the next series.
+        `with_alerts`: each series' stored alert as well (kept beside its window), read
+        in the same step; else None. `merged` is called with each series' position,
+        window and stored alert as soon as they are read, while Redis merges the next
+        series.
         """
 
         def packed(i: int) -> str:
@@ -314,7 +317,7 @@ class RedisWindows:
             packed,
             now,
             [w.labels for _, _, w in updates],
-            alerts_key,
+            with_alerts,
             merged,
         )
         # A merge always leaves a hash behind, so every answer holds a window.
@@ -322,7 +325,7 @@ class RedisWindows:
             w or SeriesWindow(labels=win.labels)
             for w, (_, _, win) in zip(windows, updates, strict=True)
         ]
-        return whole, stored if alerts_key else None
+        return whole, stored if with_alerts else None
 
     async def read(self, series: list[tuple[Rule, str]], now: float) -> list[SeriesWindow | None]:
         """The windows of (rule, fingerprint) pairs at `now`; None where a series has none."""
@@ -335,23 +338,24 @@ class RedisWindows:
         packed: Callable[[int], str] | None,
         now: float,
         known: list[dict[str, str]] | None = None,
-        alerts_key: str = "",
+        with_alerts: bool = False,
         merged: OnMerged | None = None,
     ) -> tuple[list[SeriesWindow | None], list[bytes | None]]:
-        """One script call per rule and CHUNK series, all on one connection.
+        """One script call per rule, partition and CHUNK series; all of a client's on one
+        connection, the clients at once.
 
         Every call is on the wire before the first answer is read, and Redis answers in
         order: it runs the later merges while alertd decodes the first answers.
         """
         if not series:
             return [], []
-        alerts_key = alerts_key if packed is not None else ""
+        with_alerts = with_alerts and packed is not None
         out: list[SeriesWindow | None] = [None] * len(series)
-        stored: list[bytes | None] = [None] * len(series) if alerts_key else []
+        stored: list[bytes | None] = [None] * len(series) if with_alerts else []
 
         def take(answer: Any, call: _Call) -> None:
             chunk, first, storage = call
-            if alerts_key:
+            if with_alerts:
                 answer, alerts = answer
                 for i, raw_alert in zip(chunk, alerts, strict=True):
                     stored[i] = raw_alert
@@ -363,20 +367,27 @@ class RedisWindows:
                         i, out[i] or SeriesWindow(labels=known[i]), stored[i] if stored else None
                     )
 
-        calls = self._calls(series, packed, now, alerts_key)
-        missing = await self._evalsha(calls, take)
-        if missing:  # first use, or Redis restarted: none of these calls ran
-            await self.redis.script_load(self._script.script)
-            if await self._evalsha(iter(missing), take):
-                raise NoScriptError("merge_windows.lua was not kept after SCRIPT LOAD")
+        by_client: dict[int, tuple[Redis, list[_Script]]] = {}
+        for partition, call in self._calls(series, packed, now, with_alerts):
+            client = self.partitions.client(partition)
+            by_client.setdefault(id(client), (client, []))[1].append(call)
+
+        async def run(client: Redis, calls: list[_Script]) -> None:
+            missing = await self._evalsha(client, iter(calls), take)
+            if missing:  # first use, or Redis restarted: none of these calls ran
+                await client.script_load(self._script.script)
+                if await self._evalsha(client, iter(missing), take):
+                    raise NoScriptError("merge_windows.lua was not kept after SCRIPT LOAD")
+
+        await asyncio.gather(*(run(client, calls) for client, calls in by_client.values()))
         return out, stored
 
     async def _evalsha(
-        self, calls: Iterator[_Script], take: Callable[[Any, _Call], None]
+        self, client: Redis, calls: Iterator[_Script], take: Callable[[Any, _Call], None]
     ) -> list[_Script]:
         """Send every call (PIPELINE_CALLS per write), then hand each answer to `take` in
         order; the calls Redis did not know the script for."""
-        pool = self.redis.connection_pool
+        pool = client.connection_pool
         conn = await pool.get_connection()
         try:
             sent: list[_Script] = []
@@ -411,42 +422,54 @@ class RedisWindows:
         series: list[tuple[Rule, str]],
         packed: Callable[[int], str] | None,
         now: float,
-        alerts_key: str,
-    ) -> Iterator[_Script]:
-        """(keys, args) of each script call, and what its answers are decoded with."""
-        by_rule: dict[str, list[int]] = {}
-        for i, (rule, _) in enumerate(series):
-            by_rule.setdefault(rule.name, []).append(i)
-        for positions in by_rule.values():
+        with_alerts: bool,
+    ) -> Iterator[tuple[int, _Script]]:
+        """(partition, (keys, args) of each script call, and what its answers are
+        decoded with)."""
+        of_series = self.partitions.of_series
+        by_rule: dict[tuple[str, int], list[int]] = {}
+        for i, (rule, fp) in enumerate(series):
+            by_rule.setdefault((rule.name, of_series(fp)), []).append(i)
+        for (_, partition), positions in by_rule.items():
             rule = series[positions[0]][0]
             plan = plan_of(rule)
             first = plan.first_bucket(now)
             indexed = plan.is_age and packed is not None
+            prefix = self.partitions.prefix(partition)
             for start in range(0, len(positions), CHUNK):
                 chunk = positions[start : start + CHUNK]
-                touched = [self.series_key(rule)] if indexed else []
-                if alerts_key:
-                    touched.append(alerts_key)
-                touched += [keys.window(self.prefix, series[i][1], plan.version) for i in chunk]
+                touched = [self.series_key(rule, partition)] if indexed else []
+                if with_alerts:
+                    touched.append(keys.alerts(prefix))
+                touched += [keys.window(prefix, series[i][1], plan.version) for i in chunk]
                 args: list[Any] = [
                     self.ttl_ms(plan) if packed is not None else 0,
                     first,
                     plan.storage,
                     "1" if indexed else "0",
-                    "1" if alerts_key else "0",
+                    "1" if with_alerts else "0",
                 ]
                 if packed is not None:
                     args.append("\n".join([packed(i) for i in chunk]))
-                yield touched, args, (chunk, first, plan.storage)
+                yield partition, (touched, args, (chunk, first, plan.storage))
 
-    async def age_series(self, rule: Rule, now: float) -> list[tuple[str, float]]:
-        """(fingerprint, newest sample time) of the rule's series, forgetting long-silent ones."""
-        key = self.series_key(rule)
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.zremrangebyscore(key, "-inf", now - AGE_TTL_S)
-            pipe.zrange(key, 0, -1, withscores=True)
-            _, members = await pipe.execute()
-        return [(m.decode(), float(score)) for m, score in members]
+    async def age_series(
+        self, rule: Rule, now: float, partitions: Iterable[int] | None = None
+    ) -> list[tuple[str, float]]:
+        """(fingerprint, newest sample time) of the rule's series (in these partitions:
+        None for all), forgetting long-silent ones."""
+        parts = range(self.partitions.count) if partitions is None else partitions
+        out: list[tuple[str, float]] = []
+        for client, ps in self.partitions.by_client(parts):
+            async with client.pipeline(transaction=False) as pipe:
+                for p in ps:
+                    key = self.series_key(rule, p)
+                    pipe.zremrangebyscore(key, "-inf", now - AGE_TTL_S)
+                    pipe.zrange(key, 0, -1, withscores=True)
+                answers = await pipe.execute()
+            for members in answers[1::2]:
+                out += [(m.decode(), float(score)) for m, score in members]
+        return out
 
 
 class MemoryWindows:
@@ -460,7 +483,7 @@ class MemoryWindows:
         self,
         updates: list[tuple[Rule, str, SeriesWindow]],
         now: float,
-        alerts_key: str = "",
+        with_alerts: bool = False,
         merged: OnMerged | None = None,
     ) -> tuple[list[SeriesWindow], list[bytes | None] | None]:
         out = []
@@ -479,7 +502,9 @@ class MemoryWindows:
     async def read(self, series: list[tuple[Rule, str]], now: float) -> list[SeriesWindow | None]:
         return [self.windows.get((fp, plan_of(rule).version)) for rule, fp in series]
 
-    async def age_series(self, rule: Rule, now: float) -> list[tuple[str, float]]:
+    async def age_series(
+        self, rule: Rule, now: float, partitions: Iterable[int] | None = None
+    ) -> list[tuple[str, float]]:
         version = plan_of(rule).version
         fps = sorted(self.by_rule.get((rule.name, version), ()))
         return [(fp, self.windows[(fp, version)].newest_ts) for fp in fps]

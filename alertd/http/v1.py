@@ -70,7 +70,9 @@ async def list_alerts(request: web.Request) -> web.Response:
     limit, after = page_params(request)
     if filters is None:
         return reply({"alerts": []})
-    alerts = await ops.list_alerts(app.redis, app.config, app.clock(), state, severity, filters)
+    alerts = await ops.list_alerts(
+        app.partitions, app.config, app.clock(), state, severity, filters
+    )
     page, next_cursor = paginate(alerts, _alert_order, limit, after)
     return reply(with_next({"alerts": page}, next_cursor))
 

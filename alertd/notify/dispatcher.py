@@ -248,7 +248,7 @@ def _decode(raw: bytes) -> Alert | None:
 @dataclass(frozen=True, slots=True)
 class _InhibitorCache:
     rt: Runtime
-    version: bytes | None  # of {p}alerts:ver when loaded
+    version: tuple[bytes | None, ...]  # every partition's alerts:ver when loaded
     at: float
     load_s: float
     inhibitor: Inhibitor
@@ -389,7 +389,7 @@ class Dispatcher:
         """Lease up to `batch_groups` due groups to this replica, reading them as it does."""
         token = next(self._tokens)
         count, rows = await self._claim(
-            keys=[self.store.due_key, self.store.alerts_key, self.store.urgent_key],
+            keys=[self.store.due_key, self.store.copies_key, self.store.urgent_key],
             args=[
                 self.prefix,
                 repr(now),
@@ -428,7 +428,7 @@ class Dispatcher:
         """
         if not rt.inhibit_rules:
             return None
-        version: bytes | None = await self.redis.get(self.store.version_key)
+        version = await self.store.versions()
         cached = self._inhibitor
         if cached is not None and cached.rt is rt:
             fresh = 0 <= now - cached.at < max(INHIBIT_REFRESH_S, 4 * cached.load_s)
@@ -442,8 +442,8 @@ class Dispatcher:
 
     async def read(self, claim: Claim, rt: Runtime) -> list[GroupSnapshot]:
         """The claimed groups' alerts (the claim read them) and channel logs, with what
-        the claim could not read: logs of channels a reload added since, and pending
-        alerts' resolved versions still owed. Usually no round trip at all."""
+        the claim could not read: logs of channels a reload added since. Usually no
+        round trip at all."""
         snaps = claim.groups
         raws: dict[str, bytes | None] = {}
         for snap in snaps:
@@ -459,34 +459,23 @@ class Dispatcher:
             for (snap, ch, _), entry in zip(log_keys, entries, strict=True):
                 snap.nflog[ch] = entry
         fps = sorted(raws)
-        found, missing = await self._members(fps, [raws[fp] for fp in fps])
+        found, missing = self._members(fps, [raws[fp] for fp in fps])
         for snap in snaps:
             snap.members = [found[fp] for fp in snap.fingerprints if fp in found]
             snap.orphans = [fp for fp in snap.fingerprints if fp in missing]
         return snaps
 
-    async def _members(
-        self, fps: list[str], raws: list[bytes | None]
-    ) -> tuple[dict[str, Member], set[str]]:
-        """What groups report for each fingerprint, and which alerts are gone entirely.
-
-        A pending alert is not reported, unless it replaced a resolved one its groups
-        still owe receivers (then that one is); an unreadable one is left be.
-        """
+    @staticmethod
+    def _members(fps: list[str], raws: list[bytes | None]) -> tuple[dict[str, Member], set[str]]:
+        """What groups report for each fingerprint (its copy as last filed: firing, or
+        resolved and owed), and which alerts are gone entirely; an unreadable one is
+        left be."""
         found: dict[str, Member] = {}
-        owed: list[str] = []
         for fp, raw in zip(fps, raws, strict=True):
             alert = _decode(raw) if raw is not None else None
-            if raw is None or (alert is not None and alert.state == "pending"):
-                owed.append(fp)
-            elif alert is not None:
+            if raw is not None and alert is not None:
                 found[fp] = Member(alert, raw)
         missing = {fp for fp, raw in zip(fps, raws, strict=True) if raw is None}
-        for fp, raw in zip(owed, await self.store.get_gone(owed), strict=True):
-            old = _decode(raw) if raw is not None else None
-            if raw is not None and old is not None:
-                found[fp] = Member(old, raw)
-                missing.discard(fp)
         return found, missing
 
     async def commit(self, token: str, plans: Iterable[GroupPlan], now: float) -> int:
@@ -503,7 +492,12 @@ class Dispatcher:
         for n in lanes.values():
             await self.outbox.ensure_group_of(n)
         call = keys.ScriptKeys(
-            (self.store.due_key, self.store.urgent_key, self.store.alerts_key, self.store.gone_key)
+            (
+                self.store.due_key,
+                self.store.urgent_key,
+                self.store.copies_key,
+                self.store.copies_seq_key,
+            )
         )
         groups = orjson.dumps([self._commit_args(p, call) for p in plans])
         args: list[Any] = [token, repr(now), NFLOG_TTL_S, groups]

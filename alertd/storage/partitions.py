@@ -35,6 +35,16 @@ class Partitions:
         self.home = self.clients[keys.HOME]
         self.home_prefix = self.prefixes[keys.HOME]
 
+    @classmethod
+    def single(cls, redis: Redis, prefix: str) -> Partitions:
+        """One partition whose keys begin with `prefix` (tests, tools): every key in it."""
+        one = cls(redis, "", 1)
+        one.prefixes = [prefix]
+        one.home_prefix = prefix
+        one.clients = [redis]
+        one.home = redis
+        return one
+
     def of_series(self, fingerprint: str) -> int:
         return keys.partition_of(fingerprint, self.count)
 

@@ -17,6 +17,7 @@ from alertd.redisconn import pinned
 from alertd.settings import Config
 from alertd.silences import SilenceStore
 from alertd.storage import keys
+from alertd.storage.partitions import Partitions
 from tests.test_dispatch import Harness, write_config
 
 TAGGED = keys.state_prefix("t:")  # t:{p0}: every state key in the partition's slot
@@ -28,7 +29,7 @@ class SlotHarness(Harness):
 
     def __init__(self, redis: aioredis.Redis, config: Config) -> None:
         super().__init__(redis, config)
-        self.store = AlertStore(redis, TAGGED)
+        self.store = AlertStore(Partitions.single(redis, TAGGED))
         self.outbox = Outbox(redis, TAGGED)
         self.silences = SilenceStore(redis, TAGGED)
         self.dispatcher = self.replica()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import redis.asyncio as aioredis
 
 from alertd.alerts import AlertStore
+from alertd.storage.partitions import Partitions
 from alertd.storage.scripts import lua
 
 PREFIX = "t:"
@@ -16,7 +17,7 @@ class TestDueAlerts:
     async def test_only_due_entries_oldest_first_with_their_alerts(
         self, redis: aioredis.Redis
     ) -> None:
-        store = AlertStore(redis, PREFIX)
+        store = AlertStore(Partitions.single(redis, PREFIX))
         await redis.zadd(store.clock_key, {"late": 300, "b": 200, "a": 100, "gone": 150})
         await redis.hset(store.alerts_key, mapping={"a": "A", "b": "B", "late": "L"})
         due = redis.register_script(lua("due_alerts"))
@@ -24,7 +25,7 @@ class TestDueAlerts:
         assert [[b"a", b"gone", b"b"], [b"A", None, b"B"]] == answer
 
     async def test_at_most_limit(self, redis: aioredis.Redis) -> None:
-        store = AlertStore(redis, PREFIX)
+        store = AlertStore(Partitions.single(redis, PREFIX))
         await redis.zadd(store.clock_key, {"a": 1, "b": 2, "c": 3})
         await redis.hset(store.alerts_key, mapping={"a": "A", "b": "B", "c": "C"})
         due = redis.register_script(lua("due_alerts"))
@@ -32,7 +33,7 @@ class TestDueAlerts:
         assert [[b"a", b"b"], [b"A", b"B"]] == answer
 
     async def test_nothing_due(self, redis: aioredis.Redis) -> None:
-        store = AlertStore(redis, PREFIX)
+        store = AlertStore(Partitions.single(redis, PREFIX))
         await redis.zadd(store.clock_key, {"a": 100})
         due = redis.register_script(lua("due_alerts"))
         assert [[], []] == await due(keys=[store.clock_key, store.alerts_key], args=[99, 10])

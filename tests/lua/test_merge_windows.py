@@ -7,6 +7,7 @@ import redis.asyncio as aioredis
 from alertd.engine.windows import RedisWindows, SeriesWindow, plan_of, series_value
 from alertd.settings import Rule
 from alertd.storage import keys
+from alertd.storage.partitions import Partitions
 from tests.test_lifecycle import T0, make_rule
 
 PREFIX = "t:"
@@ -34,7 +35,7 @@ class TestMergeWindows:
 
     async def test_batches_add_up_and_read_back(self, redis: aioredis.Redis) -> None:
         rule = make_rule(aggregate="sum", window="1m", critical="> 0")
-        windows = RedisWindows(redis, PREFIX)
+        windows = RedisWindows(Partitions.single(redis, PREFIX))
         await merge(windows, rule, T0 + 1, (1.0, T0), (2.0, T0 + 1))
         merged = await merge(windows, rule, T0 + 3, (4.0, T0 + 3))
         assert 7.0 == series_value(rule, merged, T0 + 3)
@@ -51,7 +52,7 @@ class TestMergeWindows:
 
     async def test_buckets_that_left_the_window_are_dropped(self, redis: aioredis.Redis) -> None:
         rule = make_rule(aggregate="sum", window="1m", critical="> 0")
-        windows = RedisWindows(redis, PREFIX)
+        windows = RedisWindows(Partitions.single(redis, PREFIX))
         await merge(windows, rule, T0, (1.0, T0))
         await merge(windows, rule, T0 + 50, (2.0, T0 + 50))
         key = windows.key(rule, "fp1")
@@ -65,14 +66,14 @@ class TestMergeWindows:
         self, redis: aioredis.Redis
     ) -> None:
         rule = make_rule(aggregate="last", window="1m", critical="> 0")
-        windows = RedisWindows(redis, PREFIX)
+        windows = RedisWindows(Partitions.single(redis, PREFIX))
         await merge(windows, rule, T0 + 5, (9.0, T0 + 5))
         merged = await merge(windows, rule, T0 + 6, (1.0, T0 + 4.5))  # late, same bucket
         assert (9.0, T0 + 5) == (series_value(rule, merged, T0 + 6), merged.newest_ts)
         assert repr(T0 + 5).encode() == await redis.hget(windows.key(rule, "fp1"), "T")
 
     async def test_min_and_max_keep_the_extreme_across_batches(self, redis: aioredis.Redis) -> None:
-        windows = RedisWindows(redis, PREFIX)
+        windows = RedisWindows(Partitions.single(redis, PREFIX))
         for kind, first, second, kept in (("max", 5.0, 3.0, 5.0), ("min", 3.0, 5.0, 3.0)):
             rule = make_rule(name=kind, aggregate=kind, window="1m", critical="> 0")
             await merge(windows, rule, T0, (first, T0))
@@ -81,7 +82,7 @@ class TestMergeWindows:
 
     async def test_read_writes_nothing(self, redis: aioredis.Redis) -> None:
         rule = make_rule(aggregate="max", window="1m", critical="> 0")
-        windows = RedisWindows(redis, PREFIX)
+        windows = RedisWindows(Partitions.single(redis, PREFIX))
         assert [None] == await windows.read([(rule, "fp1")], T0)
         assert 0 == await redis.exists(windows.key(rule, "fp1"))
         await merge(windows, rule, T0, (5.0, T0))
@@ -92,7 +93,7 @@ class TestMergeWindows:
 
     async def test_merge_answers_each_series_stored_alert(self, redis: aioredis.Redis) -> None:
         rule = make_rule(aggregate="sum", window="1m", critical="> 0")
-        windows = RedisWindows(redis, PREFIX)
+        windows = RedisWindows(Partitions.single(redis, PREFIX))
         alerts = keys.alerts(PREFIX)
         await redis.hset(alerts, "fp1", "A1")
         updates = [(rule, "fp1", batch(rule, (1.0, T0))), (rule, "fp2", batch(rule, (1.0, T0)))]
@@ -106,7 +107,7 @@ class TestManySeries:
     async def test_every_series_gets_its_own_window(self, redis: aioredis.Redis) -> None:
         rule = make_rule(aggregate="sum", window="1m", critical="> 0")
         other = make_rule(name="R2", aggregate="max", window="1m", critical="> 0")
-        windows = RedisWindows(redis, PREFIX)
+        windows = RedisWindows(Partitions.single(redis, PREFIX))
         n = 2_500  # more than CHUNK * PIPELINE_CALLS series
         updates = [
             (rule if i % 2 else other, f"fp{i}", batch(rule, (float(i), T0))) for i in range(n)
@@ -117,7 +118,7 @@ class TestManySeries:
 
     async def test_redis_that_lost_its_scripts_merges_once(self, redis: aioredis.Redis) -> None:
         rule = make_rule(aggregate="sum", window="1m", critical="> 0")
-        windows = RedisWindows(redis, PREFIX)
+        windows = RedisWindows(Partitions.single(redis, PREFIX))
         await merge(windows, rule, T0, (1.0, T0))
         await redis.script_flush()
         merged = await merge(windows, rule, T0 + 1, (2.0, T0 + 1))

@@ -4,12 +4,12 @@
 -- {route id: [channels]} ('' for a route not in it), whose logs are read. Groups a
 -- critical alert fired in (KEYS[3], urgent) are taken first, so a page does not wait
 -- for a storm of other groups due before it.
--- KEYS: groups:due, alerts, groups:urgent. The one script that builds keys: it finds the
--- due group ids itself, so it names their group:<gid>, gm:<gid> and nflog:<ch>:<gid>
+-- KEYS: groups:due, ga (copies of the filed alerts), groups:urgent. The one script that
+-- builds keys: it finds the due group ids itself, so it names their group:<gid>, gm:<gid> and nflog:<ch>:<gid>
 -- from the state prefix (ARGV[1]). Declaring them would take a round trip more (read the
 -- due ids, then claim them) on the path of every page. The prefix carries the
 -- partition's hash tag, so every key built here is in the slot of the declared ones.
-local due, alerts, urgent, prefix = KEYS[1], KEYS[2], KEYS[3], ARGV[1]
+local due, copies, urgent, prefix = KEYS[1], KEYS[2], KEYS[3], ARGV[1]
 local now, lease_until, token, limit = ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5])
 local routes = cjson.decode(ARGV[6])
 local gids = redis.call('ZRANGEBYSCORE', urgent, '-inf', now, 'LIMIT', 0, limit)
@@ -45,7 +45,7 @@ for _, gid in ipairs(gids) do
     local members = redis.call('SMEMBERS', prefix .. 'gm:' .. gid)
     local raws = {}
     for i = 1, #members, 1000 do  -- unpack takes a few thousand at most
-      local part = redis.call('HMGET', alerts, unpack(members, i, math.min(i + 999, #members)))
+      local part = redis.call('HMGET', copies, unpack(members, i, math.min(i + 999, #members)))
       for j = 1, #part do raws[#raws + 1] = part[j] end
     end
     local logs = {}

@@ -2,8 +2,9 @@
 -- log entries (compare-and-set) with their outbox entries, told resolved alerts
 -- forgotten, the group rescheduled or dropped once empty.
 -- KEYS: groups:due, groups:urgent (a group marked urgent keeps the mark, due with it),
--- alerts, alerts:gone, then every other key the groups touch, each once (an outbox many
--- groups write to is sent once): the groups say where in KEYS theirs are.
+-- ga (copies of the filed alerts), ga:seq, then every other key the groups touch, each
+-- once (an outbox many groups write to is sent once): the groups say where in KEYS
+-- theirs are.
 -- ARGV: token, now, ttl, and the groups as one JSON array (cheaper to pack than
 -- thousands of arguments), each [gid, interval_s, sleep_s (when nothing is left to tell:
 -- until the next repeat), notices, forgets, the places of group:<gid> and gm:<gid> in
@@ -14,17 +15,17 @@
 -- under us: nothing written, flushed again at once) and notifications queued.
 local token, now_s, ttl = ARGV[1], ARGV[2], ARGV[3]
 local now = tonumber(now_s)
-local due, urgent, alerts, gone = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local due, urgent, copies, copies_seq = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 
 local function forget(gid, gm, fp, raw, ag)
-  local cur, old = redis.call('HGET', alerts, fp), redis.call('HGET', gone, fp)
-  -- Told, unless the alert moved on since it was read: then this group still owes it.
-  if cur == raw or old == raw or (raw == '' and not cur and not old) then
+  local cur = redis.call('HGET', copies, fp)
+  -- Told, unless a newer change was filed since it was read: then this group still owes it.
+  if cur == raw or (raw == '' and not cur) then
     redis.call('SREM', gm, fp)
     redis.call('SREM', ag, gid)
-    if redis.call('SCARD', ag) == 0 then
-      if cur == raw then redis.call('HDEL', alerts, fp) end
-      if old then redis.call('HDEL', gone, fp) end
+    if redis.call('SCARD', ag) == 0 and cur then
+      redis.call('HDEL', copies, fp)
+      redis.call('HDEL', copies_seq, fp)
     end
   end
 end
