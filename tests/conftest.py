@@ -47,6 +47,15 @@ async def wait_for(
         await asyncio.sleep(interval_s)
 
 
+async def stored_alerts(redis: aioredis.Redis, key_prefix: str = "alertd:") -> dict[str, Any]:
+    """Every alert a daemon stores, over all its partitions: fingerprint -> alert dict."""
+    out: dict[str, Any] = {}
+    async for key in redis.scan_iter(match=f"{key_prefix}{{p*}}:alerts", count=1000):
+        for fp, raw in (await redis.hgetall(key)).items():
+            out[fp.decode()] = orjson.loads(raw)
+    return out
+
+
 @dataclass
 class RedisServer:
     """A redis-server this test session started and owns."""

@@ -39,7 +39,7 @@ from alertd.errors import ConfigErrors
 from alertd.events import parse_entry
 from alertd.model import fingerprint
 from alertd.settings import load_config
-from tests.conftest import DaemonFactory, wait_for
+from tests.conftest import DaemonFactory, stored_alerts, wait_for
 
 T = TypeVar("T")
 STREAM = "alertd:events"
@@ -287,8 +287,8 @@ class TestStreamBarrage:
         assert len(bad_by_construction) + 1 <= n_letters
 
         async def all_good_fired() -> bool:
-            raw = await redis.hmget("alertd:{p0}:alerts", [firing_fp(s) for s in good])
-            return all(r is not None and orjson.loads(r)["state"] == "firing" for r in raw)
+            stored = await stored_alerts(redis)
+            return all(stored.get(firing_fp(s), {}).get("state") == "firing" for s in good)
 
         await wait_for(all_good_fired, timeout_s=10)
         assert not any(t.done() for t in app._tasks)
@@ -393,8 +393,8 @@ class TestApiBarrage:
         assert not any(t.done() for t in app._tasks)
 
         async def all_good_fired() -> bool:
-            raw = await redis.hmget("alertd:{p0}:alerts", [firing_fp(s) for s in good])
-            return all(r is not None and orjson.loads(r)["state"] == "firing" for r in raw)
+            stored = await stored_alerts(redis)
+            return all(stored.get(firing_fp(s), {}).get("state") == "firing" for s in good)
 
         await wait_for(all_good_fired, timeout_s=10)
 

@@ -75,7 +75,7 @@ class TestSeriesLimit:
         )
         assert ["r0", "r1", "r2", "r3", "r4"] == rule_alerts
         # Nothing per refused series is kept in Redis: only the 5 admitted windows.
-        window_keys = [k async for k in redis.scan_iter(match="alertd:{p0}:w:*", count=1000)]
+        window_keys = [k async for k in redis.scan_iter(match="alertd:{p*}:w:*", count=1000)]
         assert 5 == len(window_keys)
 
         dead = await redis.xrange("alertd:dead")

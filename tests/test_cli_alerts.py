@@ -12,7 +12,7 @@ import orjson
 import redis.asyncio as aioredis
 
 from alertd.model import fingerprint
-from tests.conftest import DaemonFactory, wait_for
+from tests.conftest import DaemonFactory, stored_alerts, wait_for
 
 ALERTD = Path(sys.executable).with_name("alertd")
 
@@ -75,7 +75,7 @@ def fp(service: str, name: str) -> str:
 
 
 async def alert_count_is(redis: aioredis.Redis, n: int) -> bool:
-    return bool(n == await redis.hlen("alertd:{p0}:alerts"))
+    return n == len(await stored_alerts(redis))
 
 
 class TestAlerts:

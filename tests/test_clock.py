@@ -21,6 +21,7 @@ from alertd.model import Event
 from alertd.notify.routing import Router
 from alertd.ruletest import MemoryAlerts
 from alertd.settings import Rule, load_config
+from alertd.storage import keys
 from alertd.storage.partitions import Partitions
 from tests.test_lifecycle import T0, make_rule  # T0: a whole second, buckets start on it
 
@@ -109,11 +110,11 @@ class TestRedisIndex:
         assert [alert.fingerprint] == [a.fingerprint for a in await store.due(T0 + 92)]
         await evaluator.tick(T0 + 92)  # now the window is empty: resolved
         assert [] == await store.due(T0 + 10_000)
-        assert 0 == await redis.zcard(store.clock_key)
+        assert 0 == await redis.zcard(keys.alerts_clock("c:"))
 
     async def test_an_entry_whose_alert_is_gone_is_dropped(
         self, store: AlertStore, redis: aioredis.Redis
     ) -> None:
-        await redis.zadd(store.clock_key, {"nosuchalert": T0})
+        await redis.zadd(keys.alerts_clock("c:"), {"nosuchalert": T0})
         assert [] == await store.due(T0)
-        assert 0 == await redis.zcard(store.clock_key)
+        assert 0 == await redis.zcard(keys.alerts_clock("c:"))

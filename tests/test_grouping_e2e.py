@@ -7,7 +7,7 @@ import time
 import orjson
 import redis.asyncio as aioredis
 
-from tests.conftest import DaemonFactory, Receiver, wait_for
+from tests.conftest import DaemonFactory, Receiver, stored_alerts, wait_for
 from tests.test_cli_alerts import cli
 from tests.test_e2e import hook
 
@@ -100,4 +100,4 @@ class TestSilenceFromCli:
         await wait_for(lambda: len(receiver.bodies("/hook")) >= 4)
         await settle(redis, 5)
         assert {s: 10 for s in SERVICES if s != "svc2"} == by_service(receiver)
-        assert 50 == await redis.hlen("alertd:{p0}:alerts")  # silenced alerts are still tracked
+        assert 50 == len(await stored_alerts(redis))  # silenced alerts are still tracked

@@ -211,7 +211,7 @@ async def leftovers(h: Harness) -> dict[str, int]:
     """Alert and group state still in Redis (empty once every resolution was told)."""
     counts = {
         "alerts": await h.redis.hlen(f"{PREFIX}alerts"),
-        "alerts:gone": await h.redis.hlen(f"{PREFIX}alerts:gone"),
+        "ga": await h.redis.hlen(f"{PREFIX}ga"),
         "groups:due": await h.redis.zcard(f"{PREFIX}groups:due"),
     }
     for pattern in ("ag", "group", "gm"):

@@ -1,4 +1,5 @@
-"""apply_alert_changes.lua: compare-and-set alert changes, filed into their groups.
+"""apply_alert_changes.lua and file_alerts.lua: compare-and-set alert changes in their
+series' partition, then filed into their groups (through `filings`, in order, once).
 
 Changes are built as the rule engine builds them (AlertStore.apply_args, targets from
 the router of tests/test_dispatch.py's config: group_wait 5s, group_interval 10s).
@@ -9,6 +10,7 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
+import orjson
 import pytest
 import redis.asyncio as aioredis
 from redis.crc import key_slot
@@ -16,6 +18,7 @@ from redis.crc import key_slot
 from alertd.alerts import AlertChange
 from alertd.model import Alert
 from alertd.storage import keys
+from alertd.storage.scripts import lua
 from tests.lua.conftest import SLOT, TAGGED, SlotHarness
 from tests.lua.touched import watch
 from tests.test_dispatch import PREFIX, T0, Harness, write_config
@@ -60,13 +63,13 @@ class TestCompareAndSet:
     async def test_stale_expected_value_is_refused(self, h: Harness) -> None:
         alert = await h.fire(service="db")
         _, stored = await h.get(alert.fingerprint)
-        version = await h.redis.get(h.store.version_key)
+        version = await h.redis.get(keys.alerts_version(PREFIX))
         worse = replace(alert, severity="critical")
         stale = args(h, worse, b"{}", clock_at=T0 + 60)
         assert [False] == await h.store.apply_many([stale])
         assert stored == (await h.get(alert.fingerprint))[1]
-        assert version == await h.redis.get(h.store.version_key)
-        assert None is await h.redis.zscore(h.store.clock_key, alert.fingerprint)
+        assert version == await h.redis.get(keys.alerts_version(PREFIX))
+        assert None is await h.redis.zscore(keys.alerts_clock(PREFIX), alert.fingerprint)
         assert [True] == await h.store.apply_many([args(h, worse, stored)])
         assert worse == (await h.get(alert.fingerprint))[0]
 
@@ -81,7 +84,7 @@ class TestCompareAndSet:
         assert stored == (await h.get(alert.fingerprint))[1]
         same = args(h, worse, stored, window=(wkey, T0 + 5), clock_at=T0 + 60)
         assert [True] == await h.store.apply_many([same])
-        assert T0 + 60 == await h.redis.zscore(h.store.clock_key, alert.fingerprint)
+        assert T0 + 60 == await h.redis.zscore(keys.alerts_clock(PREFIX), alert.fingerprint)
 
 
 class TestGroupScheduling:
@@ -152,22 +155,74 @@ class TestWhileLeased:
         assert T0 + 60 == await due_at(h, gid)
 
 
-class TestResolvedStillOwed:
-    """A resolution its groups still owe is kept in alerts:gone while the alert is pending."""
+class TestFiling:
+    """A change receivers hear of is kept in `filings` until its groups hold it; the groups
+    hold the alert as last filed (a resolution until told), each filing once and in order."""
 
-    async def test_pending_over_an_owed_resolution_keeps_it(self, h: Harness) -> None:
+    async def test_resolved_alert_lives_on_in_its_groups_copy(self, h: Harness) -> None:
         alert = await h.fire(service="db")
         h.now = T0 + 1
-        await h.resolve(alert)
-        _, resolved = await h.get(alert.fingerprint)
-        version = await h.redis.get(h.store.version_key)
+        resolved = await h.resolve(alert)
+        assert (None, b"") == await h.get(alert.fingerprint)
+        copy = await h.redis.hget(h.store.copies_key, alert.fingerprint)
+        assert resolved == Alert.from_dict(orjson.loads(copy))
+        version = await h.redis.get(keys.alerts_version(PREFIX))
         h.now = T0 + 2
-        await h.go_pending(alert)
-        assert [resolved] == await h.store.get_gone([alert.fingerprint])
-        assert version == await h.redis.get(h.store.version_key)
+        await h.go_pending(resolved)  # not filed: the groups still owe the resolution
+        assert copy == await h.redis.hget(h.store.copies_key, alert.fingerprint)
+        assert version == await h.redis.get(keys.alerts_version(PREFIX))
         h.now = T0 + 3
-        await h.fire(service="db")
-        assert [None] == await h.store.get_gone([alert.fingerprint])
+        again = await h.fire(service="db")
+        stored = await h.redis.hget(h.store.copies_key, alert.fingerprint)
+        assert "firing" == Alert.from_dict(orjson.loads(stored)).state
+        assert again.fingerprint == alert.fingerprint
+
+    async def test_filing_is_kept_until_done_then_removed_by_the_next_call(
+        self, h: Harness
+    ) -> None:
+        first = await h.fire(service="db")
+        [row] = (await h.redis.hgetall(keys.filings(PREFIX))).values()
+        seq = int(row.split(b"\t")[0])
+        assert seq == int(await h.redis.get(keys.alerts_version(PREFIX)))
+        assert seq == int(await h.redis.hget(h.store.copies_seq_key, first.fingerprint))
+        await h.fire(service="web")  # its call removes the first one's, done
+        [left] = (await h.redis.hgetall(keys.filings(PREFIX))).keys()
+        assert first.fingerprint != left.decode()
+
+    async def test_filing_left_by_a_dead_daemon_is_filed_again_once(self, h: Harness) -> None:
+        alert = Alert(
+            "fp-left",
+            "DiskFull",
+            {"alertname": "DiskFull", "service": "db"},
+            {},
+            "firing",
+            "warning",
+            1.0,
+            starts_at=T0,
+            updated_at=T0,
+        )
+        # What a daemon leaves when it dies between a change and its filing.
+        change = args(h, alert, b"")
+        apply = h.redis.register_script(lua("apply_alert_changes"))
+        fixed = [keys.alerts(PREFIX), keys.alerts_clock(PREFIX)]
+        fixed += [keys.alerts_version(PREFIX), keys.filings(PREFIX)]
+        await apply(keys=fixed, args=[orjson.dumps([change.args]), b"[]"])
+        gid = gid_of(h, alert)
+        assert None is await due_at(h, gid)
+        assert 0 == await h.store.refile([0], before=T0)  # not old enough yet
+        assert 1 == await h.store.refile([0], before=T0 + 10)
+        assert T0 + 5 == await due_at(h, gid)
+        assert {b"fp-left"} == await h.redis.smembers(h.store.members_key(gid))
+        # Filed again by another daemon: skipped, nothing moves.
+        await h.redis.zadd(h.store.due_key, {gid: T0 + 99})
+        await h.redis.hset(
+            keys.filings(PREFIX),
+            "fp-left",
+            (await h.redis.hget(keys.filings(PREFIX), "fp-left") or b"1\t[]"),
+        )
+        assert 0 == await h.store.refile([0], before=T0 + 10)
+        assert T0 + 99 == await due_at(h, gid)
+        assert {} == await h.redis.hgetall(keys.filings(PREFIX))
 
 
 class TestDeclaredKeys:
@@ -193,7 +248,16 @@ class TestDeclaredKeys:
             other = await slot.fire(service="db", alertname="CpuHigh")  # a new group
         assert set() == seen.undeclared
         s = slot.store
-        singles = {s.alerts_key, s.clock_key, s.due_key, s.urgent_key, s.gone_key, s.version_key}
+        singles = {
+            keys.alerts(TAGGED),
+            keys.alerts_clock(TAGGED),
+            keys.alerts_version(TAGGED),
+            keys.filings(TAGGED),
+            s.due_key,
+            s.urgent_key,
+            s.copies_key,
+            s.copies_seq_key,
+        }
         gids = (gid, gid_of(slot, other))
         per_group = {s.group_key(g) for g in gids} | {s.members_key(g) for g in gids}
         per_alert = {wkey, s.alert_groups_key(fp), s.alert_groups_key(other.fingerprint)}

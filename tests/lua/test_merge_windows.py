@@ -97,7 +97,7 @@ class TestMergeWindows:
         alerts = keys.alerts(PREFIX)
         await redis.hset(alerts, "fp1", "A1")
         updates = [(rule, "fp1", batch(rule, (1.0, T0))), (rule, "fp2", batch(rule, (1.0, T0)))]
-        _, stored = await windows.merge(updates, T0, alerts_key=alerts)
+        _, stored = await windows.merge(updates, T0, with_alerts=True)
         assert [b"A1", None] == stored
 
 
@@ -112,7 +112,7 @@ class TestManySeries:
         updates = [
             (rule if i % 2 else other, f"fp{i}", batch(rule, (float(i), T0))) for i in range(n)
         ]
-        merged, _ = await windows.merge(updates, T0, alerts_key=keys.alerts(PREFIX))
+        merged, _ = await windows.merge(updates, T0, with_alerts=True)
         values = [series_value(r, w, T0) for (r, _, _), w in zip(updates, merged, strict=True)]
         assert [float(i) for i in range(n)] == values
 
