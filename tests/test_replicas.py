@@ -12,6 +12,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 import redis.asyncio as aioredis
 
@@ -256,9 +257,12 @@ class TestResolvedUntilTold:
         h.now = T0 + 6
         await h.resolve(a)
         assert ["hook"] == [n.receiver for n in await h.flush(T0 + 15)]
-        assert ["resolved"] == [x.state for x in await h.store.all()]
-        assert ["pager"] == [n.receiver for n in await h.flush(T0 + 65)]
+        # The alert is over, but the groups' copy of its resolution stays until both told.
         assert [] == await h.store.all()
+        copies = await h.redis.hvals(h.store.copies_key)
+        assert ["resolved"] == [orjson.loads(raw)["state"] for raw in copies]
+        assert ["pager"] == [n.receiver for n in await h.flush(T0 + 65)]
+        assert {} == await h.redis.hgetall(h.store.copies_key)
 
 
 RULES = """

@@ -27,6 +27,7 @@ from alertd.ruletest import MemoryAlerts
 from alertd.storage import keys
 from alertd.storage.partitions import Partitions
 from tests.conftest import DaemonFactory, Receiver, wait_for
+from tests.conftest import stored_alerts as every_alert
 from tests.test_aggregates import reference
 from tests.test_e2e import hook
 from tests.test_lifecycle import make_rule
@@ -219,7 +220,7 @@ def told_n(receiver: Receiver, n: int) -> Any:
 
 
 async def stored_alerts(redis: aioredis.Redis) -> list[dict[str, Any]]:
-    return [orjson.loads(v) for v in (await redis.hgetall(f"{PREFIX}alerts")).values()]
+    return list((await every_alert(redis)).values())
 
 
 class TestForEndToEnd:

@@ -17,7 +17,7 @@ from tests.lua.touched import watch
 from tests.test_dispatch import PREFIX, T0, Harness, write_config
 
 DUE = keys.groups_due(PREFIX)
-ALERTS = keys.alerts(PREFIX)
+COPIES = keys.alert_copies(PREFIX)
 URGENT = keys.groups_urgent(PREFIX)
 ROUTES = orjson.dumps({"r0": ["hook", "pager"], "": ["other"]})
 
@@ -37,7 +37,7 @@ async def claim(
 ) -> tuple[int, list[Any]]:
     script = redis.register_script(lua("claim_groups"))
     args = [PREFIX, repr(now), repr(now + lease_s), token, limit, ROUTES]
-    count, rows = await script(keys=[DUE, ALERTS, URGENT], args=args)
+    count, rows = await script(keys=[DUE, COPIES, URGENT], args=args)
     return count, rows
 
 
@@ -78,7 +78,7 @@ class TestClaimGroups:
         await group(redis, "g1", T0, route="r0")
         await group(redis, "g2", T0, route="r9")  # a route not in the map: ''
         await redis.sadd(keys.group_members(PREFIX, "g1"), "f1", "f2")
-        await redis.hset(ALERTS, "f1", "A1")
+        await redis.hset(COPIES, "f1", "A1")
         await redis.set(keys.nflog(PREFIX, "hook", "g1"), "L1")
         await redis.set(keys.nflog(PREFIX, "other", "g2"), "L2")
         _, rows = await claim(redis, T0, "A:0")
@@ -146,5 +146,5 @@ class TestKeysBuilt:
         s, gid = slot.store, target.gid
         built = {s.group_key(gid), s.members_key(gid), slot.dispatcher.nflog_key("hook", gid)}
         assert built == {k.decode() for k in seen.undeclared}
-        assert {s.due_key, s.alerts_key, s.urgent_key} == {k.decode() for k in seen.declared}
+        assert {s.due_key, s.copies_key, s.urgent_key} == {k.decode() for k in seen.declared}
         assert {SLOT} == {key_slot(k) for k in seen.touched}

@@ -19,7 +19,8 @@ from tests.lua.touched import watch
 from tests.test_dispatch import PREFIX, T0, Harness, write_config
 
 DUE = keys.groups_due(PREFIX)
-ALERTS = keys.alerts(PREFIX)
+COPIES = keys.alert_copies(PREFIX)
+COPIES_SEQ = keys.alert_copies_seq(PREFIX)
 URGENT = keys.groups_urgent(PREFIX)
 STREAM = keys.outbox(PREFIX, "hook")
 LOG = keys.nflog(PREFIX, "hook", "g1")
@@ -32,12 +33,13 @@ async def h(redis: aioredis.Redis, tmp_path: Path) -> Harness:
 
 
 async def leased(redis: aioredis.Redis, gid: str = "g1", **fields: str) -> None:
-    """A group holding f1 (whose stored alert is R1), leased to A:0 until NOW + 30."""
+    """A group holding f1 (whose copy, as last filed, is R1), leased to A:0 until NOW + 30."""
     lease = {"key": gid, "lease": "A:0", "lease_until": repr(NOW + 30), **fields}
     await redis.hset(keys.group(PREFIX, gid), mapping=lease)
     await redis.sadd(keys.group_members(PREFIX, gid), "f1")
     await redis.sadd(keys.alert_groups(PREFIX, "f1"), gid)
-    await redis.hset(ALERTS, "f1", "R1")
+    await redis.hset(COPIES, "f1", "R1")
+    await redis.hset(COPIES_SEQ, "f1", 1)
     await redis.zadd(DUE, {gid: NOW + 30})
 
 
@@ -72,7 +74,7 @@ def plan(
 
 async def commit(redis: aioredis.Redis, token: str, *plans: Plan) -> list[int]:
     script = redis.register_script(lua("commit_groups"))
-    call = keys.ScriptKeys([DUE, URGENT, ALERTS, keys.alerts_gone(PREFIX)])
+    call = keys.ScriptKeys([DUE, URGENT, COPIES, COPIES_SEQ])
     groups = orjson.dumps([p.args(call) for p in plans])
     result: list[int] = await script(keys=call.keys, args=[token, repr(NOW), 600, groups])
     return result
@@ -173,15 +175,16 @@ class TestCommitted:
         await leased(redis, "g2")  # f1 is in both groups
         assert [0, 1] == await commit(redis, "A:0", plan("g1", forgets=[["f1", "R1"]]))
         assert ({}, None) == (await group(redis, "g1"), await redis.zscore(DUE, "g1"))
-        assert b"R1" == await redis.hget(ALERTS, "f1")  # g2 still owes it
-        await redis.hset(ALERTS, "f1", "R2")  # moved on after g2 read it as R1
+        assert b"R1" == await redis.hget(COPIES, "f1")  # g2 still owes it
+        await redis.hset(COPIES, "f1", "R2")  # filed anew after g2 read it as R1
         assert [1, 1] == await commit(redis, "A:0", plan("g2", forgets=[["f1", "R1"]]))
         assert {b"f1"} == await redis.smembers(keys.group_members(PREFIX, "g2"))
         await redis.hset(keys.group(PREFIX, "g2"), "lease", "A:1")
         told = plan("g2", expected="E1", forgets=[["f1", "R2"]])
         assert [0, 1] == await commit(redis, "A:1", told)
-        assert (None, 0) == (
-            await redis.hget(ALERTS, "f1"),
+        assert (None, None, 0) == (
+            await redis.hget(COPIES, "f1"),
+            await redis.hget(COPIES_SEQ, "f1"),
             await redis.exists(keys.alert_groups(PREFIX, "f1")),
         )
 
@@ -201,7 +204,7 @@ class TestDeclaredKeys:
             assert 1 == await slot.dispatcher.flush(await claimed(slot, T0 + 15), T0 + 15)
         assert (set(), set()) == (seen.undeclared, forgot.undeclared)
         s = slot.store
-        singles = {s.due_key, s.urgent_key, s.alerts_key, s.gone_key}
+        singles = {s.due_key, s.urgent_key, s.copies_key, s.copies_seq_key}
         streams = {slot.outbox.stream("hook", False), slot.outbox.stream("hook", True)}
         per_group = {
             k
