@@ -106,16 +106,19 @@ class Ownership:
         """Heartbeat and registration; renew the leases held, take free ones up to the
         fair share, give up those beyond it."""
         try:
-            share, free = await self._renew()
+            share, free, failed = await self._renew()
             if share is not None:
                 await self._rebalance(share, free)
+            if failed is not None:
+                raise failed  # a node the others' partitions do not wait for
         finally:
             self._report()
 
-    async def _renew(self) -> tuple[int | None, set[int]]:
+    async def _renew(self) -> tuple[int | None, set[int], BaseException | None]:
         """Round one: heartbeat, registration and live daemons (home), renewal of every
         lease held, a look at every other. Returns the fair share (None when the home
-        partition did not answer) and the partitions free for this daemon."""
+        partition did not answer), the partitions free for this daemon, and the first
+        error of a client that did not answer (its partitions stay as they were)."""
         sent = time.monotonic()
         now_ms = int(time.time() * 1000)
         groups = self._with_home(self.partitions.by_client(range(self.partitions.count)))
@@ -151,9 +154,7 @@ class Ownership:
                         self._drop(p)
                 elif result is None or self._owner(result) == self.name:
                     free.add(p)  # nobody's, or this daemon's before a restart
-        if failed is not None:
-            raise failed
-        return share, free
+        return share, free, failed
 
     async def _rebalance(self, share: int, free: set[int]) -> None:
         """Round two, only when partitions change hands: take free ones up to the share,
@@ -170,7 +171,7 @@ class Ownership:
         releases = {p: self._tokens[p] for op, p in ops if op == "release"}
         for p in releases:
             self._drop(p)  # not ours from now, whatever the release answers
-        by_op = dict((p, op) for op, p in ops)
+        by_op = {p: op for op, p in ops}
         groups = self.partitions.by_client(p for _, p in ops)
         sent = time.monotonic()
         plans = [[(by_op[p], p) for p in parts] for _, parts in groups]

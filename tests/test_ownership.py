@@ -4,6 +4,7 @@ fenced lease; a dead daemon's partitions go to the survivors, a leaving one's at
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import redis.asyncio as aioredis
 
@@ -153,3 +154,37 @@ class TestOwnership:
         await a.beat()
         assert {"a"} == await a.alive(["a", "b"])
         assert set() == await a.alive([])
+
+
+class TestOwnershipOnACluster:
+    """Partitions on three masters: one pipeline per master, the same sharing."""
+
+    async def test_two_daemons_share_partitions_spread_over_masters(
+        self, redis_cluster: Any
+    ) -> None:
+        routed = aioredis.RedisCluster.from_url(redis_cluster.url)
+        await routed.flushall()
+        parts_a = Partitions(routed, "test:", N)
+        parts_b = Partitions(routed, "test:", N)
+        try:
+            assert len(parts_a.by_client(range(N))) > 1  # the partitions span masters
+            a = Ownership(parts_a, "a", takeover_s=10)
+            b = Ownership(parts_b, "b", takeover_s=10)
+            await a.beat()
+            assert N == a.owned
+
+            async def balanced() -> bool:
+                await beat_all(a, b)
+                return (a.owned, b.owned) == (N // 2, N // 2)
+
+            await wait_for(balanced, timeout_s=5)
+            assert frozenset(range(N)) == a.owned_partitions | b.owned_partitions
+            owners = {i: "a" for i in a.owned_partitions} | {i: "b" for i in b.owned_partitions}
+            assert owners == await lease_owners(routed, parts_a)
+            await a.leave()
+            await b.beat()
+            assert N == b.owned
+        finally:
+            await parts_a.aclose()
+            await parts_b.aclose()
+            await routed.aclose()
