@@ -31,11 +31,12 @@ configured names (each is one key).
 | `admitted:{rule}`, `...:dl`    | zset, string | the cardinality guard, its dead-letter slot |
 | `probe:{consumer}`             | string | the watchdog's write probe |
 | `lease:tick`                   | string | the replica running the current clock tick |
-| `lease:partition`              | string | the partition's owner and fencing token (`name:token`) |
-| `lease:fence`                  | int    | the last fencing token handed out |
+| `lease:partition`              | string | a partition's owner and fencing token (`name:token`) |
+| `lease:fence`                  | int    | each partition's last fencing token handed out |
 | `replication:probe`            | int    | written before each WAIT (replication.py) |
 | `migrated`                     | string | old-layout keys were moved in (storage/migrate.py) |
 | `daemon:{consumer}`            | string | a live daemon's heartbeat (expires after `takeover`) |
+| `daemons`                      | zset   | live daemons: name -> registration expiry (ms) |
 | `email:msgid:...`, `slack:rl:...` | string | threading and rate-limit slots of channels |
 
 Every Lua script in `lua/` gets each key it touches in KEYS (a batched call
@@ -215,6 +216,12 @@ def migrated(prefix: str) -> str:
 
 def daemon_heartbeat(prefix: str, consumer: str) -> str:
     return f"{prefix}daemon:{consumer}"
+
+
+def daemons(prefix: str) -> str:
+    """zset: daemon name -> when its registration expires (unix ms), in the home
+    partition: the live daemons the partitions are shared among (ownership.py)."""
+    return f"{prefix}daemons"
 
 
 class ScriptKeys:

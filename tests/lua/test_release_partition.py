@@ -6,11 +6,16 @@ import redis.asyncio as aioredis
 
 from alertd.ownership import Ownership
 from alertd.storage import keys
+from alertd.storage.partitions import Partitions
 from alertd.storage.scripts import lua
 
-PREFIX = "t:"
+PREFIX = keys.state_prefix("t:")  # the one partition's
 LEASE = keys.partition_lease(PREFIX)
 FENCE = keys.partition_fence(PREFIX)
+
+
+def one_partition(redis: aioredis.Redis) -> Partitions:
+    return Partitions(redis, "t:", 1)
 
 
 class TestReleasePartition:
@@ -34,8 +39,8 @@ class TestReleasePartition:
     async def test_a_former_owner_leaving_keeps_the_new_owners_lease(
         self, redis: aioredis.Redis
     ) -> None:
-        a = Ownership(redis, PREFIX, "a", takeover_s=10)
-        b = Ownership(redis, PREFIX, "b", takeover_s=10)
+        a = Ownership(one_partition(redis), "a", takeover_s=10)
+        b = Ownership(one_partition(redis), "b", takeover_s=10)
         await a.beat()
         await redis.delete(LEASE)  # a's lease lapsed, a has not noticed yet
         await b.beat()
@@ -44,4 +49,4 @@ class TestReleasePartition:
         await b.leave()
         assert None is await redis.get(LEASE)
         await a.beat()
-        assert 3 == a.token  # releasing never resets the fence
+        assert 3 == a.token_of(0)  # releasing never resets the fence
