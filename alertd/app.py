@@ -84,7 +84,7 @@ class App:
         self.redis = self.partitions.home
         self.metrics = Metrics()
         takeover_s = s.daemon.takeover.total_seconds()
-        self.ownership = Ownership(self.redis, self.prefix, self.consumer_name, takeover_s)
+        self.ownership = Ownership(self.partitions, self.consumer_name, takeover_s)
         self.windows = RedisWindows(self.partitions)
         self.store = AlertStore(self.partitions)
         self.silences = SilenceStore(self.redis, self.prefix)
@@ -324,21 +324,18 @@ class App:
             log.debug("heartbeat skipped", error=type(exc).__name__)
 
     async def tick(self) -> None:
-        """Clock evaluation, by the partition's owner, one tick at a time (a short lease)."""
-        if time.monotonic() < self._tick_rest_until or not self.ownership.owned:
+        """Clock evaluation of the partitions this daemon owns (each by one daemon at a
+        time, under its lease)."""
+        owned = self.ownership.owned_partitions
+        if time.monotonic() < self._tick_rest_until or not owned:
             return
-        d = self.config.settings.daemon
-        lease_ms = max(100, int(d.eval_interval.total_seconds() * 900))
         started = time.monotonic()
         try:
-            if await self.redis.set(
-                keys.tick_lease(self.prefix), self.consumer_name, nx=True, px=lease_ms
-            ):
-                now = self.clock()
-                owned = range(self.partitions.count)
-                # Changes a dead daemon stored but did not file into their groups.
-                await self.store.refile(owned, now - d.takeover.total_seconds())
-                await self.evaluator.tick(now, owned)
+            now = self.clock()
+            # Changes a dead daemon stored but did not file into their groups.
+            takeover_s = self.config.settings.daemon.takeover.total_seconds()
+            await self.store.refile(owned, now - takeover_s)
+            await self.evaluator.tick(now, owned)
         except (RedisError, OSError) as exc:
             throttled.warning("tick", "clock evaluation skipped", error=type(exc).__name__)
         finally:

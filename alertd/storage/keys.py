@@ -87,10 +87,6 @@ def alerts_clock(prefix: str) -> str:
     return f"{prefix}alerts:clock"
 
 
-def alerts_gone(prefix: str) -> str:
-    return f"{prefix}alerts:gone"
-
-
 def alerts_version(prefix: str) -> str:
     return f"{prefix}alerts:ver"
 
@@ -155,10 +151,6 @@ def channel_failing(prefix: str, channel: str) -> str:
 
 def silences(prefix: str) -> str:
     return f"{prefix}silences"
-
-
-def tick_lease(prefix: str) -> str:
-    return f"{prefix}lease:tick"
 
 
 def partition_lease(prefix: str) -> str:
