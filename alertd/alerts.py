@@ -74,21 +74,18 @@ class AlertChange:
     filing: list[Any] | None
 
 
-class AlertStore:
-    def __init__(self, partitions: Partitions) -> None:
-        self.partitions = partitions
-        # The groups' side, all in the home partition.
-        self.redis = partitions.home
-        self.prefix = home = partitions.home_prefix
-        self.due_key = keys.groups_due(home)
-        self.urgent_key = keys.groups_urgent(home)
-        self.copies_key = keys.alert_copies(home)
-        self.copies_seq_key = keys.alert_copies_seq(home)
-        self._apply = self.redis.register_script(lua("apply_alert_changes"))
-        self._file = self.redis.register_script(lua("file_alerts"))
-        self._due = self.redis.register_script(lua("due_alerts"))
-        # Filings done, per series partition: removed from `filings` with its next call.
-        self._filed: dict[int, list[tuple[str, int]]] = {}
+class GroupSide:
+    """The keys of one partition's groups: their schedule, the copies of the alerts filed
+    into them, and each group's hash, members and notification log."""
+
+    def __init__(self, partition: int, prefix: str, redis: Redis) -> None:
+        self.partition = partition
+        self.prefix = prefix
+        self.redis = redis
+        self.due_key = keys.groups_due(prefix)
+        self.urgent_key = keys.groups_urgent(prefix)
+        self.copies_key = keys.alert_copies(prefix)
+        self.copies_seq_key = keys.alert_copies_seq(prefix)
 
     def group_key(self, gid: str) -> str:
         return keys.group(self.prefix, gid)
@@ -99,12 +96,40 @@ class AlertStore:
     def alert_groups_key(self, fp: str) -> str:
         return keys.alert_groups(self.prefix, fp)
 
+    def nflog_key(self, channel: str, gid: str) -> str:
+        return keys.nflog(self.prefix, channel, gid)
+
+
+class AlertStore:
+    def __init__(self, partitions: Partitions) -> None:
+        self.partitions = partitions
+        self.sides = [
+            GroupSide(p, partitions.prefix(p), partitions.client(p))
+            for p in range(partitions.count)
+        ]
+        # The home partition's groups (all there are with one partition: tests, tools).
+        home = self.sides[keys.HOME]
+        self.redis, self.prefix = home.redis, home.prefix
+        self.due_key, self.urgent_key = home.due_key, home.urgent_key
+        self.copies_key, self.copies_seq_key = home.copies_key, home.copies_seq_key
+        self.group_key, self.members_key = home.group_key, home.members_key
+        self.alert_groups_key = home.alert_groups_key
+        self._apply = self.redis.register_script(lua("apply_alert_changes"))
+        self._file = self.redis.register_script(lua("file_alerts"))
+        self._due = self.redis.register_script(lua("due_alerts"))
+        # Filings done, per series partition: removed from `filings` with its next call.
+        self._filed: dict[int, list[tuple[str, int]]] = {}
+
+    def side_of(self, gid: str) -> GroupSide:
+        """The partition a group lives in (its id's, as a series' is its fingerprint's)."""
+        return self.sides[keys.partition_of(gid, self.partitions.count)]
+
     def window_key(self, fp: str, version: str) -> str:
         return keys.window(self.partitions.prefix(self.partitions.of_series(fp)), fp, version)
 
     # --- reads, each partition's in one pipeline per client --------------------
 
-    async def _per_partition(self, parts: Iterable[int], queue: Any) -> dict[int, list[Any]]:
+    async def per_partition(self, parts: Iterable[int], queue: Any) -> dict[int, list[Any]]:
         """`queue(pipe, partition)` for each partition, one pipeline per client, the
         clients at once; the answers of the commands queued for each partition."""
 
@@ -136,7 +161,7 @@ class AlertStore:
         if not fingerprints:
             return []
         by_part = self._by_partition(fingerprints)
-        answers = await self._per_partition(
+        answers = await self.per_partition(
             by_part, lambda pipe, p: pipe.hmget(self._alerts_key(p), by_part[p])
         )
         found = {
@@ -149,16 +174,14 @@ class AlertStore:
     async def all(self, partitions: Iterable[int] | None = None) -> list[Alert]:
         """Every stored alert (of these partitions)."""
         parts = range(self.partitions.count) if partitions is None else partitions
-        answers = await self._per_partition(
-            parts, lambda pipe, p: pipe.hgetall(self._alerts_key(p))
-        )
+        answers = await self.per_partition(parts, lambda pipe, p: pipe.hgetall(self._alerts_key(p)))
         return [
             Alert.from_dict(orjson.loads(v)) for (raw,) in answers.values() for v in raw.values()
         ]
 
     async def versions(self) -> tuple[bytes | None, ...]:
         """Every partition's filing counter: changed when any alert change was filed."""
-        answers = await self._per_partition(
+        answers = await self.per_partition(
             range(self.partitions.count),
             lambda pipe, p: pipe.get(keys.alerts_version(self.partitions.prefix(p))),
         )
@@ -177,7 +200,7 @@ class AlertStore:
         def clock(p: int) -> str:
             return keys.alerts_clock(self.partitions.prefix(p))
 
-        answers = await self._per_partition(
+        answers = await self.per_partition(
             parts,
             lambda pipe, p: scripts.queue(
                 pipe, self._due, [clock(p), self._alerts_key(p)], [now, limit]
@@ -193,7 +216,7 @@ class AlertStore:
                 else:
                     alerts.append(alert)
         if stale:
-            await self._per_partition(stale, lambda pipe, p: pipe.zrem(clock(p), *stale[p]))
+            await self.per_partition(stale, lambda pipe, p: pipe.zrem(clock(p), *stale[p]))
         return alerts
 
     async def reschedule(self, clock: dict[str, float]) -> None:
@@ -201,7 +224,7 @@ class AlertStore:
         if not clock:
             return
         by_part = self._by_partition(clock)
-        await self._per_partition(
+        await self.per_partition(
             by_part,
             lambda pipe, p: pipe.zadd(
                 keys.alerts_clock(self.partitions.prefix(p)), {fp: clock[fp] for fp in by_part[p]}
@@ -224,8 +247,8 @@ class AlertStore:
     ) -> AlertChange:
         """One change's part of an `apply_many` call (opaque to callers).
 
-        `targets`: the groups to file it into. `refresh`: no group hears of it, but the
-        copies groups hold are brought up to date (a firing alert's value moved).
+        `targets`: the groups to file it into. `refresh`: they hear nothing of it, but
+        the copies they hold are brought up to date (a firing alert's value moved).
         `window` (key, newest sample time): the change is refused, like a lost
         compare-and-set, when that window has received newer samples since.
         `clock_at`: when the clock must next judge the alert (None: not live).
@@ -233,7 +256,7 @@ class AlertStore:
         """
         as_json = "" if new is None else orjson.dumps(new.to_dict()).decode()
         filing = None
-        if new is not None and (targets or refresh):
+        if new is not None and targets:
             filing = [
                 fp,
                 0,  # its seq (apply_many)
@@ -253,8 +276,9 @@ class AlertStore:
                     for t in targets
                 ],
                 "1" if immediate else "0",
-                "1" if new.pages else "0",
+                "1" if new.pages and not refresh else "0",
                 0,  # the place in KEYS of the alert's groups (file_many)
+                "1" if refresh else "0",
             ]
         args = [
             fp,
@@ -298,7 +322,7 @@ class AlertStore:
                 args = [orjson.dumps(chunk), orjson.dumps(done if start == 0 else [])]
                 scripts.queue(pipe, self._apply, call.keys, args)
 
-        answers = await self._per_partition(by_part, queue)
+        answers = await self.per_partition(by_part, queue)
         taken = [False] * len(changes)
         filings: list[tuple[int, list[Any]]] = []
         for p, positions in by_part.items():
@@ -316,21 +340,40 @@ class AlertStore:
         return taken
 
     async def file_many(self, filings: list[tuple[int, list[Any]]]) -> None:
-        """File changes (series partition, filing) into their groups; each is then
-        removed from its partition's `filings` with the partition's next call."""
-        pipe = self.redis.pipeline(transaction=False)
-        fixed = (self.due_key, self.urgent_key, self.copies_key, self.copies_seq_key)
-        for start in range(0, len(filings), APPLY_CHUNK):
-            call = keys.ScriptKeys(fixed)
-            chunk = []
-            for _, f in filings[start : start + APPLY_CHUNK]:
-                f[_ALERT_GROUPS] = call.at(self.alert_groups_key(f[0]))
-                for t in f[_TARGETS]:
-                    t[_GROUP] = call.at(self.group_key(t[0]))
-                    t[_MEMBERS] = call.at(self.members_key(t[0]))
-                chunk.append(f)
-            scripts.queue(pipe, self._file, call.keys, [orjson.dumps(chunk)])
-        await scripts.execute(pipe)
+        """File changes (series partition, filing) into their groups, in each group's
+        partition; each is then removed from its series partition's `filings` with that
+        partition's next call."""
+        parts: dict[int, list[list[Any]]] = {}
+        for _, f in filings:
+            by_side: dict[int, list[Any]] = {}
+            for t in f[_TARGETS]:
+                by_side.setdefault(self.side_of(t[0]).partition, []).append(t)
+            for p, targets in by_side.items():
+                part = list(f)
+                part[_TARGETS] = targets
+                parts.setdefault(p, []).append(part)
+
+        def queue(pipe: Any, p: int) -> None:
+            side = self.sides[p]
+            fixed = (side.due_key, side.urgent_key, side.copies_key, side.copies_seq_key)
+            todo = parts[p]
+            for start in range(0, len(todo), APPLY_CHUNK):
+                call = keys.ScriptKeys(fixed)
+                chunk = []
+                for f in todo[start : start + APPLY_CHUNK]:
+                    f[_ALERT_GROUPS] = call.at(side.alert_groups_key(f[0]))
+                    f[_TARGETS] = [
+                        [
+                            *t[:_GROUP],
+                            call.at(side.group_key(t[0])),
+                            call.at(side.members_key(t[0])),
+                        ]
+                        for t in f[_TARGETS]
+                    ]
+                    chunk.append(f)
+                scripts.queue(pipe, self._file, call.keys, [orjson.dumps(chunk)])
+
+        await self.per_partition(parts, queue)
         for p, f in filings:
             self._filed.setdefault(p, []).append((f[0], f[_SEQ]))
 
@@ -339,7 +382,7 @@ class AlertStore:
         (a daemon died between a change and its filing); how many. Also removes the
         filings this daemon has done since its last call there."""
         parts = list(partitions)
-        answers = await self._per_partition(
+        answers = await self.per_partition(
             parts, lambda pipe, p: pipe.hgetall(keys.filings(self.partitions.prefix(p)))
         )
         again: list[tuple[int, list[Any]]] = []
@@ -372,4 +415,4 @@ class AlertStore:
             done = self._filed.pop(p, [])
             scripts.queue(pipe, self._apply, fixed, [b"[]", orjson.dumps(done)])
 
-        await self._per_partition(partitions, queue)
+        await self.per_partition(partitions, queue)

@@ -50,6 +50,7 @@ from alertd.silences import SilenceStore
 from alertd.storage import keys
 from alertd.storage.migrate import migrate_unpartitioned
 from alertd.storage.partitions import Partitions
+from alertd.storage.rehome import rehome
 from alertd.watchdog import CHECK_EVERY_S, Watchdog, stall_after_s
 
 log = structlog.get_logger("alertd.app")
@@ -122,6 +123,7 @@ class App:
             # A dead replica's (or an interrupted) flush is taken over within `takeover`:
             # a 30 s lease loses alerts that fire and resolve meanwhile.
             lease_s=max(2.0, takeover_s),
+            owned=lambda: self.ownership.owned_partitions,
         )
         # One consumer per stream (`redis.stream` and its shards), sharing the engine.
         self.consumers = [
@@ -222,6 +224,10 @@ class App:
                 r = self.config.settings.redis
                 streams = {*r.streams, r.dead_letter_stream}
                 await migrate_unpartitioned(self.redis, r.key_prefix, streams)
+        try:  # state of another partition layout (an upgrade, a new `redis.partitions`)
+            await rehome(self.partitions)
+        except (RedisError, OSError) as exc:
+            log.warning("state of another layout not looked for", error=type(exc).__name__)
         self.channel_ctx.http = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=256, limit_per_host=CONNECTIONS_PER_HOST)
         )

@@ -118,9 +118,12 @@ class RedisAlertWriter:
         router = self.router()
         args = []
         for w in changes:
-            targets = (
-                router.groups(w.alert) if w.alert is not None and w.change in NOTIFY_CHANGES else []
-            )
+            # The groups holding a firing alert show its latest value: a value that moved
+            # refreshes their copies (they hear nothing of it).
+            alert = w.alert
+            refresh = w.change is Change.UPDATED and alert is not None and alert.state == "firing"
+            filed = w.change in NOTIFY_CHANGES or refresh
+            targets = router.groups(alert) if alert is not None and filed else []
             guard = None
             if w.window is not None:
                 version, newest = w.window
@@ -135,12 +138,7 @@ class RedisAlertWriter:
                     now,
                     guard,
                     w.clock_at,
-                    # The groups holding a firing alert show its latest value.
-                    refresh=(
-                        w.change is Change.UPDATED
-                        and w.alert is not None
-                        and w.alert.state == "firing"
-                    ),
+                    refresh,
                 )
             )
         return await self.store.apply_many(args)

@@ -44,7 +44,7 @@ import orjson
 import structlog
 from redis.exceptions import RedisError
 
-from alertd.alerts import AlertStore
+from alertd.alerts import AlertStore, GroupSide
 from alertd.channels.base import ChannelConfig
 from alertd.inhibit import Inhibitor, InhibitRule
 from alertd.logthrottle import ThrottledLog
@@ -256,11 +256,13 @@ class _InhibitorCache:
 
 @dataclass(frozen=True, slots=True)
 class Claim:
-    """Groups one replica leased in one call (as they stood), and whether more were due."""
+    """Groups one replica leased in one call (as they stood), and whether more were due;
+    all in one partition's `side`."""
 
     token: str
     groups: list[GroupSnapshot]
     more: bool
+    side: GroupSide
 
     @property
     def gids(self) -> list[str]:
@@ -297,6 +299,7 @@ class Dispatcher:
         clock: Callable[[], float] = time.time,
         lease_s: float = LEASE_S,
         batch_groups: int = BATCH_GROUPS,
+        owned: Callable[[], Iterable[int]] | None = None,
     ) -> None:
         self.store = store
         self.redis = store.redis
@@ -307,6 +310,8 @@ class Dispatcher:
         self.clock = clock
         self.lease_s = lease_s
         self.batch_groups = batch_groups
+        # The partitions whose groups this daemon flushes (those it owns); all by default.
+        self.owned = owned or (lambda: range(store.partitions.count))
         self.wake = asyncio.Event()
         self._claim = self.redis.register_script(lua("claim_groups"))
         self._commit = self.redis.register_script(lua("commit_groups"))
@@ -319,7 +324,7 @@ class Dispatcher:
         self.history: History | None = None
 
     def nflog_key(self, channel: str, gid: str) -> str:
-        return keys.nflog(self.prefix, channel, gid)
+        return self.store.side_of(gid).nflog_key(channel, gid)
 
     async def run(self, stopping: asyncio.Event) -> None:
         """Flush due groups until `stopping` is set; wake early when poked."""
@@ -345,21 +350,30 @@ class Dispatcher:
                 await asyncio.wait_for(self.wake.wait(), timeout=max(0.005, wait_s))
 
     async def flush_due(self) -> float:
-        """Flush every due group; seconds until the next one is due (at most 1 s)."""
+        """Flush every due group of the partitions owned; seconds until the next one is
+        due (at most 1 s)."""
         rt = self.runtime()
         if rt is not self._runtime_seen:
             await self._routing_changed(rt)
-        while True:
+        sides = [self.store.sides[p] for p in sorted(self.owned())]
+        todo = sides
+        while todo:
             now = self.clock()
-            claim = await self.claim(now)
-            if claim.groups:
-                await self.flush(claim, now)
-            if not claim.more:
-                break
-        nxt = await self.redis.zrange(self.store.due_key, 0, 0, withscores=True)
-        if not nxt:
+            claims = await self.claim_many(now, todo)
+            flushing = [self.flush(claim, now) for claim in claims if claim.groups]
+            if flushing:
+                await asyncio.gather(*flushing)
+            todo = [claim.side for claim in claims if claim.more]
+        if not sides:
             return 1.0
-        return min(1.0, max(0.0, float(nxt[0][1]) - self.clock()))
+        answers = await self.store.per_partition(
+            [side.partition for side in sides],
+            lambda pipe, p: pipe.zrange(self.store.sides[p].due_key, 0, 0, withscores=True),
+        )
+        firsts = [float(nxt[0][1]) for (nxt,) in answers.values() if nxt]
+        if not firsts:
+            return 1.0
+        return min(1.0, max(0.0, min(firsts) - self.clock()))
 
     async def _routing_changed(self, rt: Runtime) -> None:
         """After a reload, or a start on another routing than the last: look at every group
@@ -374,33 +388,53 @@ class Dispatcher:
         self._runtime_seen = rt
 
     async def reschedule_all(self, now: float) -> None:
-        """Make every group flushed before due now (after a reload: routes may have changed)."""
-        gids = await self.redis.zrange(self.store.due_key, 0, -1)
-        pipe = self.redis.pipeline(transaction=False)
-        for start in range(0, len(gids), 1000):
-            chunk = [gid.decode() for gid in gids[start : start + 1000]]
-            groups = [self.store.group_key(gid) for gid in chunk]
-            scripts.queue(
-                pipe, self._reschedule, [self.store.due_key, *groups], [repr(now), *chunk]
-            )
-        await scripts.execute(pipe)
+        """Make every group flushed before due now, in every partition (after a reload:
+        routes may have changed)."""
+        for side in self.store.sides:
+            gids = await side.redis.zrange(side.due_key, 0, -1)
+            if not gids:
+                continue
+            pipe = side.redis.pipeline(transaction=False)
+            for start in range(0, len(gids), 1000):
+                chunk = [gid.decode() for gid in gids[start : start + 1000]]
+                groups = [side.group_key(gid) for gid in chunk]
+                scripts.queue(pipe, self._reschedule, [side.due_key, *groups], [repr(now), *chunk])
+            await scripts.execute(pipe)
 
-    async def claim(self, now: float) -> Claim:
-        """Lease up to `batch_groups` due groups to this replica, reading them as it does."""
+    async def claim(self, now: float, side: GroupSide | None = None) -> Claim:
+        """Lease up to `batch_groups` due groups of a partition (the home one by default)
+        to this replica, reading them as it does."""
+        (claim,) = await self.claim_many(now, [side or self.store.sides[keys.HOME]])
+        return claim
+
+    async def claim_many(self, now: float, sides: list[GroupSide]) -> list[Claim]:
+        """`claim` in each of these partitions, one round trip per client."""
         token = next(self._tokens)
-        count, rows = await self._claim(
-            keys=[self.store.due_key, self.store.copies_key, self.store.urgent_key],
-            args=[
-                self.prefix,
-                repr(now),
-                repr(now + self.lease_s),
-                token,
-                self.batch_groups,
-                self._route_channels(),
-            ],
-        )
-        groups = [_snapshot(*rows[i : i + 5]) for i in range(0, len(rows), 5)]
-        return Claim(token, groups, int(count) >= self.batch_groups)
+        routes = self._route_channels()
+
+        def queue(pipe: Any, p: int) -> None:
+            side = self.store.sides[p]
+            scripts.queue(
+                pipe,
+                self._claim,
+                [side.due_key, side.copies_key, side.urgent_key],
+                [
+                    side.prefix,
+                    repr(now),
+                    repr(now + self.lease_s),
+                    token,
+                    self.batch_groups,
+                    routes,
+                ],
+            )
+
+        answers = await self.store.per_partition([side.partition for side in sides], queue)
+        claims = []
+        for side in sides:
+            ((count, rows),) = answers[side.partition]
+            groups = [_snapshot(*rows[i : i + 5]) for i in range(0, len(rows), 5)]
+            claims.append(Claim(token, groups, int(count) >= self.batch_groups, side))
+        return claims
 
     def _route_channels(self) -> bytes:
         """{route id: its channels} of the current config, as claim_groups.lua reads it."""
@@ -415,7 +449,8 @@ class Dispatcher:
         """Flush leased groups; how many notifications were queued."""
         ctx = await self.context(now)
         snaps = await self.read(claim, ctx.rt)
-        return await self.commit(claim.token, [plan_group(s, ctx) for s in snaps], now)
+        plans = [plan_group(s, ctx) for s in snaps]
+        return await self.commit(claim.token, plans, now, claim.side)
 
     async def context(self, now: float) -> FlushContext:
         rt = self.runtime()
@@ -449,13 +484,13 @@ class Dispatcher:
         for snap in snaps:
             raws.update(snap.raws)
         log_keys = [
-            (snap, ch, self.nflog_key(ch, snap.gid))
+            (snap, ch, claim.side.nflog_key(ch, snap.gid))
             for snap in snaps
             for ch in policy_of(snap, rt).channels
             if ch not in snap.nflog
         ]
         if log_keys:
-            entries = await self.redis.mget([k for _, _, k in log_keys])
+            entries = await claim.side.redis.mget([k for _, _, k in log_keys])
             for (snap, ch, _), entry in zip(log_keys, entries, strict=True):
                 snap.nflog[ch] = entry
         fps = sorted(raws)
@@ -478,8 +513,12 @@ class Dispatcher:
         missing = {fp for fp, raw in zip(fps, raws, strict=True) if raw is None}
         return found, missing
 
-    async def commit(self, token: str, plans: Iterable[GroupPlan], now: float) -> int:
-        """Write every group's plan, each atomically, in one call; notifications queued."""
+    async def commit(
+        self, token: str, plans: Iterable[GroupPlan], now: float, side: GroupSide | None = None
+    ) -> int:
+        """Write every group's plan (all of one partition, the home one by default), each
+        atomically, in one call; notifications queued."""
+        side = side or self.store.sides[keys.HOME]
         plans = list(plans)
         if not plans:
             return 0
@@ -490,18 +529,13 @@ class Dispatcher:
             if (n := notice.notification) is not None
         }
         for n in lanes.values():
-            await self.outbox.ensure_group_of(n)
+            await self.outbox.ensure_group_of(n, side.partition)
         call = keys.ScriptKeys(
-            (
-                self.store.due_key,
-                self.store.urgent_key,
-                self.store.copies_key,
-                self.store.copies_seq_key,
-            )
+            (side.due_key, side.urgent_key, side.copies_key, side.copies_seq_key)
         )
-        groups = orjson.dumps([self._commit_args(p, call) for p in plans])
+        groups = orjson.dumps([self._commit_args(p, call, side) for p in plans])
         args: list[Any] = [token, repr(now), NFLOG_TTL_S, groups]
-        results = await self._commit(keys=call.keys, args=args)
+        results = await self._commit(keys=call.keys, args=args, client=side.redis)
         queued = 0
         told: list[Notification] = []
         for i, p in enumerate(plans):
@@ -521,26 +555,26 @@ class Dispatcher:
         self.notifications_created += queued
         return queued
 
-    def _commit_args(self, p: GroupPlan, call: keys.ScriptKeys) -> list[Any]:
+    def _commit_args(self, p: GroupPlan, call: keys.ScriptKeys, side: GroupSide) -> list[Any]:
         """One group's part of commit_groups.lua's JSON argument; its keys go in `call`."""
         notices = []
         for notice in p.notices:
             n = notice.notification
             notices.append(
                 [
-                    call.at(self.nflog_key(notice.channel, p.gid)),
+                    call.at(side.nflog_key(notice.channel, p.gid)),
                     notice.expected.decode(errors="replace"),  # as stored: JSON text
                     notice.entry.to_json().decode(),
-                    call.at(self.outbox.stream_of(n)) if n is not None else 0,
+                    call.at(self.outbox.stream_of(n, side.partition)) if n is not None else 0,
                     orjson.dumps(n.to_dict()).decode() if n is not None else "",
                 ]
             )
         forgets = [
-            [fp, raw.decode(errors="replace"), call.at(self.store.alert_groups_key(fp))]
+            [fp, raw.decode(errors="replace"), call.at(side.alert_groups_key(fp))]
             for fp, raw in p.forget
         ]
-        group = call.at(self.store.group_key(p.gid))
-        members = call.at(self.store.members_key(p.gid))
+        group = call.at(side.group_key(p.gid))
+        members = call.at(side.members_key(p.gid))
         return [p.gid, repr(p.interval_s), repr(p.sleep_s), notices, forgets, group, members]
 
     @staticmethod

@@ -201,6 +201,16 @@ def replication_probe(prefix: str) -> str:
     return f"{prefix}replication:probe"
 
 
+def layout(prefix: str) -> str:
+    """The partition layout the state is in (storage/rehome.py)."""
+    return f"{prefix}layout"
+
+
+def layout_lock(prefix: str) -> str:
+    """Held by the daemon moving state to a new layout."""
+    return f"{prefix}layout:lock"
+
+
 def migrated(prefix: str) -> str:
     """Set once state of the unpartitioned layout was looked for (storage/migrate.py)."""
     return f"{prefix}migrated"

@@ -6,23 +6,24 @@
 -- the filings as one JSON array, each [fp, seq, alert JSON, now, targets, immediate
 -- ('1': reschedule the groups now), urgent ('1': a critical alert fires: its groups are
 -- also indexed in groups:urgent, which flushes read first), the place of its ag:<fp> in
--- KEYS], each target [gid, group key, group labels JSON, route, group_wait,
+-- KEYS, refresh ('1': only the copy is brought up to date, where there is one: a firing
+-- alert's value moved)], each target [gid, group key, group labels JSON, route, group_wait,
 -- group_interval, the places of group:<gid> and gm:<gid> in KEYS]. Every other value is a
--- string. A filing without targets refreshes the copy (a firing alert's value moved) and
--- is skipped when no group holds one. Returns 1 per filing that took, 0 per one skipped.
+-- string. Returns 1 per filing that took, 0 per one skipped.
 local due, urgent, copies, copies_seq = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local out = {}
 for _, f in ipairs(cjson.decode(ARGV[1])) do
   local fp, seq, alert, now_s, targets = f[1], tonumber(f[2]), f[3], f[4], f[5]
-  local immediate, page, ag = f[6] == '1', f[7] == '1', KEYS[f[8]]
+  local immediate, page, ag, refresh = f[6] == '1', f[7] == '1', KEYS[f[8]], f[9] == '1'
   local now = tonumber(now_s)
   local filed = redis.call('HGET', copies_seq, fp)
-  if tonumber(filed or '0') >= seq or (#targets == 0 and not filed) then
+  if tonumber(filed or '0') >= seq or (refresh and not filed) then
     out[#out + 1] = 0
   else
     out[#out + 1] = 1
     redis.call('HSET', copies, fp, alert)
     redis.call('HSET', copies_seq, fp, seq)
+    if refresh then targets = {} end
     for _, t in ipairs(targets) do
       local gid, gkey, glabels, route = t[1], t[2], t[3], t[4]
       local wait, interval = tonumber(t[5]), tonumber(t[6])
