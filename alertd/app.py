@@ -171,9 +171,7 @@ class App:
         )
         self.workers.limiter = self.limiter
         self.stopping = asyncio.Event()
-        self.replication = Replication(
-            self.redis, self.prefix, s.redis.wait_replicas, self.stopping
-        )
+        self.replication = Replication(self.partitions, s.redis.wait_replicas, self.stopping)
         self.workers.confirm = self.replication.confirm
         self.started_at = time.time()
         self.last_reload_error: str | None = None

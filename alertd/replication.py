@@ -3,10 +3,11 @@
 Redis replicates asynchronously: a failover can lose the last writes the old
 master acknowledged. With `wait_replicas = N`, the consumer acknowledges a
 batch and a worker sends what it read only once N replicas have confirmed
-every write before it: a write on the same connection followed by `WAIT`
-(replication is one ordered stream per master, so a replica holding this
-write holds all earlier ones). While fewer confirm, alertd holds, says so
-once in its log and in /health/ready, and never lowers the guarantee itself.
+every write before it: a write on the same connection followed by `WAIT`, on
+every master holding a partition (replication is one ordered stream per
+master, so a replica holding this write holds all earlier ones). While fewer
+confirm, alertd holds, says so once in its log and in /health/ready, and never
+lowers the guarantee itself.
 """
 
 from __future__ import annotations
@@ -14,10 +15,10 @@ from __future__ import annotations
 import asyncio
 
 import structlog
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from alertd.storage import keys
+from alertd.storage.partitions import Partitions
 
 log = structlog.get_logger("alertd.replication")
 
@@ -29,9 +30,8 @@ class ReplicationHeld(RedisError):  # type: ignore[misc]
 
 
 class Replication:
-    def __init__(self, redis: Redis, prefix: str, replicas: int, stopping: asyncio.Event) -> None:
-        self.redis = redis
-        self.prefix = prefix
+    def __init__(self, partitions: Partitions, replicas: int, stopping: asyncio.Event) -> None:
+        self.partitions = partitions
         self.replicas = replicas
         self.stopping = stopping
         self.waiting: str | None = None  # why alertd holds, while it does
@@ -41,10 +41,7 @@ class Replication:
         if self.replicas <= 0:
             return
         while True:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                pipe.incr(keys.replication_probe(self.prefix))
-                pipe.execute_command("WAIT", self.replicas, WAIT_MS)
-                _, confirmed = await pipe.execute()
+            confirmed = min(await asyncio.gather(*map(self._wait, self._masters())))
             if int(confirmed) >= self.replicas:
                 if self.waiting is not None:
                     log.info("replicas confirm writes again; carrying on")
@@ -62,3 +59,14 @@ class Replication:
             )
             if self.stopping.is_set():
                 raise ReplicationHeld(self.waiting)
+
+    def _masters(self) -> list[int]:
+        """A partition of each client: every master that holds state (one on one Redis)."""
+        return [ps[0] for _, ps in self.partitions.by_client(range(self.partitions.count))]
+
+    async def _wait(self, partition: int) -> int:
+        async with self.partitions.client(partition).pipeline(transaction=False) as pipe:
+            pipe.incr(keys.replication_probe(self.partitions.prefix(partition)))
+            pipe.execute_command("WAIT", self.replicas, WAIT_MS)
+            _, confirmed = await pipe.execute()
+        return int(confirmed)

@@ -1,7 +1,7 @@
 """State written under another partition layout, moved to where this one keeps it.
 
-Up to 0.3 every state key was in partition 0 (`alertd:{p0}:...`); since, a
-series' window, alert and clock entry live in its fingerprint's partition, a
+Before state was spread, every state key was in partition 0 (`alertd:{p0}:`);
+now a series' window, alert and clock entry live in its fingerprint's partition, a
 group (its hash, members, notification log, schedule) in its id's, and each
 partition's groups hold copies of the alerts filed into them (alerts.py). The
 same moves are needed when `redis.partitions` changes. On start, when the
@@ -75,7 +75,9 @@ class _Move:
         self.count = partitions.count
         self.moved = 0
         self.copies: dict[str, bytes] = {}  # fp -> the alert its groups were last told of
-        self.owed: dict[str, bytes] = {}  # fp -> a resolution still owed (0.3's alerts:gone)
+        self.owed: dict[
+            str, bytes
+        ] = {}  # fp -> a resolution still owed (the earlier layout's alerts:gone)
 
     async def run(self) -> int:
         pattern = f"{self.partitions.key_prefix}{{p*}}:*"
