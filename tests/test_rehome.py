@@ -18,8 +18,8 @@ def alert(state: str) -> bytes:
 
 
 async def old_layout(redis: aioredis.Redis) -> None:
-    """The earlier layout's state: A firing and C resolved in group g1, D pending over a resolution g2
-    still owes, B pending in no group; windows of twenty series."""
+    """The earlier layout's state: A firing and C resolved in group g1, D pending over a
+    resolution g2 still owes, B pending in no group; windows of twenty series."""
     for i in range(20):
         await redis.hset(f"{OLD}w:f{i}:v1", "T", "1")
         await redis.pexpire(f"{OLD}w:f{i}:v1", 60_000)

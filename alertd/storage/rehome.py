@@ -77,7 +77,7 @@ class _Move:
         self.copies: dict[str, bytes] = {}  # fp -> the alert its groups were last told of
         self.owed: dict[
             str, bytes
-        ] = {}  # fp -> a resolution still owed (the earlier layout's alerts:gone)
+        ] = {}  # fp -> a resolution owed (old alerts:gone)
 
     async def run(self) -> int:
         pattern = f"{self.partitions.key_prefix}{{p*}}:*"
