@@ -154,6 +154,45 @@ async def _xadd_retrying(client: Any, fields: dict[str, str]) -> None:
     raise AssertionError("the cluster took no event for 10 s")
 
 
+# What every master must hold some of: windows, alerts, groups and their members,
+# schedules, notification logs and copies of the alerts filed into them.
+SPREAD_KINDS = {"w", "alerts", "group", "gm", "ag", "groups", "nflog", "ga"}
+
+
+class TestClusterSpread:
+    """State and work spread over the masters: two daemons share the partitions."""
+
+    async def test_every_master_holds_keys_of_every_kind(
+        self, cluster_daemons: DaemonFactory, redis_cluster: Any, receiver: Receiver
+    ) -> None:
+        cluster_daemons.write(RULES, hook(receiver), PER_SERIES)
+        apps = [await cluster_daemons.start(), await cluster_daemons.start()]
+        client = RedisCluster.from_url(redis_cluster.url)
+        try:
+            queues = [f"q{i}" for i in range(60)]
+            for queue in queues:
+                fields = {"name": "queue_depth", "value": "7000", "service": "b", "queue": queue}
+                await client.xadd("alertd:events", fields)
+            await wait_for(lambda: set(queues) == set(firing_ids(receiver)), timeout_s=30)
+            await wait_for(lambda: sum(app.ownership.owned for app in apps) == 16)
+            assert all(app.ownership.owned == 8 for app in apps)
+        finally:
+            await client.aclose()
+        by_master: dict[int, dict[str, int]] = {}
+        for master in redis_cluster.masters():
+            node = aioredis.Redis(port=master.port)
+            kinds: dict[str, int] = {}
+            async for raw in node.scan_iter(match="alertd:{p*}:*", count=1000):
+                kind = raw.decode().split(":", 2)[2].split(":")[0]
+                kinds[kind] = kinds.get(kind, 0) + 1
+            await node.aclose()
+            by_master[master.port] = kinds
+        for kinds in by_master.values():
+            assert SPREAD_KINDS <= set(kinds), sorted(SPREAD_KINDS - set(kinds))
+        totals = [sum(kinds.values()) for kinds in by_master.values()]
+        assert max(totals) <= 0.6 * sum(totals), totals
+
+
 class TestWaitReplicas:
     """With wait_replicas = 1, nothing is acknowledged while no replica confirms it."""
 
