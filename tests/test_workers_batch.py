@@ -8,6 +8,7 @@ import redis.asyncio as aioredis
 
 from alertd.model import Notification
 from alertd.notify.outbox import GROUP, Outbox
+from alertd.storage.partitions import Partitions
 from tests.conftest import DaemonFactory, Receiver, wait_for
 from tests.test_delivery import make_notification, outbox_empty, outbox_len, webhook
 from tests.test_outbox import crash
@@ -17,7 +18,7 @@ PATIENT = 'attempts = 100\ninitial_backoff = "50ms"\nmax_backoff = "200ms"\n'
 
 async def enqueue_at_once(redis: aioredis.Redis, ns: list[Notification]) -> None:
     """Queue `ns` in one MULTI, so a worker's next read finds them all."""
-    outbox = Outbox(redis, "alertd:{p0}:")
+    outbox = Outbox(Partitions.single(redis, "alertd:{p0}:"))
     for receiver in {n.receiver for n in ns}:
         await outbox.ensure_group(receiver)
     async with redis.pipeline(transaction=True) as pipe:
