@@ -80,8 +80,13 @@ class TestTakeover:
         await redis.xclaim("alertd:{p0}:outbox:hook", GROUP, "other", 0, [taken])
         await wait_for(lambda: app.workers.health["hook"].in_flight == 0, timeout_s=4)
         await wait_for(lambda: delivered(app) == 4)
-        pending = await redis.xpending_range("alertd:{p0}:outbox:hook", GROUP, "-", "+", 10)
-        assert [(taken, b"other")] == [(p["message_id"], p["consumer"]) for p in pending]
+
+        async def only_taken_pending() -> bool:
+            # The outcomes are written a moment after the deliveries are counted.
+            pending = await redis.xpending_range("alertd:{p0}:outbox:hook", GROUP, "-", "+", 10)
+            return [(taken, b"other")] == [(p["message_id"], p["consumer"]) for p in pending]
+
+        await wait_for(only_taken_pending, timeout_s=2)
         assert [taken] == [eid for eid, _ in await redis.xrange("alertd:{p0}:outbox:hook")]
         failed = app.metrics.registry.get_sample_value(
             "alertd_notifications_total", {"channel": "hook", "result": "failed"}
