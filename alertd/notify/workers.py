@@ -69,6 +69,14 @@ class _GroupLock:
     users: int = 0
 
 
+def _before(entry_id: str) -> str:
+    """The stream id just before `entry_id` (a read after it returns `entry_id` first)."""
+    ms, _, seq = entry_id.partition("-")
+    if int(seq or 0) > 0:
+        return f"{ms}-{int(seq) - 1}"
+    return f"{int(ms) - 1}-{2**64 - 1}" if int(ms) > 0 else "0"
+
+
 @dataclass(eq=False, slots=True)
 class _Held:
     """An outbox entry a channel's reader holds, and the job delivering it."""
@@ -376,10 +384,10 @@ class ChannelWorkers:
                 break  # what it just read stays pending: its successor reads it first
             if not await self._replicated(batch):
                 break  # stopping unconfirmed: it stays pending, read first next time
-            for entry_id, n in batch:
-                # Already ours (a claim or a pending read can return one in hand): in hand.
-                if entry_id not in lane.held:
-                    self._take(lane, entry_id, n)
+            left = self._take_batch(lane, batch)
+            if left is not None:  # it stays pending (ours): read back first once there is room
+                own_pending = True
+                pending_after = _before(left)
 
     async def _replicated(self, batch: list[Entry]) -> bool:
         """redis.wait_replicas: what was read is sent only once replicas hold it."""
@@ -390,6 +398,21 @@ class ChannelWorkers:
         except RedisError:
             return False
         return True
+
+    def _take_batch(self, lane: _Lane, batch: list[Entry]) -> str | None:
+        """Take what was read, as far as the channel has slots (its other lanes may have
+        taken some while this one read); the first entry left for want of one."""
+        limit, held = self._in_flight(lane)
+        free = limit - held
+        for entry_id, n in batch:
+            # Already ours (a claim or a pending read can return one in hand): in hand.
+            if entry_id in lane.held:
+                continue
+            if free <= 0:
+                return entry_id
+            self._take(lane, entry_id, n)
+            free -= 1
+        return None
 
     def _take(self, lane: _Lane, entry_id: str, n: Notification | None) -> None:
         held = lane.held[entry_id] = _Held(entry_id, n)
