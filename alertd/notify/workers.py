@@ -128,7 +128,10 @@ class ChannelWorkers:
     _busy: set[asyncio.Task[Any]] = field(default_factory=set)
     _retired: set[asyncio.Task[None]] = field(default_factory=set)
     _lanes: dict[_LaneKey, _Lane] = field(default_factory=dict)
-    _of_channel: dict[str, list[_Lane]] = field(default_factory=dict)  # its lanes, all kinds
+    # Entries in hand per channel and kind (urgent or not), in every partition's lanes.
+    _in_hand: dict[tuple[str, bool], int] = field(default_factory=dict)
+    # Lanes waiting for a slot while holding nothing: no job of their own will wake them.
+    _starved: dict[str, set[_Lane]] = field(default_factory=dict)
     _served: frozenset[int] = frozenset({keys.HOME})  # the partitions whose streams it reads
     _groups: dict[tuple[str, str], _GroupLock] = field(default_factory=dict)
     _outcomes: OutcomeWriter = field(init=False)
@@ -287,12 +290,8 @@ class ChannelWorkers:
         channel = self.channels.get(lane.name)
         kind = channel.config.type if channel is not None else ""
         limit = IN_FLIGHT_BY_TYPE.get(kind, IN_FLIGHT_PER_CHANNEL)
-        mine = other = 0
-        for each in self._of_channel.get(lane.name, ()):
-            if each.urgent == lane.urgent:
-                mine += len(each.held)
-            else:
-                other += len(each.held)
+        mine = self._in_hand.get((lane.name, lane.urgent), 0)
+        other = self._in_hand.get((lane.name, not lane.urgent), 0)
         return max(limit // URGENT_SHARE, limit - other, 1), mine
 
     def _lane(self, name: str, urgent: bool, partition: int) -> _Lane:
@@ -301,7 +300,6 @@ class ChannelWorkers:
             # One consumer name per stream and process: a restart reads back its own first.
             lane = _Lane(name, f"{self.consumer}:0", urgent, partition)
             self._lanes[name, urgent, partition] = lane
-            self._of_channel.setdefault(name, []).append(lane)
         return lane
 
     async def _room(self, lane: _Lane) -> int:
@@ -315,17 +313,18 @@ class ChannelWorkers:
         free = limit - held
         if free <= 0 or (held and not lane.urgent and free < limit // READ_WHEN_FREE):
             lane.room.clear()
+            if not lane.held:
+                self._starved.setdefault(lane.name, set()).add(lane)
             await lane.room.wait()
             return 0
         return free
 
     def _freed(self, lane: _Lane) -> None:
         """A job of the lane ended: its reader may read again, and so may the channel's
-        readers holding nothing (woken by no job of their own)."""
+        readers that wait holding nothing (woken by no job of their own)."""
         lane.room.set()
-        for each in self._of_channel.get(lane.name, ()):
-            if not each.held:
-                each.room.set()
+        for each in self._starved.pop(lane.name, ()):
+            each.room.set()
 
     async def _run(self, name: str, urgent: bool, partition: int = keys.HOME) -> None:
         lane = self._lane(name, urgent, partition)
@@ -416,6 +415,8 @@ class ChannelWorkers:
 
     def _take(self, lane: _Lane, entry_id: str, n: Notification | None) -> None:
         held = lane.held[entry_id] = _Held(entry_id, n)
+        kind = (lane.name, lane.urgent)
+        self._in_hand[kind] = self._in_hand.get(kind, 0) + 1
         # Cancelling the reader (stop, reload) leaves the job to finish on its own.
         held.job = self._spawn(self._handle(lane, held))
         if lane.beat is None:
@@ -459,12 +460,13 @@ class ChannelWorkers:
             await self._handle_held(lane, held)
         finally:
             held.delivering = False
+            kind = (lane.name, lane.urgent)
             if lane.held.get(held.entry_id) is held:
                 del lane.held[held.entry_id]
+                self._in_hand[kind] -= 1
             self._freed(lane)
-            if lane.urgent and not any(
-                each.urgent and each.held for each in self._of_channel.get(lane.name, ())
-            ):
+            # The hold ends once no urgent lane of the channel, in any partition, holds one.
+            if lane.urgent and not self._in_hand[kind]:
                 self._page_delivered()
 
     async def _handle_held(self, lane: _Lane, held: _Held) -> None:
