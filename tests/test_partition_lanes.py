@@ -18,7 +18,7 @@ from alertd.storage.partitions import Partitions
 from tests.conftest import DaemonFactory, Receiver, wait_for
 from tests.test_delivery import make_notification, webhook
 
-PARTITIONS = 2
+PARTITIONS = 3  # on the test Cluster, {p0} and {p1} share a master; {p2} has its own
 
 
 def outbox_of(redis: aioredis.Redis) -> Outbox:
@@ -26,14 +26,18 @@ def outbox_of(redis: aioredis.Redis) -> Outbox:
 
 
 async def queue_in(redis: aioredis.Redis, partition: int, ns: list[Notification]) -> None:
-    """Queue `ns` in the partition's streams, as a group's flush there does (one MULTI)."""
+    """Queue `ns` in the partition's streams, as a group's flush there does (one MULTI,
+    through the client of the partition: on a Cluster, one pinned to its slot)."""
     outbox = outbox_of(redis)
-    for n in ns:
-        await outbox.ensure_group_of(n, partition)
-    async with redis.pipeline(transaction=True) as pipe:
+    try:
         for n in ns:
-            pipe.xadd(outbox.stream_of(n, partition), {"n": orjson.dumps(n.to_dict())})
-        await pipe.execute()
+            await outbox.ensure_group_of(n, partition)
+        async with outbox.partitions.client(partition).pipeline(transaction=True) as pipe:
+            for n in ns:
+                pipe.xadd(outbox.stream_of(n, partition), {"n": orjson.dumps(n.to_dict())})
+            await pipe.execute()
+    finally:
+        await outbox.partitions.aclose()
 
 
 def queued_in(redis: aioredis.Redis, partition: int, channel: str) -> Callable[[], Awaitable[int]]:
@@ -66,7 +70,7 @@ def readers(app: Any, names: tuple[str, ...] = ("hook",)) -> set[tuple[str, bool
 
 
 async def start(daemons: DaemonFactory, receiver: Receiver, channels: str = "") -> Any:
-    daemons.redis_extra = f"partitions = {PARTITIONS}"
+    daemons.redis_extra += f"\npartitions = {PARTITIONS}\n"
     daemons.write(channels=channels or webhook("hook", f"{receiver.url}/hook"))
     return await daemons.start()
 
@@ -164,6 +168,40 @@ class TestServed:
         await queue_in(redis, 1, [n])
         await wait_for(lambda: n.id in ids_received(receiver))
         await wait_for(lambda: _zero(queued_in(redis, 1, "more")))
+
+
+class TestTopologies:
+    """On one Redis and on a Cluster (where each partition has a client of its own)."""
+
+    @pytest.fixture
+    def daemons(self, topology_daemons: DaemonFactory) -> DaemonFactory:
+        return topology_daemons
+
+    @pytest.fixture
+    def redis(self, topology_redis: Any) -> Any:
+        return topology_redis
+
+    async def test_delivered_from_each_partition_and_removed_from_its_stream(
+        self, daemons: DaemonFactory, redis: aioredis.Redis, receiver: Receiver
+    ) -> None:
+        app = await start(daemons, receiver)
+        app.workers.set_partitions({0, 1, 2})
+        ns = {
+            p: [
+                make_notification("hook", series=f"p{p}"),
+                make_notification("hook", series=f"p{p}-page", severity="critical"),
+            ]
+            for p in (0, 1, 2)
+        }
+        for p in (0, 1, 2):
+            await queue_in(redis, p, ns[p])
+
+        sent = {n.id for p in (0, 1, 2) for n in ns[p]}
+        await wait_for(lambda: sent == ids_received(receiver))
+        for p in (0, 1, 2):
+            await wait_for(lambda p=p: _zero(queued_in(redis, p, "hook")))
+        await wait_for(lambda: delivered(app) == 6)
+        assert 0 == await app.outbox.depth("hook")
 
 
 class TestSharedSlots:
