@@ -90,7 +90,7 @@ class App:
         self.store = AlertStore(self.partitions)
         self.silences = SilenceStore(self.redis, self.prefix)
         self.dead = DeadLetters(self.routed, s.redis.dead_letter_stream)
-        self.outbox = Outbox(self.redis, self.prefix)
+        self.outbox = Outbox(self.partitions)
         self.runtime = Runtime.build(config)
         self.series_guard = SeriesGuard(
             self.redis,
@@ -322,6 +322,8 @@ class App:
         try:
             await self.ownership.beat()
             self.metrics.partitions_owned.set(self.ownership.owned)
+            # TODO(partitions): deliver the outboxes of the partitions owned, once Ownership
+            # tells which: self.workers.set_partitions(self.ownership.owned_partitions)
             for consumer in self.consumers:
                 await consumer.take_over()
         except (RedisError, OSError) as exc:

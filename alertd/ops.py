@@ -216,7 +216,7 @@ async def replay_dead_letters(
     """Re-queue dead notifications (same id) and re-add dead events to the stream."""
     s = config.settings.redis
     dead = DeadLetters(redis, s.dead_letter_stream)
-    outbox = Outbox(redis, keys.state_prefix(s.key_prefix))
+    outbox = Outbox(Partitions.single(redis, keys.state_prefix(s.key_prefix)))
     if ids:
         entries = await dead.get(ids)
         missing = sorted(set(ids) - {eid for eid, _ in entries})

@@ -13,6 +13,7 @@ from aiohttp import web
 from alertd.model import fingerprint
 from alertd.notify.channel_health import FAILING_AFTER, FAILING_ALERT
 from alertd.notify.outbox import Outbox
+from alertd.storage.partitions import Partitions
 from tests.conftest import DaemonFactory, Receiver, free_port, wait_for
 from tests.test_delivery import dead_letters_at_least, make_notification, outbox_len, webhook
 
@@ -80,7 +81,7 @@ class TestChannelFailingAlert:
         )
         daemons.write(channels=channels)
         apps = [await daemons.start(consumer="a"), await daemons.start(consumer="b")]
-        outbox = Outbox(redis, "alertd:{p0}:")
+        outbox = Outbox(Partitions.single(redis, "alertd:{p0}:"))
         for i in range(FAILING_AFTER + 2):
             await outbox.enqueue(make_notification("bad", series=f"s{i}"))
 
@@ -113,7 +114,7 @@ class TestChannelFailingAlert:
         )
         daemons.write(channels=channels)
         app = await daemons.start()
-        outbox = Outbox(redis, "alertd:{p0}:")
+        outbox = Outbox(Partitions.single(redis, "alertd:{p0}:"))
         for i in range(FAILING_AFTER):
             await outbox.enqueue(make_notification("bad", series=f"first{i}"))
         await wait_for(lambda: failing_bodies(receiver, "firing"))
@@ -139,7 +140,7 @@ class TestChannelFailingAlert:
         )
         daemons.write(channels=channels)
         app = await daemons.start()
-        outbox = Outbox(redis, "alertd:{p0}:")
+        outbox = Outbox(Partitions.single(redis, "alertd:{p0}:"))
         for i in range(FAILING_AFTER - 1):
             await outbox.enqueue(make_notification("bad", series=f"s{i}"))
 
@@ -164,7 +165,7 @@ class TestHealthEndpoint:
         )
         daemons.write(channels=channels)
         app = await daemons.start(http=True)
-        outbox = Outbox(redis, "alertd:{p0}:")
+        outbox = Outbox(Partitions.single(redis, "alertd:{p0}:"))
         await outbox.enqueue(make_notification("good"))
         for i in range(FAILING_AFTER):
             await outbox.enqueue(make_notification("bad", series=f"s{i}"))

@@ -21,6 +21,7 @@ from alertd.model import Alert, Notification, NotifyReason, fingerprint, new_id
 from alertd.notify.delivery import deliver
 from alertd.notify.outbox import Outbox
 from alertd.notify.retry import Outcome
+from alertd.storage.partitions import Partitions
 from tests.conftest import DaemonFactory, Receiver, free_port, wait_for
 
 SECRET = "whsec_" + base64.b64encode(bytes(range(7, 31))).decode()
@@ -112,7 +113,7 @@ class TestRetriedUntilDelivered:
         await daemons.start()
         receiver.script = [(500, {}, "oops"), (500, {}, "oops")]
         n = make_notification("hook")
-        await Outbox(redis, "alertd:{p0}:").enqueue(n)
+        await Outbox(Partitions.single(redis, "alertd:{p0}:")).enqueue(n)
 
         await wait_for(lambda: len(receiver.received) >= 3)
         await wait_for(outbox_empty(redis, "hook"))
@@ -129,7 +130,7 @@ class TestRetriedUntilDelivered:
         daemons.write(channels=webhook("hook", f"{receiver.url}/hook"))
         await daemons.start()
         receiver.script = [(429, {"Retry-After": "1"}, "slow down")]
-        await Outbox(redis, "alertd:{p0}:").enqueue(make_notification("hook"))
+        await Outbox(Partitions.single(redis, "alertd:{p0}:")).enqueue(make_notification("hook"))
 
         await wait_for(lambda: len(receiver.received) >= 2, timeout_s=5)
         first, second = receiver.received[:2]
@@ -148,7 +149,7 @@ class TestPermanentFailure:
         bare = SECRET.removeprefix("whsec_")
         receiver.script = [(400, {}, f"bad signature for {SECRET} / {bare}")]
         n = make_notification("hook")
-        await Outbox(redis, "alertd:{p0}:").enqueue(n)
+        await Outbox(Partitions.single(redis, "alertd:{p0}:")).enqueue(n)
 
         letters = await wait_for(lambda: dead_letters(redis))
         await wait_for(outbox_empty(redis, "hook"))
@@ -177,7 +178,7 @@ class TestPermanentFailure:
         daemons.write(channels=webhook("hook", f"{receiver.url}/hook", retry=retry))
         await daemons.start()
         receiver.default = (503, {}, "maintenance")
-        await Outbox(redis, "alertd:{p0}:").enqueue(make_notification("hook"))
+        await Outbox(Partitions.single(redis, "alertd:{p0}:")).enqueue(make_notification("hook"))
 
         letters = await wait_for(lambda: dead_letters(redis))
         assert ("retries exhausted", "3", "HTTP 503: maintenance") == (
@@ -344,7 +345,7 @@ class TestFallback:
         await daemons.start()
         receiver.script = [(400, {}, "no such team")]
         n = make_notification("primary")
-        await Outbox(redis, "alertd:{p0}:").enqueue(n)
+        await Outbox(Partitions.single(redis, "alertd:{p0}:")).enqueue(n)
 
         backup = (await wait_for(lambda: receiver.bodies("/backup")))[0]
         primary = receiver.bodies("/primary")[0]
@@ -360,7 +361,7 @@ class TestFallback:
         daemons.write(channels=channels)
         await daemons.start()
         receiver.default = (400, {}, "no")
-        await Outbox(redis, "alertd:{p0}:").enqueue(make_notification("a"))
+        await Outbox(Partitions.single(redis, "alertd:{p0}:")).enqueue(make_notification("a"))
 
         letters = await wait_for(dead_letters_at_least(redis, 2))
         await asyncio.sleep(0.3)
@@ -386,7 +387,7 @@ class TestSlackThroughTheDaemon:
         self.config(daemons, receiver)
         await daemons.start()
         page = make_notification("slack", severity="critical")  # through the urgent lane
-        await Outbox(redis, "alertd:{p0}:").enqueue(page)
+        await Outbox(Partitions.single(redis, "alertd:{p0}:")).enqueue(page)
 
         body = (await wait_for(lambda: receiver.bodies()))[0]
         assert "[FIRING:1] DiskFull (critical)" == body["text"]
@@ -399,7 +400,7 @@ class TestSlackThroughTheDaemon:
         self.config(daemons, receiver)
         await daemons.start()
         receiver.script = [(429, {"Retry-After": "1"}, "rate_limited")]
-        await Outbox(redis, "alertd:{p0}:").enqueue(make_notification("slack"))
+        await Outbox(Partitions.single(redis, "alertd:{p0}:")).enqueue(make_notification("slack"))
 
         await wait_for(lambda: len(receiver.received) >= 2, timeout_s=5)
         await wait_for(outbox_empty(redis, "slack"))
@@ -413,7 +414,7 @@ class TestSlackThroughTheDaemon:
         await daemons.start()
         receiver.script = [(400, {}, "invalid_payload")]
         n = make_notification("slack")
-        await Outbox(redis, "alertd:{p0}:").enqueue(n)
+        await Outbox(Partitions.single(redis, "alertd:{p0}:")).enqueue(n)
 
         letter = (await wait_for(lambda: dead_letters(redis)))[0]
         assert ("slack", n.id, "permanent failure", "HTTP 400: invalid_payload") == (
@@ -438,7 +439,7 @@ class TestReload:
         channel_file.write_text(webhook("hook", f"{receiver.url}/hook", "enabled = false"))
         assert None is await app.reload()
         n = make_notification("hook")
-        await Outbox(redis, "alertd:{p0}:").enqueue(n)
+        await Outbox(Partitions.single(redis, "alertd:{p0}:")).enqueue(n)
 
         await asyncio.sleep(0.3)
         assert ([], 1) == (receiver.received, await outbox_len(redis, "hook"))

@@ -65,7 +65,7 @@ class Harness:
         self.now = T0
         self.rt = Runtime.build(config)
         self.store = AlertStore(Partitions.single(redis, PREFIX))
-        self.outbox = Outbox(redis, PREFIX)
+        self.outbox = Outbox(Partitions.single(redis, PREFIX))
         self.silences = SilenceStore(redis, PREFIX)
         self.dispatcher = self.replica()
         self._last_id: dict[str, str] = {}

@@ -8,6 +8,7 @@ import orjson
 import redis.asyncio as aioredis
 
 from alertd.notify.outbox import Outbox
+from alertd.storage.partitions import Partitions
 from tests.conftest import DaemonFactory, Receiver, wait_for
 from tests.test_delivery import SECRET, dead_letters, make_notification, outbox_empty, webhook
 from tests.test_test_alert import alertd
@@ -19,7 +20,7 @@ async def dead_lettered(daemons: DaemonFactory, redis: aioredis.Redis, receiver:
     await daemons.start()
     receiver.script = [(400, {}, "unknown team")]
     n = make_notification("hook")
-    await Outbox(redis, "alertd:{p0}:").enqueue(n)
+    await Outbox(Partitions.single(redis, "alertd:{p0}:")).enqueue(n)
     await wait_for(lambda: dead_letters(redis))
     await wait_for(outbox_empty(redis, "hook"))
     return n.id

@@ -9,6 +9,7 @@ import redis.asyncio as aioredis
 from alertd.notify.outbox import Outbox
 from alertd.silences import SilenceStore, silence_from_request
 from alertd.storage.migrate import old_state_key
+from alertd.storage.partitions import Partitions
 from tests.conftest import DaemonFactory, Receiver, wait_for
 from tests.test_delivery import make_notification
 from tests.test_e2e import hook
@@ -36,7 +37,8 @@ class TestUpgrade:
         self, daemons: DaemonFactory, redis: aioredis.Redis, receiver: Receiver
     ) -> None:
         queued = make_notification("hook")
-        await Outbox(redis, "alertd:").enqueue(queued)  # the old layout: no hash tag
+        # the old layout: no hash tag
+        await Outbox(Partitions.single(redis, "alertd:")).enqueue(queued)
         body = {"matchers": {"service": "api"}, "duration": "1h", "createdBy": "me"}
         silence_id = await SilenceStore(redis, "alertd:").create(
             silence_from_request(body, time.time())

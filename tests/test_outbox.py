@@ -14,6 +14,7 @@ import orjson
 import redis.asyncio as aioredis
 
 from alertd.notify.outbox import GROUP, Outbox
+from alertd.storage.partitions import Partitions
 from tests.conftest import DaemonFactory, Receiver, RedisServer, free_port, wait_for
 from tests.test_delivery import make_notification, outbox_empty
 
@@ -64,7 +65,7 @@ async def crash(daemons: DaemonFactory, app: Any) -> None:
     if app._scheduler is not None:
         app._scheduler.shutdown(wait=False)
     tasks = [*app._tasks, *app.workers._busy]
-    tasks += [t for ts in app.workers._tasks.values() for t in ts]
+    tasks += list(app.workers._tasks.values())
     for t in tasks:
         t.cancel()
     await asyncio.wait(tasks, timeout=2)
@@ -122,7 +123,7 @@ class TestCrashResume:
         receiver.default = (503, {}, "down")
         app = await daemons.start(consumer="web-1")
         n = make_notification("hook")
-        await Outbox(redis, "alertd:{p0}:").enqueue(n)
+        await Outbox(Partitions.single(redis, "alertd:{p0}:")).enqueue(n)
         await wait_for(lambda: receiver.received)
         await crash(daemons, app)
 
@@ -204,7 +205,7 @@ class TestStoredBeforeSent:
         await daemons.start()
         receiver.delay_s = 0.5
         n = make_notification("hook")
-        await Outbox(redis, "alertd:{p0}:").enqueue(n)
+        await Outbox(Partitions.single(redis, "alertd:{p0}:")).enqueue(n)
 
         await wait_for(lambda: receiver.received)
         assert {n.id} == await queued_ids(redis)
@@ -225,7 +226,7 @@ class TestReplicas:
         await daemons.start(consumer="b")
         receiver.delay_s = 2.5  # claim_idle is 1s
         n = make_notification("hook")
-        await Outbox(redis, "alertd:{p0}:").enqueue(n)
+        await Outbox(Partitions.single(redis, "alertd:{p0}:")).enqueue(n)
 
         await wait_for(outbox_empty(redis, "hook"), timeout_s=10)
         assert [n.id] == [r.json()["id"] for r in receiver.received]
@@ -236,7 +237,7 @@ class TestReplicas:
         daemons.write(channels=HOOK.format(url=receiver.url))
         await daemons.start(consumer="a")
         await daemons.start(consumer="b")
-        outbox = Outbox(redis, "alertd:{p0}:")
+        outbox = Outbox(Partitions.single(redis, "alertd:{p0}:"))
         ns = [make_notification("hook", series=f"s{i}") for i in range(40)]
         for n in ns:
             await outbox.enqueue(n)
@@ -251,7 +252,7 @@ class TestReplicas:
         config.write_text(config.read_text().replace('claim_idle = "1s"', 'claim_idle = "3s"'))
         app = await daemons.start(consumer="a")
         receiver.delay_s = 2.0
-        await Outbox(redis, "alertd:{p0}:").enqueue(make_notification("hook"))
+        await Outbox(Partitions.single(redis, "alertd:{p0}:")).enqueue(make_notification("hook"))
         await wait_for(lambda: receiver.received)
         [(entry_id, _)] = await redis.xrange("alertd:{p0}:outbox:hook")
 
@@ -269,7 +270,7 @@ class TestOutboxPrimitives:
     """The Redis steps the workers build on."""
 
     async def test_touch_only_by_the_holder(self, redis: aioredis.Redis) -> None:
-        outbox = Outbox(redis, "alertd:{p0}:")
+        outbox = Outbox(Partitions.single(redis, "alertd:{p0}:"))
         await outbox.enqueue(make_notification("hook"))
         [(entry_id, _)] = await outbox.read("hook", "holder", 1, 10)
 
@@ -279,7 +280,7 @@ class TestOutboxPrimitives:
         )
 
     async def test_touch_many_reports_what_the_holder_lost(self, redis: aioredis.Redis) -> None:
-        outbox = Outbox(redis, "alertd:{p0}:")
+        outbox = Outbox(Partitions.single(redis, "alertd:{p0}:"))
         for series in ("a", "b", "c"):
             await outbox.enqueue(make_notification("hook", series=series))
         held = [entry_id for entry_id, _ in await outbox.read("hook", "holder", 3, 10)]
@@ -294,7 +295,7 @@ class TestOutboxPrimitives:
         assert (held[0], True) == (mine["message_id"].decode(), mine["time_since_delivered"] < 50)
 
     async def test_claim_takes_only_idle_entries(self, redis: aioredis.Redis) -> None:
-        outbox = Outbox(redis, "alertd:{p0}:")
+        outbox = Outbox(Partitions.single(redis, "alertd:{p0}:"))
         n = make_notification("hook")
         await outbox.enqueue(n)
         await outbox.read("hook", "dead", 1, 10)
@@ -304,7 +305,7 @@ class TestOutboxPrimitives:
         assert [n.id] == [c.id for _, c in claimed if c is not None]
 
     async def test_enqueue_once_per_key(self, redis: aioredis.Redis) -> None:
-        outbox = Outbox(redis, "alertd:{p0}:")
+        outbox = Outbox(Partitions.single(redis, "alertd:{p0}:"))
         first = await outbox.enqueue_once("k", b"v", 60, [make_notification("log")])
         second = await outbox.enqueue_once("k", b"v", 60, [make_notification("log")])
         assert (True, False, 1) == (first, second, await outbox.depth("log"))
@@ -312,7 +313,7 @@ class TestOutboxPrimitives:
     async def test_enqueue_if_only_when_the_key_holds_the_value(
         self, redis: aioredis.Redis
     ) -> None:
-        outbox = Outbox(redis, "alertd:{p0}:")
+        outbox = Outbox(Partitions.single(redis, "alertd:{p0}:"))
         await redis.set("k", b"mine")
         other = await outbox.enqueue_if("k", b"theirs", [make_notification("log")])
         mine = await outbox.enqueue_if("k", b"mine", [make_notification("log")])
@@ -326,7 +327,7 @@ class TestOutboxPrimitives:
     async def test_prune_forgets_idle_consumers_with_nothing_pending(
         self, redis: aioredis.Redis
     ) -> None:
-        outbox = Outbox(redis, "alertd:{p0}:")
+        outbox = Outbox(Partitions.single(redis, "alertd:{p0}:"))
         await outbox.enqueue(make_notification("hook", series="a"))
         await outbox.enqueue(make_notification("hook", series="b"))
         await outbox.read("hook", "busy", 1, 10)

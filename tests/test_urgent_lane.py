@@ -6,6 +6,7 @@ import redis.asyncio as aioredis
 
 from alertd.model import Notification, NotifyReason
 from alertd.notify.outbox import Outbox
+from alertd.storage.partitions import Partitions
 from tests.conftest import DaemonFactory, Receiver, wait_for
 from tests.test_delivery import make_notification, outbox_empty, webhook
 from tests.test_workers_batch import enqueue_at_once
@@ -29,7 +30,7 @@ class TestUrgentLane:
         await wait_for(lambda: len(receiver.received) >= 1)
 
         page = make_notification("hook", series="db", alertname="Down", severity="critical")
-        await Outbox(redis, "alertd:{p0}:").enqueue(page)
+        await Outbox(Partitions.single(redis, "alertd:{p0}:")).enqueue(page)
         await wait_for(lambda: page.id in arrived(receiver))
         # Without the lane it would come after every warning queued before it.
         assert arrived(receiver).index(page.id) < STORM // 2

@@ -8,6 +8,7 @@ import redis.asyncio as aioredis
 
 from alertd.model import Notification
 from alertd.notify.outbox import GROUP, Outbox
+from alertd.storage.partitions import Partitions
 from tests.conftest import DaemonFactory, Receiver, wait_for
 from tests.test_delivery import make_notification, outbox_empty, outbox_len, webhook
 from tests.test_outbox import crash
@@ -17,7 +18,7 @@ PATIENT = 'attempts = 100\ninitial_backoff = "50ms"\nmax_backoff = "200ms"\n'
 
 async def enqueue_at_once(redis: aioredis.Redis, ns: list[Notification]) -> None:
     """Queue `ns` in one MULTI, so a worker's next read finds them all."""
-    outbox = Outbox(redis, "alertd:{p0}:")
+    outbox = Outbox(Partitions.single(redis, "alertd:{p0}:"))
     for receiver in {n.receiver for n in ns}:
         await outbox.ensure_group(receiver)
     async with redis.pipeline(transaction=True) as pipe:
@@ -79,8 +80,13 @@ class TestTakeover:
         await redis.xclaim("alertd:{p0}:outbox:hook", GROUP, "other", 0, [taken])
         await wait_for(lambda: app.workers.health["hook"].in_flight == 0, timeout_s=4)
         await wait_for(lambda: delivered(app) == 4)
-        pending = await redis.xpending_range("alertd:{p0}:outbox:hook", GROUP, "-", "+", 10)
-        assert [(taken, b"other")] == [(p["message_id"], p["consumer"]) for p in pending]
+
+        async def only_taken_pending() -> bool:
+            # The outcomes are written a moment after the deliveries are counted.
+            pending = await redis.xpending_range("alertd:{p0}:outbox:hook", GROUP, "-", "+", 10)
+            return [(taken, b"other")] == [(p["message_id"], p["consumer"]) for p in pending]
+
+        await wait_for(only_taken_pending, timeout_s=2)
         assert [taken] == [eid for eid, _ in await redis.xrange("alertd:{p0}:outbox:hook")]
         failed = app.metrics.registry.get_sample_value(
             "alertd_notifications_total", {"channel": "hook", "result": "failed"}

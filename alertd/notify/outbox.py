@@ -11,6 +11,12 @@ Each channel has two streams: its outbox and its urgent lane (`Notification.urge
 a critical alert firing, first or changed). The lane has a reader of its own and
 a sure share of the delivery slots (workers.py), so a new page never waits behind
 a storm of warnings, repeats or resolutions queued before it, nor they for it.
+
+Each partition (storage/partitions.py) has its own pair of streams per channel: a
+group's flush queues its notifications in the partition of the group, and the
+partition's owner delivers them. What is not a group's (test alerts, digests,
+channel-health alerts, `enqueue*`, `add_to`) is queued in the home partition's. A
+stream is reached through its partition's client (`Partitions.client`).
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from redis.exceptions import ResponseError
 
 from alertd.model import Notification
 from alertd.storage import keys
+from alertd.storage.partitions import Partitions
 from alertd.storage.scripts import lua
 
 GROUP = "alertd"
@@ -31,39 +38,46 @@ Entry = tuple[str, Notification | None]
 
 
 class Outbox:
-    def __init__(self, redis: Redis, key_prefix: str) -> None:
-        self.redis = redis
-        self.prefix = key_prefix
+    def __init__(self, partitions: Partitions) -> None:
+        self.partitions = partitions
+        self.redis = partitions.home  # the home partition's client and prefix
+        self.prefix = partitions.home_prefix
         self._groups: set[str] = set()
-        self._touch = redis.register_script(lua("touch_entries"))
-        self._enqueue_once = redis.register_script(lua("enqueue_once"))
-        self._enqueue_if = redis.register_script(lua("enqueue_if"))
-        self._prune = redis.register_script(lua("prune_consumers"))
+        # Registered once; each call names the client of its stream's partition.
+        self._touch = self.redis.register_script(lua("touch_entries"))
+        self._enqueue_once = self.redis.register_script(lua("enqueue_once"))
+        self._enqueue_if = self.redis.register_script(lua("enqueue_if"))
+        self._prune = self.redis.register_script(lua("prune_consumers"))
 
-    def stream(self, channel: str, urgent: bool = False) -> str:
-        return keys.outbox(self.prefix, channel, urgent)
+    def stream(self, channel: str, urgent: bool = False, partition: int = keys.HOME) -> str:
+        """The partition's stream of the channel: its outbox or its urgent lane."""
+        return keys.outbox(self.partitions.prefix(partition), channel, urgent)
 
-    def stream_of(self, n: Notification) -> str:
-        """The stream `n` is queued on: its channel's outbox or urgent lane."""
-        return self.stream(n.receiver, n.urgent)
+    def stream_of(self, n: Notification, partition: int = keys.HOME) -> str:
+        """The stream `n` is queued on in `partition`: its channel's outbox or urgent lane."""
+        return self.stream(n.receiver, n.urgent, partition)
 
-    async def ensure_group(self, channel: str, urgent: bool = False) -> None:
-        stream = self.stream(channel, urgent)
+    async def ensure_group(
+        self, channel: str, urgent: bool = False, partition: int = keys.HOME
+    ) -> None:
+        stream = self.stream(channel, urgent, partition)
         if stream in self._groups:
             return
         try:
-            await self.redis.xgroup_create(stream, GROUP, id="0", mkstream=True)
+            await self.partitions.client(partition).xgroup_create(
+                stream, GROUP, id="0", mkstream=True
+            )
         except ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise
         self._groups.add(stream)
 
+    async def ensure_group_of(self, n: Notification, partition: int = keys.HOME) -> None:
+        await self.ensure_group(n.receiver, n.urgent, partition)
+
     def add_to(self, pipe: Pipeline | Redis, n: Notification) -> None:
         """Queue the XADD of `n` on a pipeline (so it commits with other writes)."""
         pipe.xadd(self.stream_of(n), {"n": orjson.dumps(n.to_dict())})
-
-    async def ensure_group_of(self, n: Notification) -> None:
-        await self.ensure_group(n.receiver, n.urgent)
 
     async def enqueue(self, n: Notification) -> None:
         await self.ensure_group_of(n)
@@ -96,12 +110,13 @@ class Outbox:
         pending: bool = False,
         after: str = "0",
         urgent: bool = False,
+        partition: int = keys.HOME,
     ) -> list[Entry]:
-        """New entries (or, with pending=True, this consumer's own unacknowledged ones
-        with ids above `after`)."""
-        stream = self.stream(channel, urgent)
+        """New entries of the partition's stream (or, with pending=True, this consumer's
+        own unacknowledged ones with ids above `after`)."""
+        stream = self.stream(channel, urgent, partition)
         try:
-            rows = await self.redis.xreadgroup(
+            rows = await self.partitions.client(partition).xreadgroup(
                 GROUP,
                 consumer,
                 {stream: after if pending else ">"},
@@ -115,12 +130,18 @@ class Outbox:
         return [self._decode(e) for _, entries in rows or [] for e in entries]
 
     async def claim(
-        self, channel: str, consumer: str, min_idle_ms: int, count: int = 1, urgent: bool = False
+        self,
+        channel: str,
+        consumer: str,
+        min_idle_ms: int,
+        count: int = 1,
+        urgent: bool = False,
+        partition: int = keys.HOME,
     ) -> list[Entry]:
         """Entries a dead worker left pending longer than min_idle_ms, now `consumer`'s."""
-        stream = self.stream(channel, urgent)
+        stream = self.stream(channel, urgent, partition)
         try:
-            res = await self.redis.xautoclaim(
+            res = await self.partitions.client(partition).xautoclaim(
                 stream,
                 GROUP,
                 consumer,
@@ -136,19 +157,33 @@ class Outbox:
         return [self._decode(e) for e in res[1] if e[1] is not None]
 
     async def touch_many(
-        self, channel: str, consumer: str, entry_ids: list[str], urgent: bool = False
+        self,
+        channel: str,
+        consumer: str,
+        entry_ids: list[str],
+        urgent: bool = False,
+        partition: int = keys.HOME,
     ) -> list[str]:
         """Reset the idle time of the entries `consumer` works on, in one call; returns
         those it no longer holds (claimed by another consumer, or acknowledged)."""
         if not entry_ids:
             return []
-        stream = self.stream(channel, urgent)
-        lost = await self._touch(keys=[stream], args=[GROUP, consumer, *entry_ids])
+        lost = await self._touch(
+            keys=[self.stream(channel, urgent, partition)],
+            args=[GROUP, consumer, *entry_ids],
+            client=self.partitions.client(partition),
+        )
         return [e.decode() if isinstance(e, bytes) else str(e) for e in lost]
 
-    async def prune_consumers(self, channel: str, idle_ms: int, urgent: bool = False) -> list[str]:
+    async def prune_consumers(
+        self, channel: str, idle_ms: int, urgent: bool = False, partition: int = keys.HOME
+    ) -> list[str]:
         """Forget consumers of dead processes: nothing pending and silent for `idle_ms`."""
-        gone = await self._prune(keys=[self.stream(channel, urgent)], args=[GROUP, idle_ms])
+        gone = await self._prune(
+            keys=[self.stream(channel, urgent, partition)],
+            args=[GROUP, idle_ms],
+            client=self.partitions.client(partition),
+        )
         return [g.decode() if isinstance(g, bytes) else str(g) for g in gone]
 
     @staticmethod
@@ -161,13 +196,18 @@ class Outbox:
             return eid.decode(), None
 
     def done_on(self, pipe: Pipeline, stream: str, *entry_ids: str) -> None:
-        """Queue the removal of entries of `stream` (acknowledge and delete) on a pipeline."""
+        """Queue the removal of entries of `stream` (acknowledge and delete) on a pipeline
+        of the client of the stream's partition."""
         pipe.xack(stream, GROUP, *entry_ids)
         pipe.xdel(stream, *entry_ids)
 
     async def depth(self, channel: str) -> int:
-        """Notifications waiting for the channel, in both its lanes."""
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.xlen(self.stream(channel))
-            pipe.xlen(self.stream(channel, urgent=True))
-            return sum(int(n) for n in await pipe.execute())
+        """Notifications waiting for the channel, in both its lanes of every partition."""
+        total = 0
+        for client, parts in self.partitions.by_client(range(self.partitions.count)):
+            async with client.pipeline(transaction=False) as pipe:
+                for p in parts:
+                    pipe.xlen(self.stream(channel, partition=p))
+                    pipe.xlen(self.stream(channel, urgent=True, partition=p))
+                total += sum(int(n) for n in await pipe.execute())
+        return total

@@ -1,14 +1,17 @@
-"""Per-channel delivery workers: the reader of each channel's outbox, and its jobs.
+"""Per-channel delivery workers: the readers of each channel's outboxes, and their jobs.
 
 Each channel has its own outbox stream and its own reader, so a slow or dead
 channel never delays another; and an urgent lane (a stream and a reader of its
 own, and a sure share of the channel's slots: outbox.py) so a new page never
-waits behind a storm queued before it. A reader takes as many entries per
-XREADGROUP as it has free delivery slots and delivers them side by side (a group's
-notifications one after the other). One heartbeat per channel keeps every
-entry it holds fresh (`Outbox.touch_many`) so no other replica claims them
-while they retry; an entry another worker took over is left to it, and one
-whose worker died is claimed after `claim_idle`. Outcomes are written by
+waits behind a storm queued before it. Each partition has its own pair of
+streams (outbox.py): a daemon reads those of the partitions it owns
+(`set_partitions`; the home partition until it is first called), and the
+channel's slots are shared by all its readers, in every partition. A reader takes
+as many entries per XREADGROUP as it has free delivery slots and delivers them side
+by side (a group's notifications one after the other). One heartbeat per stream
+read keeps every entry it holds fresh (`Outbox.touch_many`) so no other replica
+claims them while they retry; an entry another worker took over is left to it, and
+one whose worker died is claimed after `claim_idle`. Outcomes are written by
 `outcomes.OutcomeWriter`; a channel's health and its AlertdChannelFailing are
 `channel_health`'s.
 """
@@ -19,7 +22,7 @@ import asyncio
 import contextlib
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,6 +41,7 @@ from alertd.notify.outbox import Entry, Outbox
 from alertd.notify.outcomes import OutcomeWriter
 from alertd.notify.ratelimit import RateLimiter
 from alertd.notify.retry import Outcome
+from alertd.storage import keys
 
 log = structlog.get_logger("alertd.workers")
 throttled = ThrottledLog(log)  # loops that fail alike each retry log once a minute
@@ -46,7 +50,7 @@ IN_FLIGHT_PER_CHANNEL = 64  # the most notifications of one channel in hand at o
 # Email opens an SMTP connection per message and Slack waits for its rate-limit slot
 # inside the attempt's timeout: more at once would only hit connection limits and time out.
 IN_FLIGHT_BY_TYPE = {"email": 16, "slack": 16}
-URGENT_SHARE = 4  # each lane is sure of a quarter of its channel's slots (_in_flight_limit)
+URGENT_SHARE = 4  # each kind of lane is sure of a quarter of its channel's slots (_room)
 # A critical alert that fires holds back the outbox readers this long at most (until the
 # page is delivered), and not again before as long has passed: the page's path through
 # this process is not queued behind a storm's deliveries, and nothing starves.
@@ -65,6 +69,14 @@ class _GroupLock:
     users: int = 0
 
 
+def _before(entry_id: str) -> str:
+    """The stream id just before `entry_id` (a read after it returns `entry_id` first)."""
+    ms, _, seq = entry_id.partition("-")
+    if int(seq or 0) > 0:
+        return f"{ms}-{int(seq) - 1}"
+    return f"{int(ms) - 1}-{2**64 - 1}" if int(ms) > 0 else "0"
+
+
 @dataclass(eq=False, slots=True)
 class _Held:
     """An outbox entry a channel's reader holds, and the job delivering it."""
@@ -76,17 +88,22 @@ class _Held:
     lost: bool = False  # another consumer took the entry over
 
 
+_LaneKey = tuple[str, bool, int]  # channel, urgent, partition
+
+
 @dataclass(eq=False)
 class _Lane:
-    """What one channel's reader holds, under one consumer name, and its heartbeat.
+    """What the reader of one of a channel's streams holds (its outbox or urgent lane, in
+    one partition), under one consumer name, and its heartbeat.
 
-    Outlives a reader retired by a reload, so a successor never takes an entry a job
-    of its predecessor still delivers.
+    Outlives a reader retired by a reload or a partition lost, so a successor never
+    takes an entry a job of its predecessor still delivers.
     """
 
     name: str
     consumer: str
     urgent: bool
+    partition: int = keys.HOME
     held: dict[str, _Held] = field(default_factory=dict)
     room: asyncio.Event = field(default_factory=asyncio.Event)  # a delivery slot freed
     beat: asyncio.Task[None] | None = None
@@ -107,10 +124,15 @@ class ChannelWorkers:
     confirm: Callable[[], Awaitable[None]] | None = None  # replicas hold what was read
     history: History | None = None
     limiter: RateLimiter | None = None
-    _tasks: dict[str, list[asyncio.Task[None]]] = field(default_factory=dict)
+    _tasks: dict[_LaneKey, asyncio.Task[None]] = field(default_factory=dict)  # the readers
     _busy: set[asyncio.Task[Any]] = field(default_factory=set)
     _retired: set[asyncio.Task[None]] = field(default_factory=set)
-    _lanes: dict[tuple[str, bool], _Lane] = field(default_factory=dict)
+    _lanes: dict[_LaneKey, _Lane] = field(default_factory=dict)
+    # Entries in hand per channel and kind (urgent or not), in every partition's lanes.
+    _in_hand: dict[tuple[str, bool], int] = field(default_factory=dict)
+    # Lanes waiting for a slot while holding nothing: no job of their own will wake them.
+    _starved: dict[str, set[_Lane]] = field(default_factory=dict)
+    _served: frozenset[int] = frozenset({keys.HOME})  # the partitions whose streams it reads
     _groups: dict[tuple[str, str], _GroupLock] = field(default_factory=dict)
     _outcomes: OutcomeWriter = field(init=False)
     _failing: ChannelFailing = field(init=False)
@@ -133,25 +155,56 @@ class ChannelWorkers:
     # --- lifecycle ---------------------------------------------------------------------
 
     def set_channels(self, channels: dict[str, Channel[Any]]) -> None:
-        """Start workers for new (or re-enabled) channels, stop those of removed or disabled."""
+        """Start readers for new (or re-enabled) channels in every partition served, stop
+        those of removed or disabled ones."""
         old = self.channels
         self.channels = channels
-        for name in list(self._tasks):
-            if name not in channels or not channels[name].config.enabled:
-                for t in self._tasks.pop(name):
-                    t.cancel()
-                    self._retired.add(t)
-                    t.add_done_callback(self._retired.discard)
-        for name, ch in channels.items():
+        self._retire(lambda key: key[0] not in channels or not channels[key[0]].config.enabled)
+        for name in channels:
             self.health.setdefault(name, ChannelHealth())
-            if name not in self._tasks and ch.config.enabled:
-                self._tasks[name] = [
-                    asyncio.create_task(self._run(name, False), name=f"deliver:{name}"),
-                    asyncio.create_task(self._run(name, True), name=f"deliver-urgent:{name}"),
-                ]
+        self._start_readers()
         for name, ch in old.items():
             if channels.get(name) is not ch:
                 self._spawn(ch.close())
+
+    def set_partitions(self, owned: Iterable[int]) -> None:
+        """Read the streams of the partitions in `owned` (those this daemon owns now):
+        start readers for the new ones, retire those of partitions no longer owned.
+
+        A retired reader reads nothing more; what its jobs hold is delivered and its
+        outcome recorded (as after a reload), while the heartbeat keeps it this
+        daemon's. What it had not read is the new owner's."""
+        served = frozenset(owned)
+        if served == self._served:
+            return
+        self._served = served
+        if self._stopping:
+            return
+        self._retire(lambda key: key[2] not in served)
+        self._start_readers()
+
+    def _retire(self, which: Callable[[_LaneKey], bool]) -> None:
+        for key in [k for k in self._tasks if which(k)]:
+            t = self._tasks.pop(key)
+            t.cancel()
+            self._retired.add(t)
+            t.add_done_callback(self._retired.discard)
+
+    def _start_readers(self) -> None:
+        """A reader for each lane of every enabled channel in every partition served."""
+        if self._stopping:
+            return
+        for name, ch in self.channels.items():
+            if not ch.config.enabled:
+                continue
+            for partition in sorted(self._served):
+                for urgent in (False, True):
+                    key = (name, urgent, partition)
+                    if key not in self._tasks:
+                        kind = "deliver-urgent" if urgent else "deliver"
+                        self._tasks[key] = asyncio.create_task(
+                            self._run(name, urgent, partition), name=f"{kind}:{name}:{partition}"
+                        )
 
     def _spawn(self, coro: Any) -> asyncio.Task[Any]:
         task = asyncio.create_task(coro)
@@ -218,70 +271,86 @@ class ChannelWorkers:
     # --- the reader --------------------------------------------------------------------
 
     def _workers(self) -> list[asyncio.Task[None]]:
-        return [*(t for ts in self._tasks.values() for t in ts), *self._retired]
+        return [*self._tasks.values(), *self._retired]
 
-    def _current(self, name: str) -> bool:
-        """Whether the calling reader still serves `name` (a client library may swallow
+    def _current(self, lane: _Lane) -> bool:
+        """Whether the calling reader still serves `lane` (a client library may swallow
         the cancel that retired it)."""
-        return not self._stopping and asyncio.current_task() in self._tasks.get(name, ())
+        key = (lane.name, lane.urgent, lane.partition)
+        return not self._stopping and asyncio.current_task() is self._tasks.get(key)
 
     def _heartbeat_s(self) -> float:
         # Several beats per claim_idle, so a busy event loop does not lose an entry.
         return min(5.0, max(0.05, self.claim_idle_s / 5))
 
-    def _in_flight_limit(self, lane: _Lane) -> int:
-        """The lane's slots: its channel's, less what the other lane holds, and never
-        less than a quarter of them (so neither lane can starve the other)."""
+    def _in_flight(self, lane: _Lane) -> tuple[int, int]:
+        """The slots of the lane's kind (urgent or not) and what its lanes hold, in every
+        partition: the channel's slots, less what the other kind holds, and never less
+        than a quarter of them (so neither kind can starve the other)."""
         channel = self.channels.get(lane.name)
         kind = channel.config.type if channel is not None else ""
         limit = IN_FLIGHT_BY_TYPE.get(kind, IN_FLIGHT_PER_CHANNEL)
-        other = self._lanes.get((lane.name, not lane.urgent))
-        return max(limit // URGENT_SHARE, limit - (len(other.held) if other else 0), 1)
+        mine = self._in_hand.get((lane.name, lane.urgent), 0)
+        other = self._in_hand.get((lane.name, not lane.urgent), 0)
+        return max(limit // URGENT_SHARE, limit - other, 1), mine
 
-    def _lane(self, name: str, urgent: bool) -> _Lane:
-        lane = self._lanes.get((name, urgent))
+    def _lane(self, name: str, urgent: bool, partition: int) -> _Lane:
+        lane = self._lanes.get((name, urgent, partition))
         if lane is None:
             # One consumer name per stream and process: a restart reads back its own first.
-            lane = self._lanes[name, urgent] = _Lane(name, f"{self.consumer}:0", urgent)
+            lane = _Lane(name, f"{self.consumer}:0", urgent, partition)
+            self._lanes[name, urgent, partition] = lane
         return lane
 
     async def _room(self, lane: _Lane) -> int:
         """How many entries the lane may read now; 0 after waiting for a slot, or for a
-        page to go first. While it delivers, a lane reads again only once a quarter of
-        its slots are free: fewer, fuller reads in a storm. The urgent lane reads at once."""
+        page to go first. While its kind delivers, a lane reads again only once a quarter
+        of the kind's slots are free: fewer, fuller reads in a storm. The urgent lanes
+        read at once."""
         if not lane.urgent and await self._held_back():
             return 0
-        limit = self._in_flight_limit(lane)
-        free = limit - len(lane.held)
-        if free <= 0 or (lane.held and not lane.urgent and free < limit // READ_WHEN_FREE):
+        limit, held = self._in_flight(lane)
+        free = limit - held
+        if free <= 0 or (held and not lane.urgent and free < limit // READ_WHEN_FREE):
             lane.room.clear()
+            if not lane.held:
+                self._starved.setdefault(lane.name, set()).add(lane)
             await lane.room.wait()
             return 0
         return free
 
-    async def _run(self, name: str, urgent: bool) -> None:
-        lane = self._lane(name, urgent)
+    def _freed(self, lane: _Lane) -> None:
+        """A job of the lane ended: its reader may read again, and so may the channel's
+        readers that wait holding nothing (woken by no job of their own)."""
+        lane.room.set()
+        for each in self._starved.pop(lane.name, ()):
+            each.room.set()
+
+    async def _run(self, name: str, urgent: bool, partition: int = keys.HOME) -> None:
+        lane = self._lane(name, urgent, partition)
         own_pending = True  # first, what a previous run under this name left unfinished
         pending_after = "0"
         next_claim = 0.0
         next_prune = time.monotonic() + PRUNE_EVERY_S * random.random()
         backoff_s = 0.1
-        while self._current(name):
+        while self._current(lane):
             free = await self._room(lane)
             if not free:
                 continue
             try:
-                await self.outbox.ensure_group(name, urgent)
+                await self.outbox.ensure_group(name, urgent, partition)
                 batch: list[Entry] = []
                 if own_pending:
                     batch = await self.outbox.read(
-                        name, lane.consumer, free, 0, True, pending_after, urgent
+                        name, lane.consumer, free, 0, True, pending_after, urgent, partition
                     )
                     own_pending = bool(batch)
                     pending_after = batch[-1][0] if batch else "0"
                 if not batch and time.monotonic() >= next_claim:
                     idle_ms = int(self.claim_idle_s * 1000)
-                    batch = await self.outbox.claim(name, lane.consumer, idle_ms, free, urgent)
+                    batch = await self.outbox.claim(
+                        name, lane.consumer, idle_ms, free, urgent, partition
+                    )
                     # One claimed suggests more: look again at once, else after a while.
                     pause_s = min(5.0, max(0.1, self.claim_idle_s / 2))
                     next_claim = (
@@ -289,9 +358,11 @@ class ChannelWorkers:
                     )
                 if time.monotonic() >= next_prune:
                     next_prune = time.monotonic() + PRUNE_EVERY_S
-                    await self.outbox.prune_consumers(name, PRUNE_IDLE_MS, urgent)
+                    await self.outbox.prune_consumers(name, PRUNE_IDLE_MS, urgent, partition)
                 if not batch:
-                    batch = await self.outbox.read(name, lane.consumer, free, 1000, urgent=urgent)
+                    batch = await self.outbox.read(
+                        name, lane.consumer, free, 1000, urgent=urgent, partition=partition
+                    )
                 backoff_s = 0.1
             except asyncio.CancelledError:
                 raise
@@ -308,14 +379,14 @@ class ChannelWorkers:
                 )
                 await asyncio.sleep(1.0)
                 continue
-            if not self._current(name):
+            if not self._current(lane):
                 break  # what it just read stays pending: its successor reads it first
             if not await self._replicated(batch):
                 break  # stopping unconfirmed: it stays pending, read first next time
-            for entry_id, n in batch:
-                # Already ours (a claim or a pending read can return one in hand): in hand.
-                if entry_id not in lane.held:
-                    self._take(lane, entry_id, n)
+            left = self._take_batch(lane, batch)
+            if left is not None:  # it stays pending (ours): read back first once there is room
+                own_pending = True
+                pending_after = _before(left)
 
     async def _replicated(self, batch: list[Entry]) -> bool:
         """redis.wait_replicas: what was read is sent only once replicas hold it."""
@@ -327,12 +398,31 @@ class ChannelWorkers:
             return False
         return True
 
+    def _take_batch(self, lane: _Lane, batch: list[Entry]) -> str | None:
+        """Take what was read, as far as the channel has slots (its other lanes may have
+        taken some while this one read); the first entry left for want of one."""
+        limit, held = self._in_flight(lane)
+        free = limit - held
+        for entry_id, n in batch:
+            # Already ours (a claim or a pending read can return one in hand): in hand.
+            if entry_id in lane.held:
+                continue
+            if free <= 0:
+                return entry_id
+            self._take(lane, entry_id, n)
+            free -= 1
+        return None
+
     def _take(self, lane: _Lane, entry_id: str, n: Notification | None) -> None:
         held = lane.held[entry_id] = _Held(entry_id, n)
+        kind = (lane.name, lane.urgent)
+        self._in_hand[kind] = self._in_hand.get(kind, 0) + 1
         # Cancelling the reader (stop, reload) leaves the job to finish on its own.
         held.job = self._spawn(self._handle(lane, held))
         if lane.beat is None:
-            lane.beat = asyncio.create_task(self._beat(lane), name=f"heartbeat:{lane.name}")
+            lane.beat = asyncio.create_task(
+                self._beat(lane), name=f"heartbeat:{lane.name}:{lane.partition}"
+            )
 
     async def _beat(self, lane: _Lane) -> None:
         """Keep every entry the lane holds ours, in one call; stop what was taken over."""
@@ -343,7 +433,9 @@ class ChannelWorkers:
                 if not ids:
                     break
                 try:
-                    lost = await self.outbox.touch_many(lane.name, lane.consumer, ids, lane.urgent)
+                    lost = await self.outbox.touch_many(
+                        lane.name, lane.consumer, ids, lane.urgent, lane.partition
+                    )
                 except RedisError as exc:
                     # Keep delivering: the outcome is written once Redis is back.
                     log.debug(
@@ -368,10 +460,13 @@ class ChannelWorkers:
             await self._handle_held(lane, held)
         finally:
             held.delivering = False
+            kind = (lane.name, lane.urgent)
             if lane.held.get(held.entry_id) is held:
                 del lane.held[held.entry_id]
-            lane.room.set()
-            if lane.urgent and not lane.held:
+                self._in_hand[kind] -= 1
+            self._freed(lane)
+            # The hold ends once no urgent lane of the channel, in any partition, holds one.
+            if lane.urgent and not self._in_hand[kind]:
                 self._page_delivered()
 
     async def _handle_held(self, lane: _Lane, held: _Held) -> None:
@@ -382,7 +477,7 @@ class ChannelWorkers:
             held.delivering = False  # nothing to interrupt if it is taken over meanwhile
         if n is None:
             log.error("unreadable outbox entry dropped", channel=name, entry=entry_id)
-            await self._outcomes.record(name, entry_id, urgent=urgent)
+            await self._outcomes.record(name, entry_id, urgent=urgent, partition=lane.partition)
             return
         if channel is not None and not channel.config.enabled:
             # Stays pending: read first by this channel's next reader when it is enabled again.
@@ -393,11 +488,13 @@ class ChannelWorkers:
             error = f"channel '{name}' is no longer configured"
             self._bound(name, n).warning("notification dead-lettered", error=error)
             fields = self.dead.notification_fields(n, name, "channel unavailable", error)
-            await self._outcomes.record(name, entry_id, dead=fields, urgent=urgent)
+            await self._outcomes.record(
+                name, entry_id, dead=fields, urgent=urgent, partition=lane.partition
+            )
             return
         if self.limiter is not None and not await self.limiter.admit(channel, n):
             # Held in Redis for a digest: it leaves the outbox.
-            await self._outcomes.record(name, entry_id, urgent=urgent)
+            await self._outcomes.record(name, entry_id, urgent=urgent, partition=lane.partition)
             return
         result = await self._deliver_held(channel, held, n)
         if result is None:
@@ -500,7 +597,9 @@ class ChannelWorkers:
             attempts=result.attempts,
             latency_ms=round(result.latency_ms, 1),
         )
-        failing = await self._outcomes.record(name, entry_id, delivered=True, urgent=lane.urgent)
+        failing = await self._outcomes.record(
+            name, entry_id, delivered=True, urgent=lane.urgent, partition=lane.partition
+        )
         if self.history is not None:
             await self.history.record(n, "delivered", delivered_at=time.time())
         if failing:
@@ -530,7 +629,13 @@ class ChannelWorkers:
         self.metrics.dead_letters.labels("notification").inc()
         fields = self.dead.notification_fields(n, name, reason, result.error)
         reply = await self._outcomes.record(
-            name, entry_id, dead=fields, follow=follow, delivered=False, urgent=lane.urgent
+            name,
+            entry_id,
+            dead=fields,
+            follow=follow,
+            delivered=False,
+            urgent=lane.urgent,
+            partition=lane.partition,
         )
         if self.history is not None:
             await self.history.record(n, "dead-lettered", last_error=result.error)

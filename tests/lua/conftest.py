@@ -30,7 +30,7 @@ class SlotHarness(Harness):
     def __init__(self, redis: aioredis.Redis, config: Config) -> None:
         super().__init__(redis, config)
         self.store = AlertStore(Partitions.single(redis, TAGGED))
-        self.outbox = Outbox(redis, TAGGED)
+        self.outbox = Outbox(Partitions.single(redis, TAGGED))
         self.silences = SilenceStore(redis, TAGGED)
         self.dispatcher = self.replica()
 

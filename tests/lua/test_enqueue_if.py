@@ -6,6 +6,7 @@ import orjson
 import redis.asyncio as aioredis
 
 from alertd.notify.outbox import Outbox
+from alertd.storage.partitions import Partitions
 from alertd.storage.scripts import lua
 from tests.test_delivery import make_notification
 
@@ -21,7 +22,7 @@ class TestEnqueueIf:
     """Queued only when the key holds the value, and then the key is deleted in the same step."""
 
     async def test_matching_value_deletes_the_key_and_queues(self, redis: aioredis.Redis) -> None:
-        outbox = Outbox(redis, PREFIX)
+        outbox = Outbox(Partitions.single(redis, PREFIX))
         hook, pager = make_notification("hook"), make_notification("pager")
         await redis.set("t:episode", b"e1")
         assert await outbox.enqueue_if("t:episode", b"e1", [hook, pager])
@@ -32,7 +33,7 @@ class TestEnqueueIf:
     async def test_other_value_leaves_the_key_and_queues_nothing(
         self, redis: aioredis.Redis
     ) -> None:
-        outbox = Outbox(redis, PREFIX)
+        outbox = Outbox(Partitions.single(redis, PREFIX))
         await redis.set("t:episode", b"e2")
         assert not await outbox.enqueue_if("t:episode", b"e1", [make_notification("hook")])
         assert b"e2" == await redis.get("t:episode")

@@ -6,6 +6,7 @@ import orjson
 import redis.asyncio as aioredis
 
 from alertd.notify.outbox import Outbox
+from alertd.storage.partitions import Partitions
 from alertd.storage.scripts import lua
 from tests.test_delivery import make_notification
 
@@ -23,7 +24,7 @@ class TestEnqueueOnce:
     async def test_first_call_sets_the_key_and_queues_on_every_stream(
         self, redis: aioredis.Redis
     ) -> None:
-        outbox = Outbox(redis, PREFIX)
+        outbox = Outbox(Partitions.single(redis, PREFIX))
         hook, pager = make_notification("hook"), make_notification("pager")
         assert await outbox.enqueue_once("t:once", b"v1", 60, [hook, pager])
         assert b"v1" == await redis.get("t:once")
@@ -34,7 +35,7 @@ class TestEnqueueOnce:
     async def test_second_call_queues_nothing_and_keeps_the_first_value(
         self, redis: aioredis.Redis
     ) -> None:
-        outbox = Outbox(redis, PREFIX)
+        outbox = Outbox(Partitions.single(redis, PREFIX))
         first, second = make_notification("hook", "a"), make_notification("hook", "b")
         assert await outbox.enqueue_once("t:once", b"v1", 60, [first])
         assert not await outbox.enqueue_once("t:once", b"v2", 60, [second])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import redis.asyncio as aioredis
 
 from alertd.notify.outbox import GROUP, Outbox
+from alertd.storage.partitions import Partitions
 from alertd.storage.scripts import lua
 from tests.test_delivery import make_notification
 
@@ -30,13 +31,13 @@ class TestPruneConsumers:
     async def test_idle_consumer_with_nothing_pending_is_deleted(
         self, redis: aioredis.Redis
     ) -> None:
-        outbox = Outbox(redis, PREFIX)
+        outbox = Outbox(Partitions.single(redis, PREFIX))
         stream = await two_consumers(redis, outbox)
         assert ["idle"] == await outbox.prune_consumers("hook", 0)
         assert ["busy"] == await consumers(redis, stream)
 
     async def test_recently_active_consumers_are_kept(self, redis: aioredis.Redis) -> None:
-        outbox = Outbox(redis, PREFIX)
+        outbox = Outbox(Partitions.single(redis, PREFIX))
         stream = await two_consumers(redis, outbox)
         assert [] == await outbox.prune_consumers("hook", HOUR_MS)
         assert ["busy", "idle"] == await consumers(redis, stream)
@@ -44,7 +45,7 @@ class TestPruneConsumers:
     async def test_consumer_holding_entries_is_kept_however_idle(
         self, redis: aioredis.Redis
     ) -> None:
-        outbox = Outbox(redis, PREFIX)
+        outbox = Outbox(Partitions.single(redis, PREFIX))
         stream = await two_consumers(redis, outbox)
         prune = redis.register_script(lua("prune_consumers"))
         assert [b"idle"] == await prune(keys=[stream], args=[GROUP, 0])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import redis.asyncio as aioredis
 
 from alertd.notify.outbox import GROUP, Outbox
+from alertd.storage.partitions import Partitions
 from alertd.storage.scripts import lua
 from tests.test_delivery import make_notification
 
@@ -39,7 +40,7 @@ class TestTouchEntries:
     """Entries the consumer holds are made fresh again; the ids it no longer holds come back."""
 
     async def test_held_entries_are_no_longer_idle(self, redis: aioredis.Redis) -> None:
-        outbox = Outbox(redis, PREFIX)
+        outbox = Outbox(Partitions.single(redis, PREFIX))
         stream, ids = await read_two(redis, outbox)
         assert [] == await outbox.touch_many("hook", "w1", ids)
         after = await pending(redis, stream)
@@ -50,7 +51,7 @@ class TestTouchEntries:
     async def test_entries_claimed_by_another_consumer_are_lost_and_left_alone(
         self, redis: aioredis.Redis
     ) -> None:
-        outbox = Outbox(redis, PREFIX)
+        outbox = Outbox(Partitions.single(redis, PREFIX))
         stream, ids = await read_two(redis, outbox)
         await redis.xclaim(stream, GROUP, "w2", 0, [ids[1]], idle=HOUR_MS, justid=True)
         assert [ids[1]] == await outbox.touch_many("hook", "w1", ids)
@@ -60,7 +61,7 @@ class TestTouchEntries:
         assert after[ids[0]][1] < 60_000
 
     async def test_acknowledged_entries_are_lost(self, redis: aioredis.Redis) -> None:
-        outbox = Outbox(redis, PREFIX)
+        outbox = Outbox(Partitions.single(redis, PREFIX))
         stream, ids = await read_two(redis, outbox)
         await redis.xack(stream, GROUP, ids[0])
         touch = redis.register_script(lua("touch_entries"))
