@@ -319,15 +319,20 @@ class App:
 
     async def beat(self) -> None:
         """Heartbeat and partition lease; claim what dead daemons left pending."""
+        owned = self.ownership.owned_partitions
         try:
             await self.ownership.beat()
-            self.metrics.partitions_owned.set(self.ownership.owned)
-            # TODO(partitions): deliver the outboxes of the partitions owned, once Ownership
-            # tells which: self.workers.set_partitions(self.ownership.owned_partitions)
             for consumer in self.consumers:
                 await consumer.take_over()
         except (RedisError, OSError) as exc:
             log.debug("heartbeat skipped", error=type(exc).__name__)
+        finally:
+            # What is held now (a lease not renewed in time is not): its outboxes are
+            # delivered here, its groups flushed here.
+            self.metrics.partitions_owned.set(self.ownership.owned)
+            self.workers.set_partitions(self.ownership.owned_partitions)
+            if self.ownership.owned_partitions - owned:
+                self.dispatcher.wake.set()
 
     async def tick(self) -> None:
         """Clock evaluation of the partitions this daemon owns (each by one daemon at a
