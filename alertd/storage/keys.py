@@ -1,43 +1,45 @@
 """Every Redis key alertd uses, named in one place.
 
 State keys begin with `redis.key_prefix` and a partition's hash tag,
-`alertd:{p0}:`, so that every multi-key operation (a Lua script, a MULTI)
-touches one hash slot and runs unchanged on a Redis Cluster. This version
-keeps all state in partition 0; the event and dead-letter streams keep their
-configured names (each is one key).
+`alertd:{p7}:`, so that every multi-key operation (a Lua script, a MULTI)
+touches one hash slot and runs unchanged on a Redis Cluster. A series' keys are
+in the partition of its fingerprint (`partition_of`), a group's in the partition
+of its id, the rest in the home partition (`HOME`; storage/partitions.py). The
+event and dead-letter streams keep their configured names (each is one key).
 
-| key (after the state prefix)   | type   | holds |
-| ---                            | ---    | --- |
-| `w:{fingerprint}:{version}`    | hash   | a series' window (engine/windows.py) |
-| `series:{rule}:{version}`      | zset   | series of an `age` rule -> newest sample time |
-| `alerts`                       | hash   | fingerprint -> alert JSON |
-| `alerts:clock`                 | zset   | fingerprint -> when the clock must next judge it |
-| `alerts:gone`                  | hash   | fingerprint -> resolved alert its groups still owe |
-| `alerts:ver`                   | string | bumped by every change filed into groups |
-| `ag:{fingerprint}`             | set    | groups still holding the alert |
-| `groups:due`                   | zset   | group id -> next flush (or lease end) |
-| `groups:urgent`                | zset   | groups a critical alert fired in: flushed first |
-| `group:{gid}`                  | hash   | group key, labels, route, last flush, lease |
-| `gm:{gid}`                     | set    | the group's fingerprints |
-| `nflog:{channel}:{gid}`        | string | what the channel was last told of the group |
-| `dispatch:routing`             | string | digest of the routing groups were flushed under |
-| `outbox:{channel}`             | stream | notifications waiting for delivery |
-| `urgent:{channel}`             | stream | the channel's urgent lane (new critical pages) |
-| `channel:failures:{channel}`   | string | consecutive failures |
-| `channel:failing:{channel}`    | string | the AlertdChannelFailing episode |
-| `silences`                     | hash   | silence id -> JSON |
-| `nhist`, `nhist:rec`           | zset, hash | notification history: index, records |
-| `rl:{channel}`, `held:{channel}` | zset, list | rate-limit window, held notifications |
-| `admitted:{rule}`, `...:dl`    | zset, string | the cardinality guard, its dead-letter slot |
-| `probe:{consumer}`             | string | the watchdog's write probe |
-| `lease:tick`                   | string | the replica running the current clock tick |
-| `lease:partition`              | string | a partition's owner and fencing token (`name:token`) |
-| `lease:fence`                  | int    | each partition's last fencing token handed out |
-| `replication:probe`            | int    | written before each WAIT (replication.py) |
-| `migrated`                     | string | old-layout keys were moved in (storage/migrate.py) |
-| `daemon:{consumer}`            | string | a live daemon's heartbeat (expires after `takeover`) |
-| `daemons`                      | zset   | live daemons: name -> registration expiry (ms) |
-| `email:msgid:...`, `slack:rl:...` | string | threading and rate-limit slots of channels |
+| key (after the state prefix)   | type   | partition | holds |
+| ---                            | ---    | --- | --- |
+| `w:{fingerprint}:{version}`    | hash   | series | a series' window (engine/windows.py) |
+| `series:{rule}:{version}`      | zset   | series | series of an `age` rule -> newest sample time |
+| `alerts`                       | hash   | series | fingerprint -> alert JSON (pending, firing) |
+| `alerts:clock`                 | zset   | series | fingerprint -> when the clock must next judge it |
+| `alerts:ver`                   | int    | series | the filing counter (`seq`) |
+| `filings`                      | hash   | series | fingerprint -> a change still to be filed (alerts.py) |
+| `ga`, `ga:seq`                 | hash   | group  | fingerprint -> alert as last filed, its `seq` |
+| `ag:{fingerprint}`             | set    | group  | the partition's groups still holding the alert |
+| `groups:due`                   | zset   | group  | group id -> next flush (or lease end) |
+| `groups:urgent`                | zset   | group  | groups a critical alert fired in: flushed first |
+| `group:{gid}`                  | hash   | group  | group key, labels, route, last flush, lease |
+| `gm:{gid}`                     | set    | group  | the group's fingerprints |
+| `nflog:{channel}:{gid}`        | string | group  | what the channel was last told of the group |
+| `outbox:{channel}`             | stream | each   | notifications waiting for delivery |
+| `urgent:{channel}`             | stream | each   | the channel's urgent lane (new critical pages) |
+| `lease:partition`              | string | each   | the partition's owner and fencing token (`name:token`) |
+| `lease:fence`                  | int    | each   | the partition's last fencing token handed out |
+| `replication:probe`            | int    | each   | written before each WAIT (replication.py) |
+| `dispatch:routing`             | string | home   | digest of the routing groups were flushed under |
+| `channel:failures:{channel}`   | string | home   | consecutive failures |
+| `channel:failing:{channel}`    | string | home   | the AlertdChannelFailing episode |
+| `silences`                     | hash   | home   | silence id -> JSON |
+| `nhist`, `nhist:rec`           | zset, hash | home | notification history: index, records |
+| `rl:{channel}`, `held:{channel}` | zset, list | home | rate-limit window, held notifications |
+| `admitted:{rule}`, `...:dl`    | zset, string | home | the cardinality guard, its dead-letter slot |
+| `probe:{consumer}`             | string | home   | the watchdog's write probe |
+| `layout`, `layout:lock`        | string | home   | the partition layout state is in (storage/rehome.py) |
+| `migrated`                     | string | home   | old-layout keys were moved in (storage/migrate.py) |
+| `daemon:{consumer}`            | string | home   | a live daemon's heartbeat (expires after `takeover`) |
+| `daemons`                      | zset   | home   | live daemons: name -> registration expiry (ms) |
+| `email:msgid:...`, `slack:rl:...` | string | home | threading and rate-limit slots of channels |
 
 Every Lua script in `lua/` gets each key it touches in KEYS (a batched call
 indexes them from its JSON argument: `ScriptKeys`), except `claim_groups.lua`:

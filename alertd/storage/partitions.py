@@ -2,9 +2,10 @@
 that reaches the master serving it.
 
 A series (its window, its alert, its clock entry) lives in the partition of its
-fingerprint (`keys.partition_of`); what gathers many series (groups, their
-notification log and outboxes, silences, history) lives in the home partition
-(`keys.HOME`). Every script runs inside one partition.
+fingerprint (`keys.partition_of`), a group (its schedule, notification log and
+outbox entries) in the partition of its id; silences, history and other small
+state in the home partition (`keys.HOME`). Every script runs inside one
+partition.
 
 On one Redis and behind Sentinel every partition is reached through the same
 client, so one pipeline carries the work of all of them. On a Cluster each
