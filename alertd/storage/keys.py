@@ -7,38 +7,38 @@ in the partition of its fingerprint (`partition_of`), a group's in the partition
 of its id, the rest in the home partition (`HOME`; storage/partitions.py). The
 event and dead-letter streams keep their configured names (each is one key).
 
-| key (after the state prefix)   | type   | partition | holds |
-| ---                            | ---    | --- | --- |
-| `w:{fingerprint}:{version}`    | hash   | series | a series' window (engine/windows.py) |
-| `series:{rule}:{version}`      | zset   | series | series of an `age` rule -> newest sample time |
-| `alerts`                       | hash   | series | fingerprint -> alert JSON (pending, firing) |
-| `alerts:clock`                 | zset   | series | fingerprint -> when the clock must next judge it |
-| `alerts:ver`                   | int    | series | the filing counter (`seq`) |
-| `filings`                      | hash   | series | fingerprint -> a change still to be filed (alerts.py) |
-| `ga`, `ga:seq`                 | hash   | group  | fingerprint -> alert as last filed, its `seq` |
-| `ag:{fingerprint}`             | set    | group  | the partition's groups still holding the alert |
-| `groups:due`                   | zset   | group  | group id -> next flush (or lease end) |
-| `groups:urgent`                | zset   | group  | groups a critical alert fired in: flushed first |
-| `group:{gid}`                  | hash   | group  | group key, labels, route, last flush, lease |
-| `gm:{gid}`                     | set    | group  | the group's fingerprints |
-| `nflog:{channel}:{gid}`        | string | group  | what the channel was last told of the group |
-| `outbox:{channel}`             | stream | each   | notifications waiting for delivery |
-| `urgent:{channel}`             | stream | each   | the channel's urgent lane (new critical pages) |
-| `lease:partition`              | string | each   | the partition's owner and fencing token (`name:token`) |
-| `lease:fence`                  | int    | each   | the partition's last fencing token handed out |
-| `replication:probe`            | int    | each   | written before each WAIT (replication.py) |
-| `dispatch:routing`             | string | home   | digest of the routing groups were flushed under |
-| `channel:failures:{channel}`   | string | home   | consecutive failures |
-| `channel:failing:{channel}`    | string | home   | the AlertdChannelFailing episode |
-| `silences`                     | hash   | home   | silence id -> JSON |
-| `nhist`, `nhist:rec`           | zset, hash | home | notification history: index, records |
+| key (after the state prefix) | type | partition | holds |
+| --- | --- | --- | --- |
+| `w:{fingerprint}:{version}` | hash | series | a series' window (engine/windows.py) |
+| `series:{rule}:{version}` | zset | series | series of an `age` rule -> newest sample time |
+| `alerts` | hash | series | fingerprint -> alert JSON (pending, firing) |
+| `alerts:clock` | zset | series | fingerprint -> when the clock must next judge it |
+| `alerts:ver` | int | series | the filing counter (`seq`) |
+| `filings` | hash | series | fingerprint -> a change still to be filed (alerts.py) |
+| `ga`, `ga:seq` | hash | group | fingerprint -> alert as last filed, its `seq` |
+| `ag:{fingerprint}` | set | group | the partition's groups still holding the alert |
+| `groups:due` | zset | group | group id -> next flush (or lease end) |
+| `groups:urgent` | zset | group | groups a critical alert fired in: flushed first |
+| `group:{gid}` | hash | group | group key, labels, route, last flush, lease |
+| `gm:{gid}` | set | group | the group's fingerprints |
+| `nflog:{channel}:{gid}` | string | group | what the channel was last told of the group |
+| `outbox:{channel}` | stream | each | notifications waiting for delivery |
+| `urgent:{channel}` | stream | each | the channel's urgent lane (new critical pages) |
+| `lease:partition` | string | each | the partition's owner and fencing token (`name:token`) |
+| `lease:fence` | int | each | the partition's last fencing token handed out |
+| `replication:probe` | int | each | written before each WAIT (replication.py) |
+| `dispatch:routing` | string | home | digest of the routing groups were flushed under |
+| `channel:failures:{channel}` | string | home | consecutive failures |
+| `channel:failing:{channel}` | string | home | the AlertdChannelFailing episode |
+| `silences` | hash | home | silence id -> JSON |
+| `nhist`, `nhist:rec` | zset, hash | home | notification history: index, records |
 | `rl:{channel}`, `held:{channel}` | zset, list | home | rate-limit window, held notifications |
-| `admitted:{rule}`, `...:dl`    | zset, string | home | the cardinality guard, its dead-letter slot |
-| `probe:{consumer}`             | string | home   | the watchdog's write probe |
-| `layout`, `layout:lock`        | string | home   | the partition layout state is in (storage/rehome.py) |
-| `migrated`                     | string | home   | old-layout keys were moved in (storage/migrate.py) |
-| `daemon:{consumer}`            | string | home   | a live daemon's heartbeat (expires after `takeover`) |
-| `daemons`                      | zset   | home   | live daemons: name -> registration expiry (ms) |
+| `admitted:{rule}`, `...:dl` | zset, string | home | the cardinality guard, its dead-letter slot |
+| `probe:{consumer}` | string | home | the watchdog's write probe |
+| `layout`, `layout:lock` | string | home | the partition layout state is in (storage/rehome.py) |
+| `migrated` | string | home | old-layout keys were moved in (storage/migrate.py) |
+| `daemon:{consumer}` | string | home | a live daemon's heartbeat (expires after `takeover`) |
+| `daemons` | zset | home | live daemons: name -> registration expiry (ms) |
 | `email:msgid:...`, `slack:rl:...` | string | home | threading and rate-limit slots of channels |
 
 Every Lua script in `lua/` gets each key it touches in KEYS (a batched call
