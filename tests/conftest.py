@@ -47,6 +47,11 @@ async def wait_for(
         await asyncio.sleep(interval_s)
 
 
+async def keys_like(redis: aioredis.Redis, pattern: str) -> list[bytes]:
+    """Keys matching `pattern` on every node (a Cluster client's KEYS asks one node)."""
+    return [key async for key in redis.scan_iter(match=pattern, count=1000)]
+
+
 async def stored_alerts(redis: aioredis.Redis, key_prefix: str = "alertd:") -> dict[str, Any]:
     """Every alert a daemon stores, over all its partitions: fingerprint -> alert dict."""
     out: dict[str, Any] = {}

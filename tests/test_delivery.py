@@ -22,7 +22,7 @@ from alertd.notify.delivery import deliver
 from alertd.notify.outbox import Outbox
 from alertd.notify.retry import Outcome
 from alertd.storage.partitions import Partitions
-from tests.conftest import DaemonFactory, Receiver, free_port, wait_for
+from tests.conftest import DaemonFactory, Receiver, free_port, keys_like, wait_for
 
 SECRET = "whsec_" + base64.b64encode(bytes(range(7, 31))).decode()
 FAST_RETRY = 'initial_backoff = "50ms"\nmax_backoff = "200ms"\n'
@@ -80,10 +80,12 @@ async def dead_letters(redis: aioredis.Redis) -> list[dict[str, str]]:
 
 
 async def outbox_len(redis: aioredis.Redis, channel: str) -> int:
-    """Entries in both of the channel's streams: its outbox and its urgent lane."""
-    return sum(
-        [await redis.xlen(f"alertd:{{p0}}:{lane}:{channel}") for lane in ("outbox", "urgent")]
-    )
+    """Entries in the channel's streams of every partition: its outboxes and urgent lanes."""
+    streams = [
+        *await keys_like(redis, f"alertd:{{p*}}:outbox:{channel}"),
+        *await keys_like(redis, f"alertd:{{p*}}:urgent:{channel}"),
+    ]
+    return sum([await redis.xlen(stream) for stream in streams])
 
 
 def outbox_empty(redis: aioredis.Redis, channel: str) -> Callable[[], Awaitable[bool]]:

@@ -7,7 +7,7 @@ import time
 import orjson
 import redis.asyncio as aioredis
 
-from tests.conftest import DaemonFactory, Receiver, stored_alerts, wait_for
+from tests.conftest import DaemonFactory, Receiver, keys_like, stored_alerts, wait_for
 from tests.test_cli_alerts import cli
 from tests.test_e2e import hook
 
@@ -41,13 +41,16 @@ async def settle(redis: aioredis.Redis, groups: int) -> None:
     since = time.time()
 
     async def settled() -> bool:
-        due = dict(await redis.zrange("alertd:{p0}:groups:due", 0, -1, withscores=True))
-        flushed = [
-            await redis.hget(f"alertd:{{p0}}:group:{gid.decode()}", "last_flush") for gid in due
-        ]
+        due: dict[bytes, float] = {}
+        flushed = []
+        for key in await keys_like(redis, "alertd:{p*}:groups:due"):  # every partition's
+            prefix = key.decode().removesuffix("groups:due")
+            for gid, at in await redis.zrange(key, 0, -1, withscores=True):
+                due[gid] = at
+                flushed.append(await redis.hget(f"{prefix}group:{gid.decode()}", "last_flush"))
         streams = [
-            *await redis.keys("alertd:{p0}:outbox:*"),
-            *await redis.keys("alertd:{p0}:urgent:*"),
+            *await keys_like(redis, "alertd:{p*}:outbox:*"),
+            *await keys_like(redis, "alertd:{p*}:urgent:*"),
         ]
         outboxes = [await redis.xlen(k) for k in streams]
         return (

@@ -15,7 +15,7 @@ import redis.asyncio as aioredis
 
 from alertd.notify.outbox import GROUP, Outbox
 from alertd.storage.partitions import Partitions
-from tests.conftest import DaemonFactory, Receiver, RedisServer, free_port, wait_for
+from tests.conftest import DaemonFactory, Receiver, RedisServer, free_port, keys_like, wait_for
 from tests.test_delivery import make_notification, outbox_empty
 
 RULES = """
@@ -45,9 +45,12 @@ SERIES = 6  # a burst the channel holds all at once
 async def queued_ids(
     redis: aioredis.Redis, channel: str = "hook", lane: str = "outbox"
 ) -> set[str]:
-    """Ids queued on the channel's outbox (`lane="urgent"`: on its urgent lane)."""
-    rows = await redis.xrange(f"alertd:{{p0}}:{lane}:{channel}")
-    return {orjson.loads(f[b"n"])["id"] for _, f in rows}
+    """Ids queued on the channel's outbox in any partition (`lane="urgent"`: on its
+    urgent lane)."""
+    ids = set()
+    for stream in await keys_like(redis, f"alertd:{{p*}}:{lane}:{channel}"):
+        ids |= {orjson.loads(f[b"n"])["id"] for _, f in await redis.xrange(stream)}
+    return ids
 
 
 async def publish_series(redis: aioredis.Redis, count: int) -> None:

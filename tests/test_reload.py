@@ -20,7 +20,7 @@ import redis.asyncio as aioredis
 
 from alertd.app import App
 from alertd.storage import keys
-from tests.conftest import DaemonFactory, Receiver, wait_for
+from tests.conftest import DaemonFactory, Receiver, keys_like, wait_for
 from tests.test_rules_e2e import ROUTE, hook, publish, stored_alerts, told, told_n
 
 PREFIX = keys.state_prefix("alertd:")  # the daemon's state keys
@@ -159,7 +159,7 @@ class TestStateSurvives:
         await publish(redis, "queue_depth", 2500, queue="emails")
 
         async def flushed_since_reload() -> bool:
-            keys = await redis.keys(f"{PREFIX}group:*")
+            keys = await keys_like(redis, "alertd:{p*}:group:*")  # in every partition
             flushes = [await redis.hget(k, "last_flush") for k in keys]
             return bool(keys) and all(f is not None and float(f) > reloaded_at for f in flushes)
 

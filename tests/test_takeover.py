@@ -7,7 +7,7 @@ import time
 import pytest
 import redis.asyncio as aioredis
 
-from tests.conftest import DaemonFactory, Receiver, wait_for
+from tests.conftest import DaemonFactory, Receiver, keys_like, wait_for
 from tests.test_outbox import (
     HOOK,
     ROUTE,
@@ -59,8 +59,10 @@ class TestNotifications:
 
         queued = await wait_for(all_queued)
         await wait_for(lambda: len(ids_seen(receiver)) >= SERIES)  # each tried at least once
-        held = await redis.xpending(f"alertd:{{p0}}:{lane}:hook", "alertd")
-        holders = {c["name"].decode().split(":")[0] for c in held["consumers"] if c["pending"]}
+        holders = set()
+        for stream in await keys_like(redis, f"alertd:{{p*}}:{lane}:hook"):  # every partition's
+            held = await redis.xpending(stream, "alertd")
+            holders |= {c["name"].decode().split(":")[0] for c in held["consumers"] if c["pending"]}
         victim = next(a for a in daemons.apps if a.consumer_name in holders)
         await crash(daemons, victim)
         killed_at = time.monotonic()

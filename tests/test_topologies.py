@@ -166,7 +166,7 @@ class TestClusterSpread:
         self, cluster_daemons: DaemonFactory, redis_cluster: Any, receiver: Receiver
     ) -> None:
         cluster_daemons.write(RULES, hook(receiver), PER_SERIES)
-        apps = [await cluster_daemons.start(), await cluster_daemons.start()]
+        apps = [await cluster_daemons.start(consumer=name) for name in ("a", "b")]
         client = RedisCluster.from_url(redis_cluster.url)
         try:
             queues = [f"q{i}" for i in range(60)]
@@ -174,8 +174,11 @@ class TestClusterSpread:
                 fields = {"name": "queue_depth", "value": "7000", "service": "b", "queue": queue}
                 await client.xadd("alertd:events", fields)
             await wait_for(lambda: set(queues) == set(firing_ids(receiver)), timeout_s=30)
-            await wait_for(lambda: sum(app.ownership.owned for app in apps) == 16)
-            assert all(app.ownership.owned == 8 for app in apps)
+            # alertd_partitions_owned of each: a fair share, together all 16
+            await wait_for(lambda: [app.ownership.owned for app in apps] == [8, 8])
+            assert set(range(16)) == apps[0].ownership.owned_partitions | (
+                apps[1].ownership.owned_partitions
+            )
         finally:
             await client.aclose()
         by_master: dict[int, dict[str, int]] = {}
