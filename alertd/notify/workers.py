@@ -382,7 +382,14 @@ class ChannelWorkers:
             if not self._current(lane):
                 break  # what it just read stays pending: its successor reads it first
             if not await self._replicated(batch):
-                break  # stopping unconfirmed: it stays pending, read first next time
+                if self._stopping:
+                    break  # stopping unconfirmed: it stays pending, read first next time
+                # Replicas could not be asked (a failover): it stays pending, ours, and
+                # is read back first once they confirm. The reader carries on.
+                own_pending, pending_after = True, "0"
+                await asyncio.sleep(backoff_s)
+                backoff_s = min(backoff_s * 2, 5.0)
+                continue
             left = self._take_batch(lane, batch)
             if left is not None:  # it stays pending (ours): read back first once there is room
                 own_pending = True

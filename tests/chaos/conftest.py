@@ -431,10 +431,16 @@ class ChaosRig:
         """
         return aioredis.Redis.from_url(self.redis_url, socket_timeout=2, socket_connect_timeout=1)
 
-    def partition_client(self) -> aioredis.Redis:
-        """A client of the node serving `{p0}` now (the outboxes): call once faults are over."""
-        url = self.failover.partition_master().url if self.failover is not None else self.redis_url
-        return aioredis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=1)
+    def partition_clients(self) -> list[aioredis.Redis]:
+        """Clients of every node serving partitions now (their outboxes): call once faults
+        are over."""
+        if self.failover is None:
+            urls = [self.redis_url]
+        else:
+            urls = [node.url for node in self.failover.cluster.masters()]
+        return [
+            aioredis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=1) for url in urls
+        ]
 
     def write_config(self, names: list[str]) -> None:
         (self.dir / "rules").mkdir(exist_ok=True)

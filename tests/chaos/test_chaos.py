@@ -338,20 +338,21 @@ def check_deliveries(
     return problems, dict(stats)
 
 
-async def queue_state(client: aioredis.Redis, partition: aioredis.Redis) -> dict[str, Any]:
-    """Pending and unread entries of the event group, and what every outbox still holds
-    (`partition`: the node serving `{p0}`, the same Redis unless on a Cluster)."""
+async def queue_state(client: aioredis.Redis, nodes: list[aioredis.Redis]) -> dict[str, Any]:
+    """Pending and unread entries of the event group, and what every outbox of every
+    partition still holds (`nodes`: the masters, the one Redis unless on a Cluster)."""
     pending = (await client.xpending(STREAM, GROUP))["pending"]
     info = await client.xinfo_stream(STREAM)
     groups = {g["name"].decode(): g for g in await client.xinfo_groups(STREAM)}
     group = groups.get(GROUP, {})
     last = info["last-generated-id"]
     outboxes: dict[str, tuple[int, int]] = {}
-    for lane in ("outbox", "urgent"):  # every channel's two streams (outbox.py)
-        async for key in partition.scan_iter(match=f"alertd:{{p0}}:{lane}:*"):
-            name = key.decode()
-            outbox_pending = (await partition.xpending(name, "alertd"))["pending"]
-            outboxes[name] = (await partition.xlen(name), outbox_pending)
+    for node in nodes:
+        for lane in ("outbox", "urgent"):  # every channel's two streams (outbox.py)
+            async for key in node.scan_iter(match=f"alertd:{{p*}}:{lane}:*"):
+                name = key.decode()
+                outbox_pending = (await node.xpending(name, "alertd"))["pending"]
+                outboxes[name] = (await node.xlen(name), outbox_pending)
     return {
         "pending": pending,
         "caught_up": group.get("last-delivered-id") == last,
@@ -437,7 +438,7 @@ class TestChaos:
         )
 
         client = rig.client()
-        partition: aioredis.Redis | None = None
+        nodes: list[aioredis.Redis] = []
         done: list[str] = []
         publish_log: list[str] = []
         report: list[str] = []
@@ -447,12 +448,12 @@ class TestChaos:
             await publish_steps(client, sc, publish_log)
             await injector
             published_s = time.monotonic() - t0
-            partition = rig.partition_client()
+            nodes = rig.partition_clients()
 
             # Faults are over: wait until everything is delivered, acknowledged and empty.
             deadline = time.monotonic() + DRAIN_S
             while True:
-                q = await queue_state(client, partition)
+                q = await queue_state(client, nodes)
                 problems = []
                 for channel, got in (
                     ("hook", rig.webhook.deliveries),
@@ -531,5 +532,5 @@ class TestChaos:
             raise
         finally:
             await client.aclose()
-            if partition is not None:
-                await partition.aclose()
+            for node in nodes:
+                await node.aclose()
