@@ -327,11 +327,16 @@ class AlertStore:
         filings: list[tuple[int, list[Any]]] = []
         for p, positions in by_part.items():
             # One answer per call in the pipeline; a partition's calls are queued in order.
-            flags = [f for taken_, _ in answers[p] for f in taken_]
-            seqs = [s for _, ss in answers[p] for s in ss]
-            for i, flag, seq in zip(positions, flags, seqs, strict=True):
+            answered = [
+                row
+                for flags, seqs, kept in answers[p]
+                for row in zip(flags, seqs, kept, strict=True)
+            ]
+            for i, (flag, seq, kept) in zip(positions, answered, strict=True):
                 taken[i] = bool(flag)
                 filing = changes[i].filing
+                if kept:  # a refresh over a filing not yet filed: that one, up to date
+                    filing = orjson.loads(kept)
                 if flag and filing is not None:
                     filing[_SEQ] = int(seq)
                     filings.append((p, filing))

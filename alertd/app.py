@@ -123,7 +123,6 @@ class App:
             # A dead replica's (or an interrupted) flush is taken over within `takeover`:
             # a 30 s lease loses alerts that fire and resolve meanwhile.
             lease_s=max(2.0, takeover_s),
-            owned=lambda: self.ownership.owned_partitions,
         )
         # One consumer per stream (`redis.stream` and its shards), sharing the engine.
         self.consumers = [
@@ -319,7 +318,6 @@ class App:
 
     async def beat(self) -> None:
         """Heartbeat and partition lease; claim what dead daemons left pending."""
-        owned = self.ownership.owned_partitions
         try:
             await self.ownership.beat()
             for consumer in self.consumers:
@@ -328,11 +326,9 @@ class App:
             log.debug("heartbeat skipped", error=type(exc).__name__)
         finally:
             # What is held now (a lease not renewed in time is not): its outboxes are
-            # delivered here, its groups flushed here.
+            # delivered here.
             self.metrics.partitions_owned.set(self.ownership.owned)
             self.workers.set_partitions(self.ownership.owned_partitions)
-            if self.ownership.owned_partitions - owned:
-                self.dispatcher.wake.set()
 
     async def tick(self) -> None:
         """Clock evaluation of the partitions this daemon owns (each by one daemon at a

@@ -310,7 +310,9 @@ class Dispatcher:
         self.clock = clock
         self.lease_s = lease_s
         self.batch_groups = batch_groups
-        # The partitions whose groups this daemon flushes (those it owns); all by default.
+        # The partitions whose due groups this daemon flushes: every one, by default. A
+        # group's flush lease keeps each flush to one daemon at a time, and a page whose
+        # group's partition has lost its owner is not held up for `takeover`.
         self.owned = owned or (lambda: range(store.partitions.count))
         self.wake = asyncio.Event()
         self._claim = self.redis.register_script(lua("claim_groups"))

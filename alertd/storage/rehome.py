@@ -75,9 +75,7 @@ class _Move:
         self.count = partitions.count
         self.moved = 0
         self.copies: dict[str, bytes] = {}  # fp -> the alert its groups were last told of
-        self.owed: dict[
-            str, bytes
-        ] = {}  # fp -> a resolution owed (old alerts:gone)
+        self.owed: dict[str, bytes] = {}  # fp -> a resolution owed (old alerts:gone)
 
     async def run(self) -> int:
         pattern = f"{self.partitions.key_prefix}{{p*}}:*"

@@ -221,6 +221,38 @@ class TestFiling:
         await h.store.refile([0], before=T0 + 10)
         assert T0 + 99 == await due_at(h, gid)
 
+    async def test_refresh_over_an_unfiled_fire_still_files_the_fire(self, h: Harness) -> None:
+        labels = {"alertname": "DiskFull", "service": "db"}
+        alert = Alert(
+            "fp-fired",
+            "DiskFull",
+            labels,
+            {},
+            "firing",
+            "warning",
+            1.0,
+            starts_at=T0,
+            updated_at=T0,
+        )
+        # Step 1 of the fire landed, its filing did not (Redis went away in between).
+        fired = args(h, alert, b"")
+        apply = h.redis.register_script(lua("apply_alert_changes"))
+        fixed = [keys.alerts(PREFIX), keys.alerts_clock(PREFIX)]
+        fixed += [keys.alerts_version(PREFIX), keys.filings(PREFIX)]
+        await apply(keys=fixed, args=[orjson.dumps([fired.args]), b"[]"])
+        # The value moves: a refresh, which alone would only touch a copy there is not.
+        moved = replace(alert, value=2.0)
+        _, stored = await h.get(alert.fingerprint)
+        targets = h.rt.router.groups(moved)
+        refresh = h.store.apply_args(
+            alert.fingerprint, stored, moved, targets, False, h.now, refresh=True
+        )
+        assert [True] == await h.store.apply_many([refresh])
+        gid = gid_of(h, alert)
+        assert T0 + 5 == await due_at(h, gid)  # filed as fired: the group will tell it
+        copy = await h.redis.hget(h.store.copies_key, alert.fingerprint)
+        assert 2.0 == Alert.from_dict(orjson.loads(copy)).value
+
 
 class TestDeclaredKeys:
     """On the partition's Cluster slot, every key a change touches is one it declared."""

@@ -10,8 +10,11 @@
 -- [[fp, seq], ...] of filings done since: each is removed while it is still that one.
 -- A change with a filing takes the next `seq` of alerts:ver and stays in `filings` (seq,
 -- tab, filing) until its groups hold it: a daemon that dies in between leaves it for the
--- partition's owner to file again (alerts.py). Every other value is a string.
--- Returns {taken (1 or 0 per change), seq per change (0: no filing)}.
+-- partition's owner to file again (alerts.py). A refresh (a firing alert's value moved)
+-- over a filing still there keeps what that one tells its groups (a fired alert whose
+-- filing failed is still filed as fired). Every other value is a string.
+-- Returns {taken (1 or 0 per change), seq per change (0: no filing), per change the
+-- filing kept when it is not the one given (else '')}.
 local alerts, clock, version, filings = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 for _, d in ipairs(cjson.decode(ARGV[2])) do
   local cur = redis.call('HGET', filings, d[1])
@@ -19,7 +22,7 @@ for _, d in ipairs(cjson.decode(ARGV[2])) do
     redis.call('HDEL', filings, d[1])
   end
 end
-local taken, seqs = {}, {}
+local taken, seqs, kept = {}, {}, {}
 for _, c in ipairs(cjson.decode(ARGV[1])) do
   local fp, expected, new = c[1], c[2], c[3]
   local window, judged, clock_at, filing = c[4], c[5], c[6], c[7]
@@ -28,7 +31,7 @@ for _, c in ipairs(cjson.decode(ARGV[1])) do
   -- replica judges them (or this one again, on a fresh read). Never apply the older view.
   local newer = window ~= 0
     and tonumber(redis.call('HGET', KEYS[window], 'T') or '-1') > tonumber(judged)
-  local seq = 0
+  local seq, merged = 0, ''
   if cur ~= expected or newer then
     taken[#taken + 1] = 0
   else
@@ -41,9 +44,20 @@ for _, c in ipairs(cjson.decode(ARGV[1])) do
     end
     if filing ~= '' then
       seq = redis.call('INCR', version)
+      local left = redis.call('HGET', filings, fp)
+      if left then
+        local f = cjson.decode(filing)
+        if f[9] == '1' then
+          local old = cjson.decode(string.match(left, '^%d+\t(.*)$'))
+          f[5], f[6], f[7], f[9] = old[5], old[6], old[7], old[9]
+          filing = cjson.encode(f)
+          merged = filing
+        end
+      end
       redis.call('HSET', filings, fp, seq .. '\t' .. filing)
     end
   end
   seqs[#seqs + 1] = seq
+  kept[#kept + 1] = merged
 end
-return {taken, seqs}
+return {taken, seqs, kept}
