@@ -174,7 +174,9 @@ class _SlotPool(ConnectionPool):  # type: ignore[misc]
         # the Cluster again (any node), at most every 250 ms.
         async with self._refreshing:
             if self._address is None or time.monotonic() - self._refreshed > 0.25:
-                with contextlib.suppress(RedisError, OSError):  # then the last one it is
+                # Then the last one it is. redis-py's Cluster client may also fail with an
+                # AttributeError when a failover closes a connection under it.
+                with contextlib.suppress(RedisError, OSError, AttributeError):
                     self._address = await self._ask()
                 self._refreshed = time.monotonic()
         if self._address is None:
