@@ -1,8 +1,9 @@
 """Alert state in Redis, and the groups each change is filed into.
 
 An alert lives beside its series' window, in the series' partition (keys
-`{s}`, storage/partitions.py); the groups it is filed into live in the home
-partition (`{h}`), with a copy of the alert as last filed:
+`{s}`, storage/partitions.py); a group it is filed into lives in the partition
+of the group's id (`{g}`, GroupSide), which keeps a copy of the alert as last
+filed:
 
     {s}alerts            hash  fingerprint -> Alert JSON (pending, firing)
     {s}alerts:clock      zset  fingerprint -> when the clock must next judge the live alert
@@ -11,14 +12,14 @@ partition (`{h}`), with a copy of the alert as last filed:
     {s}alerts:ver        int   the partition's filing counter (`seq`); bumped by every
                                change filed into groups (reloads inhibition sources)
     {s}filings           hash  fingerprint -> the change still to be filed (seq, tab, JSON)
-    {h}ga, {h}ga:seq     hash  fingerprint -> the alert as last filed (firing, or resolved
+    {g}ga, {g}ga:seq     hash  fingerprint -> the alert as last filed (firing, or resolved
                                and not yet told by every group), and that filing's seq
-    {h}ag:{fp}           set   group ids still holding the alert
-    {h}groups:due        zset  group id -> when the group must next be flushed (or its lease ends)
-    {h}group:{gid}       hash  key, labels, route, created, last_flush; while a flush holds
+    {g}ag:{fp}           set   group ids still holding the alert
+    {g}groups:due        zset  group id -> when the group must next be flushed (or its lease ends)
+    {g}group:{gid}       hash  key, labels, route, created, last_flush; while a flush holds
                                it: lease, lease_until, and what changed meanwhile: dirty
                                (flush again after group_interval) or rush (again at once)
-    {h}gm:{gid}          set   fingerprints in the group
+    {g}gm:{gid}          set   fingerprints in the group
 
 A change is written with compare-and-set (apply_alert_changes.lua): the alert
 moves only if nobody else moved it since we read it, so replicas never lose or
@@ -27,7 +28,9 @@ step, in the partition's `filings` under the next `seq`; then it is filed into
 its groups (file_alerts.lua: the copy, membership and schedule, skipped when a
 newer seq was filed already) and only then removed. A daemon that dies in
 between leaves the filing for the partition's owner, who files it again
-(`refile`): so the change reaches its groups exactly once, in order. An alert
+(`refile`). A filing is kept per alert: a newer change replaces one not filed
+yet (its groups hear the newer; a mere refresh of the value keeps what the
+older one told them), and none is filed after a newer one. An alert
 leaves a group only when that group's flush has told its resolution
 (dispatcher.py); a resolved alert leaves its series' partition at once (its
 groups have their copy).
