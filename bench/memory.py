@@ -8,7 +8,7 @@ rules, a few of them above their thresholds. It never lets the daemon fall more 
 `--max-backlog` entries behind, so what is measured is the daemon processing, not a
 backlog waiting in Redis. It prints the daemon's RSS (VmRSS from /proc/<pid>/status)
 and peak RSS (VmHWM) at each mark, the throughput, Redis' memory, and checks that every
-window key (`alertd:w:*`) has a TTL that counts down while its series is idle, then
+window key (`alertd:{pN}:w:*`) has a TTL that counts down while its series is idle, then
 (unless --no-wait-expiry) waits for the shortest-lived ones to disappear.
 
     .venv/bin/python bench/memory.py                 # 1M events, ~1000 series
@@ -215,7 +215,7 @@ def consumed(client: redis.Redis) -> int:
 
 
 def window_ttls(client: redis.Redis) -> dict[bytes, int]:
-    keys = list(client.scan_iter(match="alertd:w:*", count=1000))
+    keys = list(client.scan_iter(match="alertd:{p*}:w:*", count=1000))
     pipe = client.pipeline(transaction=False)
     for k in keys:
         pipe.pttl(k)
@@ -227,7 +227,7 @@ def check_ttls(client: redis.Redis, wait_expiry: bool) -> list[str]:
     problems: list[str] = []
     ttls = window_ttls(client)
     if not ttls:
-        return ["no alertd:w:* keys at all"]
+        return ["no window keys (alertd:{p*}:w:*) at all"]
     forever = [k for k, t in ttls.items() if t < 0]
     if forever:
         problems.append(f"{len(forever)} window keys without a TTL, e.g. {forever[0]!r}")

@@ -193,6 +193,7 @@ class TestClusterSpread:
         for kinds in by_master.values():
             assert SPREAD_KINDS <= set(kinds), sorted(SPREAD_KINDS - set(kinds))
         totals = [sum(kinds.values()) for kinds in by_master.values()]
+        print("keys per master:", totals, [f"{t / sum(totals):.0%}" for t in totals])
         assert max(totals) <= 0.6 * sum(totals), totals
 
 
