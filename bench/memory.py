@@ -356,7 +356,7 @@ def main() -> int:
         rows.append(("idle again, 10 s later", proc_status(daemon.pid), published))
 
         info = client.info("memory")
-        alerts = client.hlen("alertd:alerts")
+        alerts = sum(client.hlen(k) for k in client.scan_iter(match="alertd:{p*}:alerts"))
         dead = client.xlen("alertd:dead") if client.exists("alertd:dead") else 0
         print()
         print(f"{'mark':<24}{'RSS':>12}{'peak RSS':>12}")
