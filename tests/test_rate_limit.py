@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from alertd.channels.registry import parse_channel_config
 from alertd.model import NotifyReason
 from alertd.notify.ratelimit import build_digest
-from tests.conftest import DaemonFactory, Receiver, wait_for
+from tests.conftest import DaemonFactory, Receiver, keys_like, wait_for
 from tests.test_channel_slack import make_alert, make_notification
 from tests.test_e2e import RULES
 
@@ -62,7 +62,11 @@ class TestFlappingStorm:
             records = await app.history.list(limit=10_000)
             left = await redis.llen("alertd:{p0}:held:hook")
             pending = [r for r in records if r["outcome"] == "pending"]
-            return records if records and not left and not pending else None
+            # Held ones go out in a digest queued in an outbox: delivered once it is empty.
+            streams = await keys_like(redis, "alertd:{p*}:outbox:hook")
+            streams += await keys_like(redis, "alertd:{p*}:urgent:hook")
+            queued = sum([await redis.xlen(k) for k in streams])
+            return records if records and not left and not pending and not queued else None
 
         records = await wait_for(settled, timeout_s=90, interval_s=0.2)
         await wait_for(lambda: held() == 0, timeout_s=5)
