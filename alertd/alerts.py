@@ -122,6 +122,8 @@ class AlertStore:
         self._due = self.redis.register_script(lua("due_alerts"))
         # Filings done, per series partition: removed from `filings` with its next call.
         self._filed: dict[int, list[tuple[str, int]]] = {}
+        # Group partitions this daemon filed into since the dispatcher last looked.
+        self.filed_into: set[int] = set()
 
     def side_of(self, gid: str) -> GroupSide:
         """The partition a group lives in (its id's, as a series' is its fingerprint's)."""
@@ -382,6 +384,7 @@ class AlertStore:
                 scripts.queue(pipe, self._file, call.keys, [orjson.dumps(chunk)])
 
         await self.per_partition(parts, queue)
+        self.filed_into.update(parts)
         for p, f in filings:
             self._filed.setdefault(p, []).append((f[0], f[_SEQ]))
 

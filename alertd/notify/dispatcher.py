@@ -324,6 +324,10 @@ class Dispatcher:
         self._routes: tuple[Runtime, bytes] | None = None  # the claim's route -> channels
         self.notifications_created = 0
         self.history: History | None = None
+        # Each partition's first due time as last read: a flush claims only where
+        # something is due by then, or where this daemon filed since (a claim is a
+        # script per partition: most partitions have nothing due at a given moment).
+        self._next_due: dict[int, float] = {}
 
     def nflog_key(self, channel: str, gid: str) -> str:
         return self.store.side_of(gid).nflog_key(channel, gid)
@@ -358,7 +362,13 @@ class Dispatcher:
         if rt is not self._runtime_seen:
             await self._routing_changed(rt)
         sides = [self.store.sides[p] for p in sorted(self.owned())]
-        todo = sides
+        now = self.clock()
+        filed, self.store.filed_into = self.store.filed_into, set()
+        todo = [
+            side
+            for side in sides
+            if side.partition in filed or self._next_due.get(side.partition, 0.0) <= now
+        ]
         while todo:
             now = self.clock()
             claims = await self.claim_many(now, todo)
@@ -372,10 +382,10 @@ class Dispatcher:
             [side.partition for side in sides],
             lambda pipe, p: pipe.zrange(self.store.sides[p].due_key, 0, 0, withscores=True),
         )
-        firsts = [float(nxt[0][1]) for (nxt,) in answers.values() if nxt]
-        if not firsts:
-            return 1.0
-        return min(1.0, max(0.0, min(firsts) - self.clock()))
+        never = float("inf")
+        self._next_due = {p: float(nxt[0][1]) if nxt else never for p, (nxt,) in answers.items()}
+        first = min(self._next_due.values())
+        return min(1.0, max(0.0, first - self.clock()))
 
     async def _routing_changed(self, rt: Runtime) -> None:
         """After a reload, or a start on another routing than the last: look at every group
