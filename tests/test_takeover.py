@@ -65,12 +65,17 @@ class TestNotifications:
             holders |= {c["name"].decode().split(":")[0] for c in held["consumers"] if c["pending"]}
         victim = next(a for a in daemons.apps if a.consumer_name in holders)
         await crash(daemons, victim)
-        killed_at = time.monotonic()
+        killed_at, killed_wall = time.monotonic(), time.time()
 
         receiver.default = (200, {}, "ok")
         after_crash = len(receiver.received)
         await wait_for(lambda: queued <= ids_seen(receiver, after_crash), timeout_s=15)
-        assert time.monotonic() - killed_at < TAKEOVER_S + 4  # takeover + a few seconds
+        took_s = time.monotonic() - killed_at
+        first_s = min(r.at for r in receiver.received[after_crash:]) - killed_wall
+        print(
+            f"kill -9 to the first notification sent again {first_s:.2f} s, to all {took_s:.2f} s"
+        )
+        assert took_s < TAKEOVER_S + 4  # takeover + a few seconds
 
 
 class TestEvents:
