@@ -299,7 +299,6 @@ class Dispatcher:
         clock: Callable[[], float] = time.time,
         lease_s: float = LEASE_S,
         batch_groups: int = BATCH_GROUPS,
-        owned: Callable[[], Iterable[int]] | None = None,
     ) -> None:
         self.store = store
         self.redis = store.redis
@@ -310,10 +309,6 @@ class Dispatcher:
         self.clock = clock
         self.lease_s = lease_s
         self.batch_groups = batch_groups
-        # The partitions whose due groups this daemon flushes: every one, by default. A
-        # group's flush lease keeps each flush to one daemon at a time, and a page whose
-        # group's partition has lost its owner is not held up for `takeover`.
-        self.owned = owned or (lambda: range(store.partitions.count))
         self.wake = asyncio.Event()
         self._claim = self.redis.register_script(lua("claim_groups"))
         self._commit = self.redis.register_script(lua("commit_groups"))
@@ -356,12 +351,14 @@ class Dispatcher:
                 await asyncio.wait_for(self.wake.wait(), timeout=max(0.005, wait_s))
 
     async def flush_due(self) -> float:
-        """Flush every due group of the partitions owned; seconds until the next one is
-        due (at most 1 s)."""
+        """Flush every due group, of every partition; seconds until the next one is due
+        (at most 1 s). Any daemon flushes any partition's groups: a group's flush lease
+        keeps each flush to one daemon at a time, and a page whose partition's owner
+        died does not wait for `takeover`."""
         rt = self.runtime()
         if rt is not self._runtime_seen:
             await self._routing_changed(rt)
-        sides = [self.store.sides[p] for p in sorted(self.owned())]
+        sides = self.store.sides
         now = self.clock()
         filed, self.store.filed_into = self.store.filed_into, set()
         todo = [
