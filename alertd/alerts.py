@@ -60,7 +60,7 @@ DUE_LIMIT = 5000  # per clock evaluation (Lua's unpack takes at most ~8000)
 # Where apply_alert_changes.lua reads a change's window place, and file_alerts.lua a
 # filing's seq, targets and the place of its ag:<fp>; a target's group and members.
 _WINDOW = 3
-_SEQ, _TARGETS, _ALERT_GROUPS = 1, 4, 7
+_SEQ, _NOW, _TARGETS, _ALERT_GROUPS = 1, 3, 4, 7
 _GROUP, _MEMBERS = 6, 7
 
 
@@ -128,6 +128,16 @@ class AlertStore:
     def side_of(self, gid: str) -> GroupSide:
         """The partition a group lives in (its id's, as a series' is its fingerprint's)."""
         return self.sides[keys.partition_of(gid, self.partitions.count)]
+
+    def _apply_keys(self, partition: int) -> tuple[str, ...]:
+        """The keys apply_alert_changes.lua takes first, of a series partition."""
+        prefix = self.partitions.prefix(partition)
+        return (
+            keys.alerts(prefix),
+            keys.alerts_clock(prefix),
+            keys.alerts_version(prefix),
+            keys.filings(prefix),
+        )
 
     def window_key(self, fp: str, version: str) -> str:
         return keys.window(self.partitions.prefix(self.partitions.of_series(fp)), fp, version)
@@ -308,13 +318,7 @@ class AlertStore:
             by_part.setdefault(c.partition, []).append(i)
 
         def queue(pipe: Any, p: int) -> None:
-            prefix = self.partitions.prefix(p)
-            fixed = (
-                keys.alerts(prefix),
-                keys.alerts_clock(prefix),
-                keys.alerts_version(prefix),
-                keys.filings(prefix),
-            )
+            fixed = self._apply_keys(p)
             positions = by_part[p]
             done = self._filed.pop(p, [])
             for start in range(0, len(positions), APPLY_CHUNK):
@@ -401,7 +405,7 @@ class AlertStore:
             for raw in rows.values():
                 seq, _, text = raw.decode().partition("\t")
                 filing = orjson.loads(text)
-                if float(filing[3]) < before:
+                if float(filing[_NOW]) < before:
                     filing[_SEQ] = int(seq)
                     again.append((p, filing))
         if again:
@@ -416,14 +420,7 @@ class AlertStore:
         with a partition's next changes; this, when none came)."""
 
         def queue(pipe: Any, p: int) -> None:
-            prefix = self.partitions.prefix(p)
-            fixed = [
-                keys.alerts(prefix),
-                keys.alerts_clock(prefix),
-                keys.alerts_version(prefix),
-                keys.filings(prefix),
-            ]
             done = self._filed.pop(p, [])
-            scripts.queue(pipe, self._apply, fixed, [b"[]", orjson.dumps(done)])
+            scripts.queue(pipe, self._apply, list(self._apply_keys(p)), [b"[]", orjson.dumps(done)])
 
         await self.per_partition(partitions, queue)
