@@ -35,6 +35,19 @@ async def beat_all(*daemons: Ownership) -> None:
         await d.beat()
 
 
+async def share_half_and_half(a: Ownership, b: Ownership) -> None:
+    """`a` takes every partition, `b` joins: they settle on half each, covering all."""
+    await a.beat()
+    assert N == a.owned
+
+    async def balanced() -> bool:
+        await beat_all(a, b)
+        return (a.owned, b.owned) == (N // 2, N // 2)
+
+    await wait_for(balanced, timeout_s=5)
+    assert frozenset(range(N)) == a.owned_partitions | b.owned_partitions
+
+
 class TestOwnership:
     async def test_a_daemon_alone_owns_every_partition_after_one_beat(
         self, redis: aioredis.Redis
@@ -56,16 +69,8 @@ class TestOwnership:
     ) -> None:
         a = Ownership(partitions(redis), "a", takeover_s=10)
         b = Ownership(partitions(redis), "b", takeover_s=10)
-        await a.beat()
-        assert N == a.owned
-
-        async def balanced() -> bool:
-            await beat_all(a, b)
-            return (a.owned, b.owned) == (N // 2, N // 2)
-
-        await wait_for(balanced, timeout_s=5)
+        await share_half_and_half(a, b)
         assert not a.owned_partitions & b.owned_partitions
-        assert frozenset(range(N)) == a.owned_partitions | b.owned_partitions
         owners = await lease_owners(redis, partitions(redis))
         assert {i: "a" for i in a.owned_partitions} | {i: "b" for i in b.owned_partitions} == owners
         await beat_all(a, b, a, b)  # and it stays so
@@ -170,15 +175,7 @@ class TestOwnershipOnACluster:
             assert len(parts_a.by_client(range(N))) > 1  # the partitions span masters
             a = Ownership(parts_a, "a", takeover_s=10)
             b = Ownership(parts_b, "b", takeover_s=10)
-            await a.beat()
-            assert N == a.owned
-
-            async def balanced() -> bool:
-                await beat_all(a, b)
-                return (a.owned, b.owned) == (N // 2, N // 2)
-
-            await wait_for(balanced, timeout_s=5)
-            assert frozenset(range(N)) == a.owned_partitions | b.owned_partitions
+            await share_half_and_half(a, b)
             owners = {i: "a" for i in a.owned_partitions} | {i: "b" for i in b.owned_partitions}
             assert owners == await lease_owners(routed, parts_a)
             await a.leave()
