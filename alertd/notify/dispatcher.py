@@ -71,6 +71,11 @@ throttled = ThrottledLog(log)  # loops that fail alike each retry log once a min
 LEASE_S = 30.0
 NFLOG_TTL_S = 8 * 86400
 BATCH_GROUPS = 100
+# A flush round takes `batch_groups` groups in all, shared by the partitions with some
+# due, but at least this many of each: a round is short, so an urgent group filed
+# meanwhile is claimed by the next one (claims take urgent groups first), and a storm
+# spread over 16 partitions still goes out in rounds of a few hundred.
+MIN_CLAIM_PER_PARTITION = 16
 INHIBIT_REFRESH_S = 1.0
 
 
@@ -368,7 +373,8 @@ class Dispatcher:
         ]
         while todo:
             now = self.clock()
-            claims = await self.claim_many(now, todo)
+            share = max(MIN_CLAIM_PER_PARTITION, -(-self.batch_groups // len(todo)))
+            claims = await self.claim_many(now, todo, min(share, self.batch_groups))
             flushing = [self.flush(claim, now) for claim in claims if claim.groups]
             if flushing:
                 await asyncio.gather(*flushing)
@@ -416,8 +422,12 @@ class Dispatcher:
         (claim,) = await self.claim_many(now, [side or self.store.sides[keys.HOME]])
         return claim
 
-    async def claim_many(self, now: float, sides: list[GroupSide]) -> list[Claim]:
-        """`claim` in each of these partitions, one round trip per client."""
+    async def claim_many(
+        self, now: float, sides: list[GroupSide], limit: int | None = None
+    ) -> list[Claim]:
+        """`claim` in each of these partitions, up to `limit` groups each (`batch_groups`
+        by default), one round trip per client."""
+        limit = limit or self.batch_groups
         token = next(self._tokens)
         routes = self._route_channels()
 
@@ -432,7 +442,7 @@ class Dispatcher:
                     repr(now),
                     repr(now + self.lease_s),
                     token,
-                    self.batch_groups,
+                    limit,
                     routes,
                 ],
             )
@@ -442,7 +452,7 @@ class Dispatcher:
         for side in sides:
             ((count, rows),) = answers[side.partition]
             groups = [_snapshot(*rows[i : i + 5]) for i in range(0, len(rows), 5)]
-            claims.append(Claim(token, groups, int(count) >= self.batch_groups, side))
+            claims.append(Claim(token, groups, int(count) >= limit, side))
         return claims
 
     def _route_channels(self) -> bytes:
@@ -560,7 +570,7 @@ class Dispatcher:
                         self._log_queued(notice.notification)
                         told.append(notice.notification)
         if self.history is not None:
-            await self.history.queued(told)
+            self.history.queued_soon(told)
         self.notifications_created += queued
         return queued
 

@@ -160,16 +160,30 @@ class History:
         once they are written (or given up: never raises for Redis)."""
         await self._enqueue([(member(n.receiver, n.id), n.created_at, rec) for n, rec in items])
 
+    def queued_soon(self, ns: Iterable[Notification]) -> None:
+        """`queued`, without waiting for the write: the dispatcher's commit path. The
+        outbox entry is the durable record; this one joins the next history write, and
+        a later step's record of the same notification (queued after it) outranks it."""
+        self._add([(member(n.receiver, n.id), n.created_at, record_of(n, "pending")) for n in ns])
+
     async def _enqueue(self, items: Sequence[tuple[str, float, dict[str, Any]]]) -> None:
+        written = self._add(items)
+        if written is not None:
+            # Shielded: a cancelled caller (shutdown) does not cancel the others' records.
+            await asyncio.shield(written)
+
+    def _add(
+        self, items: Sequence[tuple[str, float, dict[str, Any]]]
+    ) -> asyncio.Future[None] | None:
+        """Queue records for the next write; the future is done once it is written."""
         if not items:
-            return
+            return None
         self._batch.extend(items)
         written = asyncio.get_running_loop().create_future()
         self._waiting.append(written)
         if self._writer is None or self._writer.done():
             self._writer = asyncio.create_task(self._write_batches())
-        # Shielded: a cancelled caller (shutdown) does not cancel the others' records.
-        await asyncio.shield(written)
+        return written
 
     async def _write_batches(self) -> None:
         waiting: list[asyncio.Future[None]] = []
