@@ -200,6 +200,7 @@ class App:
         if any(
             w.change in NOTIFY_CHANGES and w.alert is not None and w.alert.pages for w in writes
         ):
+            self.dispatcher.page_filed()
             self.workers.page_coming()
 
     def prepare(self, events: list[Event], now: float) -> None:

@@ -195,6 +195,26 @@ class TestGroupWait:
         assert ["CpuHigh", "DiskFull"] == sorted(n.group_labels["alertname"] for n in sent)
 
 
+class TestUrgentFlush:
+    """A critical alert's groups are flushed on their own, beside a storm's rounds."""
+
+    async def test_it_takes_only_the_groups_a_page_fired_in(
+        self, redis: aioredis.Redis, tmp_path: Path
+    ) -> None:
+        by_service = ROUTE_HOOK + 'group_by = ["service"]\n'
+        h = Harness(redis, write_config(tmp_path, by_service))
+        for i in range(5):
+            await h.fire(service=f"web{i}")
+        await h.fire("critical", service="db")
+        h.now = T0 + 5
+        assert 1 == await h.dispatcher.flush_urgent()
+        sent = await h.queued()
+        assert [["db"]] == [[a.labels["service"] for a in n.alerts] for n in sent]
+        assert sent[0].urgent
+        assert 5 == len(await h.flush(T0 + 5))  # the rest are the next round's
+        assert 0 == await h.dispatcher.flush_urgent()
+
+
 class TestGroupInterval:
     """After a group was notified, its changes wait for group_interval."""
 

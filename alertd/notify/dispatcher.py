@@ -76,6 +76,7 @@ BATCH_GROUPS = 100
 # meanwhile is claimed by the next one (claims take urgent groups first), and a storm
 # spread over 16 partitions still goes out in rounds of a few hundred.
 MIN_CLAIM_PER_PARTITION = 16
+PLAN_SLICE = 16  # groups planned between two turns of the event loop
 INHIBIT_REFRESH_S = 1.0
 
 
@@ -315,6 +316,7 @@ class Dispatcher:
         self.lease_s = lease_s
         self.batch_groups = batch_groups
         self.wake = asyncio.Event()
+        self.urgent = asyncio.Event()  # page_filed
         self._claim = self.redis.register_script(lua("claim_groups"))
         self._commit = self.redis.register_script(lua("commit_groups"))
         self._reschedule = self.redis.register_script(lua("reschedule_groups"))
@@ -332,8 +334,42 @@ class Dispatcher:
     def nflog_key(self, channel: str, gid: str) -> str:
         return self.store.side_of(gid).nflog_key(channel, gid)
 
+    def page_filed(self) -> None:
+        """A critical alert fired and was filed: flush its groups now, beside the round
+        in progress (a storm's rounds follow one another for seconds)."""
+        self.urgent.set()
+
     async def run(self, stopping: asyncio.Event) -> None:
-        """Flush due groups until `stopping` is set; wake early when poked."""
+        """Flush due groups until `stopping` is set, waking early when poked; and the
+        groups a critical alert fired in as soon as it is filed."""
+        await asyncio.gather(self._run_rounds(stopping), self._run_urgent(stopping))
+
+    async def _run_urgent(self, stopping: asyncio.Event) -> None:
+        """What `page_filed` asks for. A failure leaves the groups to the rounds: they
+        stay marked urgent, and a round claims those first."""
+        while not stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.urgent.wait(), timeout=1.0)
+            if not self.urgent.is_set():
+                continue
+            self.urgent.clear()
+            try:
+                await self.flush_urgent()
+            except RedisError as exc:
+                throttled.warning(
+                    "redis", "dispatcher cannot reach redis", error=type(exc).__name__
+                )
+            except Exception:
+                throttled.exception("bug", "urgent flush failed")
+
+    async def flush_urgent(self) -> int:
+        """Flush the groups marked urgent, in every partition; how many notifications
+        were queued. The rounds' leases keep each group to one flush at a time."""
+        now = self.clock()
+        claims = await self.claim_many(now, self.store.sides, urgent_only=True)
+        return await self.flush_round(claims, now)
+
+    async def _run_rounds(self, stopping: asyncio.Event) -> None:
         backoff_s = 0.1
         while not stopping.is_set():
             # Cleared before flushing, so a change filed during the flush wakes the next one.
@@ -375,9 +411,7 @@ class Dispatcher:
             now = self.clock()
             share = max(MIN_CLAIM_PER_PARTITION, -(-self.batch_groups // len(todo)))
             claims = await self.claim_many(now, todo, min(share, self.batch_groups))
-            flushing = [self.flush(claim, now) for claim in claims if claim.groups]
-            if flushing:
-                await asyncio.gather(*flushing)
+            await self.flush_round(claims, now)
             todo = [claim.side for claim in claims if claim.more]
         if not sides:
             return 1.0
@@ -423,10 +457,15 @@ class Dispatcher:
         return claim
 
     async def claim_many(
-        self, now: float, sides: list[GroupSide], limit: int | None = None
+        self,
+        now: float,
+        sides: list[GroupSide],
+        limit: int | None = None,
+        urgent_only: bool = False,
     ) -> list[Claim]:
         """`claim` in each of these partitions, up to `limit` groups each (`batch_groups`
-        by default), one round trip per client."""
+        by default; with `urgent_only`, of the groups marked urgent alone), one round
+        trip per client."""
         limit = limit or self.batch_groups
         token = next(self._tokens)
         routes = self._route_channels()
@@ -444,6 +483,7 @@ class Dispatcher:
                     token,
                     limit,
                     routes,
+                    int(urgent_only),
                 ],
             )
 
@@ -466,10 +506,26 @@ class Dispatcher:
 
     async def flush(self, claim: Claim, now: float) -> int:
         """Flush leased groups; how many notifications were queued."""
+        return await self.flush_round([claim], now)
+
+    async def flush_round(self, claims: list[Claim], now: float) -> int:
+        """Flush what a round leased, in every partition: plan in slices, letting the
+        event loop run other steps between them (a storm's round is seconds of planning
+        in all: a page's ingest must not wait for it), then commit each partition's
+        plans, in one round trip per client. How many notifications were queued."""
+        claims = [claim for claim in claims if claim.groups]
+        if not claims:
+            return 0
         ctx = await self.context(now)
-        snaps = await self.read(claim, ctx.rt)
-        plans = [plan_group(s, ctx) for s in snaps]
-        return await self.commit(claim.token, plans, now, claim.side)
+        planned: list[tuple[Claim, list[GroupPlan]]] = []
+        for claim in claims:
+            snaps = await self.read(claim, ctx.rt)
+            plans: list[GroupPlan] = []
+            for start in range(0, len(snaps), PLAN_SLICE):
+                plans += [plan_group(snap, ctx) for snap in snaps[start : start + PLAN_SLICE]]
+                await asyncio.sleep(0)
+            planned.append((claim, plans))
+        return await self.commit_many(planned, now)
 
     async def context(self, now: float) -> FlushContext:
         rt = self.runtime()
@@ -538,23 +594,49 @@ class Dispatcher:
         """Write every group's plan (all of one partition, the home one by default), each
         atomically, in one call; notifications queued."""
         side = side or self.store.sides[keys.HOME]
-        plans = list(plans)
-        if not plans:
-            return 0
+        claim = Claim(token, [], False, side)
+        return await self.commit_many([(claim, list(plans))], now)
+
+    async def commit_many(self, planned: list[tuple[Claim, list[GroupPlan]]], now: float) -> int:
+        """`commit` for each claim's plans, a script call per partition, one round trip
+        per client; notifications queued."""
+        planned = [(claim, plans) for claim, plans in planned if plans]
         lanes = {
-            (n.receiver, n.urgent): n
+            (n.receiver, n.urgent, claim.side.partition): n
+            for claim, plans in planned
             for p in plans
             for notice in p.notices
             if (n := notice.notification) is not None
         }
-        for n in lanes.values():
-            await self.outbox.ensure_group_of(n, side.partition)
+        for (_, _, partition), n in lanes.items():
+            await self.outbox.ensure_group_of(n, partition)
+        calls = {
+            claim.side.partition: self._commit_call(claim, plans, now) for claim, plans in planned
+        }
+
+        def queue(pipe: Any, p: int) -> None:
+            scripts.queue(pipe, self._commit, *calls[p])
+
+        answers = await self.store.per_partition(calls, queue)
+        queued = sum(
+            self._committed(plans, answers[claim.side.partition][0]) for claim, plans in planned
+        )
+        self.notifications_created += queued
+        return queued
+
+    def _commit_call(
+        self, claim: Claim, plans: list[GroupPlan], now: float
+    ) -> tuple[list[str], list[Any]]:
+        """commit_groups.lua's keys and arguments for one partition's plans."""
+        side = claim.side
         call = keys.ScriptKeys(
             (side.due_key, side.urgent_key, side.copies_key, side.copies_seq_key)
         )
         groups = orjson.dumps([self._commit_args(p, call, side) for p in plans])
-        args: list[Any] = [token, repr(now), NFLOG_TTL_S, groups]
-        results = await self._commit(keys=call.keys, args=args, client=side.redis)
+        return call.keys, [claim.token, repr(now), NFLOG_TTL_S, groups]
+
+    def _committed(self, plans: list[GroupPlan], results: list[Any]) -> int:
+        """Log and record what one partition's commit queued; how many."""
         queued = 0
         told: list[Notification] = []
         for i, p in enumerate(plans):
@@ -571,7 +653,6 @@ class Dispatcher:
                         told.append(notice.notification)
         if self.history is not None:
             self.history.queued_soon(told)
-        self.notifications_created += queued
         return queued
 
     def _commit_args(self, p: GroupPlan, call: keys.ScriptKeys, side: GroupSide) -> list[Any]:

@@ -33,10 +33,15 @@ async def group(redis: aioredis.Redis, gid: str, due: float, **fields: str) -> N
 
 
 async def claim(
-    redis: aioredis.Redis, now: float, token: str, limit: int = 10, lease_s: float = 30
+    redis: aioredis.Redis,
+    now: float,
+    token: str,
+    limit: int = 10,
+    lease_s: float = 30,
+    urgent_only: bool = False,
 ) -> tuple[int, list[Any]]:
     script = redis.register_script(lua("claim_groups"))
-    args = [PREFIX, repr(now), repr(now + lease_s), token, limit, ROUTES]
+    args = [PREFIX, repr(now), repr(now + lease_s), token, limit, ROUTES, int(urgent_only)]
     count, rows = await script(keys=[DUE, COPIES, URGENT], args=args)
     return count, rows
 
@@ -110,6 +115,16 @@ class TestClaimGroups:
         count, rows = await claim(redis, T0, "A:0", limit=2)
         assert (2, [b"page", b"warn0"]) == (count, gids(rows))
         assert 0 == await redis.zcard(URGENT)
+
+    async def test_an_urgent_claim_takes_only_urgent_groups(self, redis: aioredis.Redis) -> None:
+        for i in range(3):
+            await group(redis, f"warn{i}", T0 - 10 + i)
+        await group(redis, "page", T0)
+        await redis.zadd(URGENT, {"page": T0})
+        count, rows = await claim(redis, T0, "A:0", limit=2, urgent_only=True)
+        assert (1, [b"page"]) == (count, gids(rows))
+        assert 3 == await redis.zcount(DUE, "-inf", T0)  # the backlog is left to the rounds
+        assert (0, []) == await claim(redis, T0, "A:1", urgent_only=True)
 
     async def test_an_urgent_group_another_flush_holds_waits_with_its_lease(
         self, redis: aioredis.Redis

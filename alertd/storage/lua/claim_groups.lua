@@ -3,7 +3,8 @@
 -- {channel, notification log entry, ...}, gid, ...}} for the ones taken. ARGV[6]: JSON
 -- {route id: [channels]} ('' for a route not in it), whose logs are read. Groups a
 -- critical alert fired in (KEYS[3], urgent) are taken first, so a page does not wait
--- for a storm of other groups due before it.
+-- for a storm of other groups due before it. ARGV[7] '1': take only those (the
+-- dispatcher's urgent flush, which runs beside a storm's rounds).
 -- KEYS: groups:due, ga (copies of the filed alerts), groups:urgent. The one script that
 -- builds keys: it finds the due group ids itself, so it names their group:<gid>, gm:<gid> and nflog:<ch>:<gid>
 -- from the state prefix (ARGV[1]). Declaring them would take a round trip more (read the
@@ -11,11 +12,11 @@
 -- partition's hash tag, so every key built here is in the slot of the declared ones.
 local due, copies, urgent, prefix = KEYS[1], KEYS[2], KEYS[3], ARGV[1]
 local now, lease_until, token, limit = ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5])
-local routes = cjson.decode(ARGV[6])
+local routes, urgent_only = cjson.decode(ARGV[6]), ARGV[7] == '1'
 local gids = redis.call('ZRANGEBYSCORE', urgent, '-inf', now, 'LIMIT', 0, limit)
 local first = {}
 for _, gid in ipairs(gids) do first[gid] = true end
-if #gids < limit then
+if #gids < limit and not urgent_only then
   for _, gid in ipairs(redis.call('ZRANGEBYSCORE', due, '-inf', now, 'LIMIT', 0, limit)) do
     if #gids == limit then break end
     if not first[gid] then gids[#gids + 1] = gid end
