@@ -58,9 +58,10 @@ APPLY_CHUNK = 500  # changes per Lua call: long enough to pay off, short enough 
 DUE_LIMIT = 5000  # per clock evaluation (Lua's unpack takes at most ~8000)
 
 # Where apply_alert_changes.lua reads a change's window place, and file_alerts.lua a
-# filing's seq, targets and the place of its ag:<fp>; a target's group and members.
+# filing's seq, targets, page flag and the place of its ag:<fp>; a target's group and
+# members.
 _WINDOW = 3
-_SEQ, _NOW, _TARGETS, _ALERT_GROUPS = 1, 3, 4, 7
+_SEQ, _NOW, _TARGETS, _PAGES, _ALERT_GROUPS = 1, 3, 4, 6, 7
 _GROUP, _MEMBERS = 6, 7
 
 
@@ -122,8 +123,10 @@ class AlertStore:
         self._due = self.redis.register_script(lua("due_alerts"))
         # Filings done, per series partition: removed from `filings` with its next call.
         self._filed: dict[int, list[tuple[str, int]]] = {}
-        # Group partitions this daemon filed into since the dispatcher last looked.
+        # Group partitions this daemon filed into since the dispatcher last looked; and
+        # those it filed a page into (a critical alert firing) since its urgent flush.
         self.filed_into: set[int] = set()
+        self.paged_into: set[int] = set()
 
     def side_of(self, gid: str) -> GroupSide:
         """The partition a group lives in (its id's, as a series' is its fingerprint's)."""
@@ -389,6 +392,7 @@ class AlertStore:
 
         await self.per_partition(parts, queue)
         self.filed_into.update(parts)
+        self.paged_into.update(p for p, fs in parts.items() if any(f[_PAGES] == "1" for f in fs))
         for p, f in filings:
             self._filed.setdefault(p, []).append((f[0], f[_SEQ]))
 

@@ -165,6 +165,7 @@ class App:
             lambda: self.config.settings.notify.history_retention.total_seconds(),
         )
         self.dispatcher.history = self.workers.history = self.history
+        self.dispatcher.page_hold = self.workers.page_hold
         self.limiter = RateLimiter(
             self.redis, self.prefix, self.outbox, lambda: self.channels, self.metrics, self.history
         )

@@ -7,6 +7,7 @@ itself, then reads what landed in the outbox.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from dataclasses import replace
 from pathlib import Path
@@ -20,6 +21,7 @@ from alertd.alerts import AlertStore
 from alertd.model import Alert, Notification, NotifyReason, fingerprint
 from alertd.notify.dispatcher import Dispatcher, NflogEntry, Runtime, decide, firing_key
 from alertd.notify.outbox import Outbox
+from alertd.notify.pagehold import PageHold
 from alertd.settings import Config, load_config
 from alertd.silences import Silence, SilenceStore
 from alertd.storage.partitions import Partitions
@@ -213,6 +215,18 @@ class TestUrgentFlush:
         assert sent[0].urgent
         assert 5 == len(await h.flush(T0 + 5))  # the rest are the next round's
         assert 0 == await h.dispatcher.flush_urgent()
+
+    async def test_a_round_waits_while_a_page_is_on_its_way(self, h: Harness) -> None:
+        await h.fire(service="a")
+        hold = h.dispatcher.page_hold = PageHold(hold_s=30.0)
+        hold.coming()
+        h.now = T0 + 5
+        flushing = asyncio.create_task(h.dispatcher.flush_due())
+        await asyncio.wait({flushing}, timeout=0.2)
+        assert [] == await h.queued()
+        hold.delivered()
+        await asyncio.wait_for(flushing, timeout=5)
+        assert 1 == len(await h.queued())
 
 
 class TestGroupInterval:

@@ -15,10 +15,14 @@ sleeps until its next repeat; a change filed wakes it as group_interval
 allows, and a reload (or a start on another routing than the last) makes
 every group flushed before due at once.
 
-A flush of a batch of groups costs three round trips whatever its size:
+A round of flushes costs two round trips per Redis client whatever its size (a
+script call per partition in each):
 
-    claim and read the groups (Lua) -> alerts and notification logs (one pipeline)
-    -> plan (pure) -> commit (Lua, each group atomically)
+    claim and read the groups (Lua) -> plan (pure, in slices) -> commit (Lua, each
+    group atomically)
+
+A round is short (`batch_groups` in all), and a critical alert's groups do not wait
+for it: `flush_urgent` claims and flushes those alone, as soon as the change is filed.
 
 Planning applies, per group and channel, Alertmanager's stages:
 
@@ -51,6 +55,7 @@ from alertd.logthrottle import ThrottledLog
 from alertd.model import Alert, Notification, new_id
 from alertd.notify.history import History
 from alertd.notify.outbox import Outbox
+from alertd.notify.pagehold import PageHold
 from alertd.notify.routing import RoutePolicy, Router, routing_digest
 from alertd.notify.stages import (
     NflogEntry,
@@ -77,6 +82,7 @@ BATCH_GROUPS = 100
 # spread over 16 partitions still goes out in rounds of a few hundred.
 MIN_CLAIM_PER_PARTITION = 16
 PLAN_SLICE = 16  # groups planned between two turns of the event loop
+LOOK_ALL_EVERY_S = 1.0  # how often a flush reads every partition's first due time
 INHIBIT_REFRESH_S = 1.0
 
 
@@ -326,10 +332,12 @@ class Dispatcher:
         self._routes: tuple[Runtime, bytes] | None = None  # the claim's route -> channels
         self.notifications_created = 0
         self.history: History | None = None
+        self.page_hold: PageHold | None = None
         # Each partition's first due time as last read: a flush claims only where
         # something is due by then, or where this daemon filed since (a claim is a
         # script per partition: most partitions have nothing due at a given moment).
         self._next_due: dict[int, float] = {}
+        self._look_all_at = 0.0
 
     def nflog_key(self, channel: str, gid: str) -> str:
         return self.store.side_of(gid).nflog_key(channel, gid)
@@ -363,10 +371,13 @@ class Dispatcher:
                 throttled.exception("bug", "urgent flush failed")
 
     async def flush_urgent(self) -> int:
-        """Flush the groups marked urgent, in every partition; how many notifications
-        were queued. The rounds' leases keep each group to one flush at a time."""
+        """Flush the groups marked urgent in the partitions this daemon filed a page into
+        since; how many notifications were queued. The leases keep each group to one
+        flush at a time (a round may have claimed it first)."""
+        paged, self.store.paged_into = self.store.paged_into, set()
         now = self.clock()
-        claims = await self.claim_many(now, self.store.sides, urgent_only=True)
+        sides = [self.store.sides[p] for p in sorted(paged)]
+        claims = await self.claim_many(now, sides, urgent_only=True) if sides else []
         return await self.flush_round(claims, now)
 
     async def _run_rounds(self, stopping: asyncio.Event) -> None:
@@ -407,7 +418,10 @@ class Dispatcher:
             for side in sides
             if side.partition in filed or self._next_due.get(side.partition, 0.0) <= now
         ]
+        looked = {side.partition for side in todo}
         while todo:
+            if self.page_hold is not None:
+                await self.page_hold.wait()  # a page fired here: its flush and delivery first
             now = self.clock()
             share = max(MIN_CLAIM_PER_PARTITION, -(-self.batch_groups // len(todo)))
             claims = await self.claim_many(now, todo, min(share, self.batch_groups))
@@ -415,13 +429,20 @@ class Dispatcher:
             todo = [claim.side for claim in claims if claim.more]
         if not sides:
             return 1.0
-        answers = await self.store.per_partition(
-            [side.partition for side in sides],
-            lambda pipe, p: pipe.zrange(self.store.sides[p].due_key, 0, 0, withscores=True),
-        )
-        never = float("inf")
-        self._next_due = {p: float(nxt[0][1]) if nxt else never for p, (nxt,) in answers.items()}
-        first = min(self._next_due.values())
+        # The first due time of the partitions just flushed; of every partition now and
+        # then, for the groups other daemons filed or left (a flush held by one that died).
+        if self.clock() >= self._look_all_at:
+            self._look_all_at = self.clock() + LOOK_ALL_EVERY_S
+            looked = {side.partition for side in sides}
+        if looked:
+            answers = await self.store.per_partition(
+                looked,
+                lambda pipe, p: pipe.zrange(self.store.sides[p].due_key, 0, 0, withscores=True),
+            )
+            never = float("inf")
+            for p, (nxt,) in answers.items():
+                self._next_due[p] = float(nxt[0][1]) if nxt else never
+        first = min(self._next_due.get(side.partition, 0.0) for side in sides)
         return min(1.0, max(0.0, first - self.clock()))
 
     async def _routing_changed(self, rt: Runtime) -> None:

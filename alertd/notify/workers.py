@@ -39,6 +39,7 @@ from alertd.notify.delivery import DeliveryResult, deliver
 from alertd.notify.history import History
 from alertd.notify.outbox import Entry, Outbox
 from alertd.notify.outcomes import OutcomeWriter
+from alertd.notify.pagehold import PageHold
 from alertd.notify.ratelimit import RateLimiter
 from alertd.notify.retry import Outcome
 from alertd.storage import keys
@@ -51,10 +52,6 @@ IN_FLIGHT_PER_CHANNEL = 64  # the most notifications of one channel in hand at o
 # inside the attempt's timeout: more at once would only hit connection limits and time out.
 IN_FLIGHT_BY_TYPE = {"email": 16, "slack": 16}
 URGENT_SHARE = 4  # each kind of lane is sure of a quarter of its channel's slots (_room)
-# A critical alert that fires holds back the outbox readers this long at most (until the
-# page is delivered), and not again before as long has passed: the page's path through
-# this process is not queued behind a storm's deliveries, and nothing starves.
-PAGE_HOLD_S = 0.25
 READ_WHEN_FREE = 4  # a busy lane reads again once 1/READ_WHEN_FREE of its slots are free
 # HTTP connections to one host: a channel's slots and the other lane's sure quarter, so
 # a page never waits for a connection a storm holds.
@@ -138,11 +135,9 @@ class ChannelWorkers:
     _failing: ChannelFailing = field(init=False)
     _rng: random.Random = field(default_factory=random.Random)
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
-    _no_page: asyncio.Event = field(default_factory=asyncio.Event)  # clear: a page is coming
-    _page_hold_ends: float = 0.0  # monotonic
+    page_hold: PageHold = field(default_factory=PageHold)  # shared with the dispatcher
 
     def __post_init__(self) -> None:
-        self._no_page.set()
         self._outcomes = OutcomeWriter(self.outbox, self.dead, self._spawn)
         self._failing = ChannelFailing(self.outbox, lambda: self.channels, self.clock)
 
@@ -248,25 +243,9 @@ class ChannelWorkers:
                 await ch.close()
 
     def page_coming(self) -> None:
-        """A critical alert just fired here: the outbox readers take nothing new until its
-        page is delivered or PAGE_HOLD_S passed (not again within as long after)."""
-        now = time.monotonic()
-        if now >= self._page_hold_ends + PAGE_HOLD_S:
-            self._page_hold_ends = now + PAGE_HOLD_S
-            self._no_page.clear()
-
-    def _page_delivered(self) -> None:
-        self._page_hold_ends = min(self._page_hold_ends, time.monotonic())
-        self._no_page.set()
-
-    async def _held_back(self) -> bool:
-        """Wait while a page is coming (at most until the hold ends); whether it waited."""
-        left_s = self._page_hold_ends - time.monotonic()
-        if self._no_page.is_set() or left_s <= 0:
-            return False
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._no_page.wait(), left_s)
-        return True
+        """A critical alert just fired here: the outbox readers of the ordinary lanes, and
+        the dispatcher's rounds, start nothing new until its page is delivered (pagehold.py)."""
+        self.page_hold.coming()
 
     # --- the reader --------------------------------------------------------------------
 
@@ -307,7 +286,7 @@ class ChannelWorkers:
         page to go first. While its kind delivers, a lane reads again only once a quarter
         of the kind's slots are free: fewer, fuller reads in a storm. The urgent lanes
         read at once."""
-        if not lane.urgent and await self._held_back():
+        if not lane.urgent and await self.page_hold.wait():
             return 0
         limit, held = self._in_flight(lane)
         free = limit - held
@@ -474,7 +453,7 @@ class ChannelWorkers:
             self._freed(lane)
             # The hold ends once no urgent lane of the channel, in any partition, holds one.
             if lane.urgent and not self._in_hand[kind]:
-                self._page_delivered()
+                self.page_hold.delivered()
 
     async def _handle_held(self, lane: _Lane, held: _Held) -> None:
         name, urgent = lane.name, lane.urgent
