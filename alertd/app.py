@@ -475,7 +475,8 @@ async def run_daemon(config_path: str | None) -> int:
     config = load_config(config_path)
     from alertd.logs import configure
 
-    configure(config.settings.logging.level, config.settings.logging.format, config_secrets(config))
+    settings = config.settings.logging
+    configure(settings.level, settings.format, config_secrets(config), daemon=True)
     for w in config.warnings:
         log.warning("config warning", warning=w)
     check_listen(config.settings, str(config.path))  # before the consumer group is created

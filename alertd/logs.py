@@ -10,6 +10,9 @@ a terminal and nested values as `key=value` text, never as Python reprs.
 
 from __future__ import annotations
 
+import asyncio
+import atexit
+import contextlib
 import logging
 import sys
 import time
@@ -119,13 +122,56 @@ def _json(event: Any, **_: Any) -> str:
     return orjson.dumps(event, default=repr, option=orjson.OPT_NON_STR_KEYS).decode()
 
 
+class TurnWriter:
+    """Writes log lines; inside an event loop, the lines of one turn of the loop go out
+    in one write at the start of the next. A write and flush per line is a system call
+    per line, and a storm logs three lines per alert. At most one turn's lines are in
+    hand (lost only if the process is killed): written at exit too."""
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self._stream = stream
+        self._lines: list[str] = []
+        self._scheduled = False
+        atexit.register(self.flush)
+
+    def msg(self, message: str) -> None:
+        self._lines.append(message)
+        if self._scheduled:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop: the line goes out now
+            self.flush()
+            return
+        self._scheduled = True
+        loop.call_soon(self.flush)
+
+    log = debug = info = warn = warning = error = critical = exception = msg
+
+    def flush(self) -> None:
+        self._scheduled = False
+        if not self._lines:
+            return
+        lines, self._lines = self._lines, []
+        out = self._stream if self._stream is not None else sys.stdout
+        with contextlib.suppress(
+            OSError, ValueError
+        ):  # a closed pipe loses the lines, not the daemon
+            out.write("\n".join(lines) + "\n")
+            out.flush()
+
+
 def configure(
     level: str = "info",
     fmt: str = "json",
     secrets: Iterable[str] = (),
     stream: TextIO | None = None,
+    daemon: bool = False,
 ) -> None:
-    """Set up logging; `stream` pins the output (default: sys.stdout as it is at each call)."""
+    """Set up logging; `stream` pins the output (default: sys.stdout as it is at each call).
+
+    `daemon` (alertd run, configured once): each logger is bound once, and the lines of
+    a turn of the event loop are written together (TurnWriter)."""
     SCRUBBER.secrets = [s for s in secrets if s]
     renderers: list[structlog.types.Processor]
     if fmt == "console":
@@ -145,6 +191,12 @@ def configure(
             *renderers,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS.get(level, logging.INFO)),
-        logger_factory=structlog.PrintLoggerFactory(stream),
-        cache_logger_on_first_use=False,
+        logger_factory=(
+            _constant(TurnWriter(stream)) if daemon else structlog.PrintLoggerFactory(stream)
+        ),
+        cache_logger_on_first_use=daemon,
     )
+
+
+def _constant(writer: TurnWriter) -> Callable[..., TurnWriter]:
+    return lambda *_: writer

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import io
 from collections.abc import Iterator
 
 import orjson
@@ -68,3 +70,35 @@ class TestRepeats:
         assert [(0, None), (31, 3)] == kept
         assert "repeated" not in other
         assert 3 == len(info)
+
+
+class _CountingStream(io.StringIO):
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes = 0
+
+    def write(self, text: str) -> int:
+        self.writes += 1
+        return super().write(text)
+
+
+class TestDaemonWriter:
+    """The daemon writes the lines of one turn of its event loop together, and none is lost."""
+
+    async def test_a_turns_lines_go_out_in_one_write_at_the_next_turn(self) -> None:
+        out = _CountingStream()
+        configure("info", "json", stream=out, daemon=True)
+        log = structlog.get_logger()
+        for i in range(3):
+            log.info("alert fired", n=i)
+        assert "" == out.getvalue()  # still this turn
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        assert [0, 1, 2] == [orjson.loads(line)["n"] for line in out.getvalue().splitlines()]
+        assert 1 == out.writes
+
+    def test_without_an_event_loop_a_line_goes_out_at_once(self) -> None:
+        out = _CountingStream()
+        configure("info", "json", stream=out, daemon=True)
+        structlog.get_logger().warning("config warning")
+        assert "config warning" == orjson.loads(out.getvalue())["event"]
