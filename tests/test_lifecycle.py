@@ -11,8 +11,15 @@ from typing import Any
 
 import orjson
 import pytest
+import structlog.testing
 
-from alertd.engine.evaluator import MAX_ATTEMPTS, NOTIFY_CHANGES, Evaluator, PendingWrite
+from alertd.engine.evaluator import (
+    LOGGED_CHANGES,
+    MAX_ATTEMPTS,
+    NOTIFY_CHANGES,
+    Evaluator,
+    PendingWrite,
+)
 from alertd.engine.lifecycle import Change, held_severity, series_fingerprint, step
 from alertd.engine.windows import MemoryWindows
 from alertd.errors import ConfigErrors
@@ -70,6 +77,23 @@ class Engine:
             for w in self.changes
             if w.change in NOTIFY_CHANGES
         ]
+
+
+class TestChangeLog:
+    """A storm's log says what fired in a hundred lines a batch, and counts the rest."""
+
+    async def test_changes_past_the_first_hundred_of_a_batch_are_counted_in_one_line(
+        self,
+    ) -> None:
+        rule = make_rule(critical="> 0", group_by=["id"])
+        evaluator = Evaluator([rule], MemoryWindows(), MemoryAlerts())
+        events = [Event("m", 1.0, {"id": str(i)}, T0) for i in range(LOGGED_CHANGES + 20)]
+        with structlog.testing.capture_logs() as logs:
+            await evaluator.ingest(events, T0)
+        fired = [e for e in logs if e["event"] == "alert fired"]
+        (rest,) = [e for e in logs if e["event"] == "alert changes not logged one by one"]
+        assert LOGGED_CHANGES == len(fired)
+        assert (20, {"fired": 20}, {"R": 20}) == (rest["count"], rest["changes"], rest["rules"])
 
 
 class TestStep:
