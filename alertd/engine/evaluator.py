@@ -274,7 +274,7 @@ class Evaluator:
                 entry = touched.get(fp)
                 if entry is None:
                     series = dict(zip(r.group_by, values, strict=True))
-                    entry = touched[fp] = (rule, SeriesWindow(labels=series))
+                    entry = touched[fp] = (rule, SeriesWindow(series, {}, {}, ts))
                 window = entry[1]
                 if ts > window.newest_ts:
                     window.newest_ts = ts
@@ -284,10 +284,13 @@ class Evaluator:
                 buckets = window.den if r.denominator else window.num
                 index = int(ts * 1000) // r.width_ms
                 b = buckets.get(index)
-                if b is None:
-                    b = buckets[index] = Bucket()
                 if r.sketch:
+                    if b is None:
+                        b = buckets[index] = Bucket()
                     b.add(ev.value, ts)
+                elif b is None:  # a bucket's first sample, as add_summary counts it
+                    value = ev.value
+                    buckets[index] = Bucket(1, 0.0 + value, value, value, ts, value)
                 else:
                     b.add_summary(ev.value, ts)
         return touched

@@ -202,28 +202,31 @@ def series_value(rule: Rule, window: SeriesWindow | None, now: float) -> float |
     return aggregate(plan.kind, num, plan.window_s, now)
 
 
+# A bucket as the merge script reads it, by storage kind: `index|count|x|y`. The tag
+# after the index marks a denominator bucket ("D"; only `sum` keeps one).
+_OPS: dict[str, Callable[[int, str, Bucket], str]] = {
+    "s": lambda index, tag, b: f"{index}{tag}|{b.count}|{b.sum!r}|",
+    "t": lambda index, tag, b: f"{index}|{b.count}|{b.last_ts!r}|{b.last_value!r}",
+    "n": lambda index, tag, b: f"{index}|{b.count}|{b.min!r}|",
+    "x": lambda index, tag, b: f"{index}|{b.count}|{b.max!r}|",
+    "q": lambda index, tag, b: (
+        f"{index}|{b.count}|{','.join([f'{k}:{n}' for k, n in b.sketch.items()])}|"
+    ),
+    "c": lambda index, tag, b: f"{index}|{b.count}||",
+}
+
+
 def encode_ops(plan: WindowPlan, window: SeriesWindow) -> str:
-    """A batch's buckets as the merge script reads them: `index|count|x|y` joined by `;`."""
-    storage = plan.storage
-    if storage == "a":
+    """A batch's buckets as the merge script reads them, joined by `;`."""
+    op = _OPS.get(plan.storage)
+    if op is None:  # an age keeps no buckets
         return ""
-    parts: list[str] = []
-    add = parts.append
-    for tag, buckets in (("", window.num), ("D", window.den)):
-        for index, b in buckets.items():
-            if storage == "s":
-                add(f"{index}{tag}|{b.count}|{b.sum!r}|")
-            elif storage == "t":
-                add(f"{index}|{b.count}|{b.last_ts!r}|{b.last_value!r}")
-            elif storage == "n":
-                add(f"{index}|{b.count}|{b.min!r}|")
-            elif storage == "x":
-                add(f"{index}|{b.count}|{b.max!r}|")
-            elif storage == "q":
-                sketch = ",".join(f"{k}:{n}" for k, n in b.sketch.items())
-                add(f"{index}|{b.count}|{sketch}|")
-            else:
-                add(f"{index}|{b.count}||")
+    num, den = window.num, window.den
+    if len(num) == 1 and not den:  # the common case: a batch brings one bucket
+        for index, b in num.items():
+            return op(index, "", b)
+    parts = [op(index, "", b) for index, b in num.items()]
+    parts += [op(index, "D", b) for index, b in den.items()]
     return ";".join(parts)
 
 
@@ -239,25 +242,31 @@ def decode_window(
         return None
     if labels is None:
         labels = orjson.loads(raw[0]) if raw[0] else {}
-    window = SeriesWindow(labels=labels, newest_ts=float(raw[1]) if raw[1] else -math.inf)
+    num: dict[int, Bucket] = {}
+    den: dict[int, Bucket] = {}
+    window = SeriesWindow(labels, num, den, float(raw[1]) if raw[1] else -math.inf)
     at = int(raw[2]) if raw[2] else first
     count = int(raw[3])
+    # Buckets built with their fields in order (count, sum, min, max, last_ts,
+    # last_value): this runs once per series merged.
     if count:
-        b = window.num[at] = Bucket(count=count)
         if storage == "s":
-            b.sum = float(raw[4])
+            num[at] = Bucket(count, float(raw[4]))
         elif storage == "t":
-            b.last_ts, b.last_value = float(raw[4]), float(raw[5])
+            num[at] = Bucket(count, 0.0, math.inf, -math.inf, float(raw[4]), float(raw[5]))
         elif storage == "n":
-            b.min = float(raw[4])
+            num[at] = Bucket(count, 0.0, float(raw[4]))
         elif storage == "x":
-            b.max = float(raw[4])
+            num[at] = Bucket(count, 0.0, math.inf, float(raw[4]))
         elif storage == "q":
-            b.sketch = {raw[j].decode(): int(raw[j + 1]) for j in range(4, len(raw), 2)}
+            sketch = {raw[j].decode(): int(raw[j + 1]) for j in range(4, len(raw), 2)}
+            num[at] = Bucket(count, sketch=sketch)
+        else:
+            num[at] = Bucket(count)
     if storage == "s":
         den_count = int(raw[5])
         if den_count:
-            window.den[at] = Bucket(count=den_count, sum=float(raw[6]))
+            den[at] = Bucket(den_count, float(raw[6]))
     return window
 
 
@@ -393,8 +402,8 @@ class RedisWindows:
             sent: list[_Script] = []
             while group := list(itertools.islice(calls, PIPELINE_CALLS)):
                 sha = self._script.sha
-                commands = [("EVALSHA", sha, len(t), *t, *a) for t, a, _ in group]
-                await conn.send_packed_command(conn.pack_commands(commands))
+                commands = [_evalsha_command(sha, t, a) for t, a, _ in group]
+                await conn.send_packed_command(b"".join(commands))
                 sent.extend(group)
             missing: list[_Script] = []
             failed: ResponseError | None = None
@@ -470,6 +479,16 @@ class RedisWindows:
             for members in answers[1::2]:
                 out += [(m.decode(), float(score)) for m, score in members]
         return out
+
+
+def _evalsha_command(sha: str, keys: list[str], args: list[Any]) -> bytes:
+    """EVALSHA in the Redis protocol. redis-py packs argument by argument, through its
+    encoder: for the hundred keys of a call that cost more than the script's run."""
+    out = [b"*%d\r\n$7\r\nEVALSHA\r\n" % (3 + len(keys) + len(args))]
+    for arg in (sha, str(len(keys)), *keys, *[str(a) for a in args]):
+        data = arg.encode()
+        out.append(b"$%d\r\n%b\r\n" % (len(data), data))
+    return b"".join(out)
 
 
 class MemoryWindows:

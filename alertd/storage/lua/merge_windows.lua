@@ -67,8 +67,11 @@ local function merge(key, packed)
     end
   end
   local t = redis.call('HGET', key, 'T')
-  if (not t) or tonumber(newest) > tonumber(t) then redis.call('HSET', key, 'T', newest) end
-  redis.call('HSETNX', key, 'L', labels)
+  if not t then  -- a new window (every merge sets T): its labels, once
+    redis.call('HSET', key, 'T', newest, 'L', labels)
+  elseif tonumber(newest) > tonumber(t) then
+    redis.call('HSET', key, 'T', newest)
+  end
   redis.call('PEXPIRE', key, ttl)
   if index then redis.call('ZADD', index, 'GT', newest, fp) end
   return fp
