@@ -66,7 +66,11 @@ class TestFlappingStorm:
             streams = await keys_like(redis, "alertd:{p*}:outbox:hook")
             streams += await keys_like(redis, "alertd:{p*}:urgent:hook")
             queued = sum([await redis.xlen(k) for k in streams])
-            return records if records and not left and not pending and not queued else None
+            # History is written beside delivery, not before it: a digest can be delivered
+            # before the records naming it are written. Wait for every record's last word.
+            unsettled = [r for r in records if not r["delivered_at"]]
+            done = records and not left and not pending and not queued and not unsettled
+            return records if done else None
 
         records = await wait_for(settled, timeout_s=90, interval_s=0.2)
         await wait_for(lambda: held() == 0, timeout_s=5)
