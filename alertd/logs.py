@@ -154,9 +154,8 @@ class TurnWriter:
             return
         lines, self._lines = self._lines, []
         out = self._stream if self._stream is not None else sys.stdout
-        with contextlib.suppress(
-            OSError, ValueError
-        ):  # a closed pipe loses the lines, not the daemon
+        # A closed pipe loses the lines, not the daemon.
+        with contextlib.suppress(OSError, ValueError):
             out.write("\n".join(lines) + "\n")
             out.flush()
 

@@ -4,7 +4,7 @@ starts nothing new.
 When a critical alert fires here, the dispatcher's rounds and the outbox readers of
 the ordinary lanes wait until its page is delivered, `PAGE_HOLD_S` at most, and the
 hold is not taken again within as long after it: the page's flush and delivery do
-not share the event loop with a storm's, and nothing starves.
+not queue behind a storm's in the event loop, and nothing starves.
 """
 
 from __future__ import annotations
