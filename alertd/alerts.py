@@ -132,8 +132,9 @@ class AlertStore:
         """The partition a group lives in (its id's, as a series' is its fingerprint's)."""
         return self.sides[keys.partition_of(gid, self.partitions.count)]
 
-    def _apply_keys(self, partition: int) -> tuple[str, ...]:
-        """The keys apply_alert_changes.lua takes first, of a series partition."""
+    def apply_keys(self, partition: int) -> tuple[str, ...]:
+        """The keys apply_alert_changes.lua takes first, of a series partition (named here
+        once: the store's calls and the tests that run the script alone use them)."""
         prefix = self.partitions.prefix(partition)
         return (
             keys.alerts(prefix),
@@ -321,7 +322,7 @@ class AlertStore:
             by_part.setdefault(c.partition, []).append(i)
 
         def queue(pipe: Any, p: int) -> None:
-            fixed = self._apply_keys(p)
+            fixed = self.apply_keys(p)
             positions = by_part[p]
             done = self._filed.pop(p, [])
             for start in range(0, len(positions), APPLY_CHUNK):
@@ -425,6 +426,6 @@ class AlertStore:
 
         def queue(pipe: Any, p: int) -> None:
             done = self._filed.pop(p, [])
-            scripts.queue(pipe, self._apply, list(self._apply_keys(p)), [b"[]", orjson.dumps(done)])
+            scripts.queue(pipe, self._apply, list(self.apply_keys(p)), [b"[]", orjson.dumps(done)])
 
         await self.per_partition(partitions, queue)

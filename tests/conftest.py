@@ -21,6 +21,7 @@ import pytest
 import redis.asyncio as aioredis
 from aiohttp import web
 
+from alertd.storage.scripts import lua
 from scripts.ensure_redis import redis_server_binary
 from tests.service_stubs import Services, serve
 
@@ -59,6 +60,15 @@ async def stored_alerts(redis: aioredis.Redis, key_prefix: str = "alertd:") -> d
         for fp, raw in (await redis.hgetall(key)).items():
             out[fp.decode()] = orjson.loads(raw)
     return out
+
+
+async def apply_unfiled(store: Any, change: Any) -> None:
+    """Step 1 of a change alone (apply_alert_changes.lua), its filing never run: what a
+    daemon leaves when it dies between the two steps."""
+    client = store.partitions.client(change.partition)
+    apply = client.register_script(lua("apply_alert_changes"))
+    fixed = list(store.apply_keys(change.partition))
+    await apply(keys=fixed, args=[orjson.dumps([change.args]), b"[]"])
 
 
 @dataclass

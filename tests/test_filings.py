@@ -5,28 +5,20 @@ from __future__ import annotations
 
 import time
 
-import orjson
 import redis.asyncio as aioredis
 
 from alertd.model import Alert
 from alertd.storage import keys
-from alertd.storage.partitions import Partitions
-from alertd.storage.scripts import lua
-from tests.conftest import DaemonFactory, Receiver, wait_for
+from tests.conftest import DaemonFactory, Receiver, apply_unfiled, wait_for
 from tests.test_e2e import ROUTE, RULES, hook
 
 
 async def leave_unfiled(redis: aioredis.Redis, app: object, alert: Alert) -> None:
     """What a daemon leaves when it dies right after step 1 (apply_alert_changes)."""
     store = app.store  # type: ignore[attr-defined]
-    partitions: Partitions = store.partitions
     targets = app.runtime.router.groups(alert)  # type: ignore[attr-defined]
     change = store.apply_args(alert.fingerprint, b"", alert, targets, False, time.time() - 60)
-    prefix = partitions.prefix(change.partition)
-    fixed = [keys.alerts(prefix), keys.alerts_clock(prefix)]
-    fixed += [keys.alerts_version(prefix), keys.filings(prefix)]
-    apply = redis.register_script(lua("apply_alert_changes"))
-    await apply(keys=fixed, args=[orjson.dumps([change.args]), b"[]"])
+    await apply_unfiled(store, change)
 
 
 class TestUnfiledChange:

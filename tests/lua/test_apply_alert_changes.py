@@ -18,7 +18,7 @@ from redis.crc import key_slot
 from alertd.alerts import AlertChange
 from alertd.model import Alert
 from alertd.storage import keys
-from alertd.storage.scripts import lua
+from tests.conftest import apply_unfiled
 from tests.lua.conftest import SLOT, TAGGED, SlotHarness
 from tests.lua.touched import watch
 from tests.test_dispatch import PREFIX, T0, Harness, write_config
@@ -202,11 +202,7 @@ class TestFiling:
             updated_at=T0,
         )
         # What a daemon leaves when it dies between a change and its filing.
-        change = args(h, alert, b"")
-        apply = h.redis.register_script(lua("apply_alert_changes"))
-        fixed = [keys.alerts(PREFIX), keys.alerts_clock(PREFIX)]
-        fixed += [keys.alerts_version(PREFIX), keys.filings(PREFIX)]
-        await apply(keys=fixed, args=[orjson.dumps([change.args]), b"[]"])
+        await apply_unfiled(h.store, args(h, alert, b""))
         gid = gid_of(h, alert)
         assert None is await due_at(h, gid)
         left = await h.redis.hget(keys.filings(PREFIX), "fp-left")
@@ -235,11 +231,7 @@ class TestFiling:
             updated_at=T0,
         )
         # Step 1 of the fire landed, its filing did not (Redis went away in between).
-        fired = args(h, alert, b"")
-        apply = h.redis.register_script(lua("apply_alert_changes"))
-        fixed = [keys.alerts(PREFIX), keys.alerts_clock(PREFIX)]
-        fixed += [keys.alerts_version(PREFIX), keys.filings(PREFIX)]
-        await apply(keys=fixed, args=[orjson.dumps([fired.args]), b"[]"])
+        await apply_unfiled(h.store, args(h, alert, b""))
         # The value moves: a refresh, which alone would only touch a copy there is not.
         moved = replace(alert, value=2.0)
         _, stored = await h.get(alert.fingerprint)
