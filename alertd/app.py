@@ -165,7 +165,8 @@ class App:
             lambda: self.config.settings.notify.history_retention.total_seconds(),
         )
         self.dispatcher.history = self.workers.history = self.history
-        self.dispatcher.page_hold = self.workers.page_hold
+        # A critical alert firing here: ordinary deliveries and flushes let its page by.
+        self.page_hold = self.dispatcher.page_hold = self.workers.page_hold
         self.limiter = RateLimiter(
             self.redis, self.prefix, self.outbox, lambda: self.channels, self.metrics, self.history
         )
@@ -202,7 +203,7 @@ class App:
             w.change in NOTIFY_CHANGES and w.alert is not None and w.alert.pages for w in writes
         ):
             self.dispatcher.page_filed()
-            self.workers.page_coming()
+            self.page_hold.coming()
 
     def prepare(self, events: list[Event], now: float) -> None:
         """Pre-aggregate a batch read ahead (see Evaluator.prepare)."""

@@ -158,13 +158,13 @@ class History:
     async def record_many(self, items: Sequence[tuple[Notification, dict[str, Any]]]) -> None:
         """Write records, joined with those other tasks write at the same moment; returns
         once they are written (or given up: never raises for Redis)."""
-        await self._enqueue([(member(n.receiver, n.id), n.created_at, rec) for n, rec in items])
+        await self._enqueue(_placed(items))
 
     def queued_soon(self, ns: Iterable[Notification]) -> None:
         """`queued`, without waiting for the write: the dispatcher's commit path. The
         outbox entry is the durable record; this one joins the next history write, and
         a later step's record of the same notification (queued after it) outranks it."""
-        self._add([(member(n.receiver, n.id), n.created_at, record_of(n, "pending")) for n in ns])
+        self._add(_placed([(n, record_of(n, "pending")) for n in ns]))
 
     async def _enqueue(self, items: Sequence[tuple[str, float, dict[str, Any]]]) -> None:
         written = self._add(items)
@@ -295,6 +295,13 @@ def _decode(raw: bytes | None) -> dict[str, Any] | None:
     except ValueError:
         return None
     return rec if isinstance(rec, dict) else None
+
+
+def _placed(
+    items: Sequence[tuple[Notification, dict[str, Any]]],
+) -> list[tuple[str, float, dict[str, Any]]]:
+    """Records as written: (member, when queued, record)."""
+    return [(member(n.receiver, n.id), n.created_at, rec) for n, rec in items]
 
 
 def _release(waiting: list[asyncio.Future[None]]) -> None:

@@ -242,11 +242,6 @@ class ChannelWorkers:
             with contextlib.suppress(Exception):
                 await ch.close()
 
-    def page_coming(self) -> None:
-        """A critical alert just fired here: the outbox readers of the ordinary lanes, and
-        the dispatcher's rounds, start nothing new until its page is delivered (pagehold.py)."""
-        self.page_hold.coming()
-
     # --- the reader --------------------------------------------------------------------
 
     def _workers(self) -> list[asyncio.Task[None]]:
