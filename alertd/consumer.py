@@ -43,7 +43,7 @@ from alertd.logthrottle import ThrottledLog
 from alertd.metrics import Metrics
 from alertd.model import Event
 from alertd.ownership import Ownership
-from alertd.redisconn import is_cluster, pinned
+from alertd.redisconn import is_cluster, pack_command, pinned
 from alertd.settings import RedisSettings
 
 log = structlog.get_logger("alertd.consumer")
@@ -411,7 +411,7 @@ class Consumer:
         # redis-py packs a command's arguments one by one: for the ten thousand IDs of a
         # catch-up batch that took longer than Redis takes to acknowledge them.
         s = self.settings
-        command = _pack_command([b"XACK", self.stream.encode(), s.group.encode(), *ids])
+        command = pack_command([b"XACK", self.stream.encode(), s.group.encode(), *ids])
         pool = self.node().connection_pool
         conn = await pool.get_connection()
 
@@ -476,23 +476,6 @@ class Consumer:
 
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
-
-
-_BULK_HEADERS: dict[int, bytes] = {}
-
-
-def _pack_command(args: list[bytes]) -> bytes:
-    """A command in the Redis protocol, its arguments bytes already."""
-    headers = _BULK_HEADERS
-    out = [b"*%d" % len(args)]
-    for arg in args:
-        header = headers.get(len(arg))
-        if header is None:
-            header = headers[len(arg)] = b"\r\n$%d\r\n" % len(arg)
-        out.append(header)
-        out.append(arg)
-    out.append(b"\r\n")
-    return b"".join(out)
 
 
 class StreamReads:

@@ -35,6 +35,7 @@ from redis.asyncio import Redis
 from redis.exceptions import NoScriptError, ResponseError
 
 from alertd.engine.aggregates import Bucket, aggregate
+from alertd.redisconn import pack_command
 from alertd.settings import Rule
 from alertd.storage import keys
 from alertd.storage.partitions import Partitions
@@ -401,8 +402,11 @@ class RedisWindows:
         try:
             sent: list[_Script] = []
             while group := list(itertools.islice(calls, PIPELINE_CALLS)):
-                sha = self._script.sha
-                commands = [_evalsha_command(sha, t, a) for t, a, _ in group]
+                sha = self._script.sha.encode()
+                commands = [
+                    pack_command([b"EVALSHA", sha, b"%d" % len(t), *_encoded(t), *_encoded(a)])
+                    for t, a, _ in group
+                ]
                 await conn.send_packed_command(b"".join(commands))
                 sent.extend(group)
             missing: list[_Script] = []
@@ -481,16 +485,6 @@ class RedisWindows:
         return out
 
 
-def _evalsha_command(sha: str, keys: list[str], args: list[Any]) -> bytes:
-    """EVALSHA in the Redis protocol. redis-py packs argument by argument, through its
-    encoder: for the hundred keys of a call that cost more than the script's run."""
-    out = [b"*%d\r\n$7\r\nEVALSHA\r\n" % (3 + len(keys) + len(args))]
-    for arg in (sha, str(len(keys)), *keys, *[str(a) for a in args]):
-        data = arg.encode()
-        out.append(b"$%d\r\n%b\r\n" % (len(data), data))
-    return b"".join(out)
-
-
 class MemoryWindows:
     """The same windows in process, for `alertd rules test` and tests (no Redis needed)."""
 
@@ -527,3 +521,7 @@ class MemoryWindows:
         version = plan_of(rule).version
         fps = sorted(self.by_rule.get((rule.name, version), ()))
         return [(fp, self.windows[(fp, version)].newest_ts) for fp in fps]
+
+
+def _encoded(values: Iterable[Any]) -> list[bytes]:
+    return [str(v).encode() for v in values]
