@@ -13,6 +13,7 @@ import os
 import signal
 import socket
 import time
+from collections.abc import Container
 from pathlib import Path
 from typing import Any
 
@@ -101,6 +102,8 @@ class App:
             self._on_change,
             clock,
         )
+        # the series of the batch in progress, and of pages beside it (process_first)
+        self._in_flight: dict[int, Container[str]] = {}
         self.evaluator = self._evaluator(config)
         self.watchdog = Watchdog(
             self.redis,
@@ -137,6 +140,7 @@ class App:
                 metrics=self.metrics,
                 process=self.process,
                 prepare=self.prepare,
+                first=self,
                 clock=clock,
                 stream=stream,
                 ownership=self.ownership,
@@ -194,6 +198,7 @@ class App:
             RedisAlertWriter(self.store, lambda: self.runtime.router),
             on_change=self._on_change,
             series_guard=self.series_guard,
+            in_flight=self._in_flight,
         )
 
     async def _on_change(self, writes: list[PendingWrite]) -> None:
@@ -215,6 +220,18 @@ class App:
             async with self._ingesting:
                 await self.evaluator.ingest(events, now)
         await self.replication.confirm()  # before the batch is acknowledged
+
+    @property
+    def paging_metrics(self) -> Container[str]:
+        return self.evaluator.paging_metrics
+
+    async def process_first(self, events: list[Event], now: float) -> bool:
+        """Pages read after a batch in progress, stored beside it unless a series of
+        theirs is in it (Evaluator.ingest_first); False: they wait their turn."""
+        if not await self.evaluator.ingest_first(events, now):
+            return False
+        await self.replication.confirm()  # before they are acknowledged
+        return True
 
     # --- lifecycle -------------------------------------------------------------
 

@@ -12,6 +12,12 @@ is: alertd and Redis work at the same time. A batch read ahead is only
 delivered, not acknowledged: it stays pending in the group until its own turn,
 and a crash leaves it to be re-read or claimed like any other. A stop finishes
 every batch delivered, acknowledgement included.
+
+Pages first (`first`): while a batch is processed, the consumer reads on, up to
+QUEUED_READS catch-up reads past it. The entries read whose events all feed rules
+that page are processed at once, beside the batch, unless one of their series is
+in it (App.process_first), and acknowledged; the rest waits its turn, in stream
+order. A page is not queued behind a storm that arrived before it.
 """
 
 from __future__ import annotations
@@ -19,10 +25,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Container, Iterable
 from dataclasses import dataclass, field
 from operator import itemgetter
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 from redis.asyncio import Redis
@@ -54,6 +60,27 @@ CATCH_UP_BATCHES = 10
 # A batch prepared ahead is processed at the time it was prepared at, unless it waited
 # longer than this for its turn (then it is processed now, and prepared again).
 PREPARED_FOR_S = 1.0
+# How long a read past the batch in hand waits for entries; how far (in catch-up reads)
+# the consumer reads past it to find pages, and after how long in hand (before, as far
+# as the read-ahead only: most batches are done by then). See _pages_first.
+PEEK_BLOCK_MS = 100
+QUEUED_READS = 2
+DEEP_AFTER_S = 0.1
+# A read with more pages than this is a storm of pages: it goes in order, as a whole.
+PAGES_PER_READ = 100
+
+
+class FirstLane(Protocol):
+    """Where pages go before their turn (App)."""
+
+    @property
+    def paging_metrics(self) -> Container[str]:
+        """Events of these, and only these, may go before their turn."""
+        ...
+
+    async def process_first(self, events: list[Event], now: float) -> bool:
+        """Store them beside the batch in progress; False if they must wait for it."""
+        ...
 
 
 @dataclass
@@ -65,12 +92,62 @@ class Batch:
     rejected: list[Rejected]
     parse_s: float = 0.0
     now: float | None = None  # the time it was prepared at (see Consumer.prepare)
+    irregular: dict[int, int] = field(default_factory=dict)  # events per entry, if not 1
+    looked: bool = False  # looked through for pages (see take_pages)
 
     @classmethod
     def parse(cls, entries: list[RawEntry]) -> Batch:
         started = time.perf_counter()
-        events, rejected = parse_entries(entries)
-        return cls(entries, events, rejected, time.perf_counter() - started)
+        events, rejected, irregular = parse_entries(entries)
+        return cls(entries, events, rejected, time.perf_counter() - started, irregular=irregular)
+
+    @classmethod
+    def join(cls, batches: list[Batch]) -> Batch:
+        """Batches read one after the other, as one."""
+        joined = cls([], [], [])
+        for b in batches:
+            joined._extend(b.entries, b.events, b.rejected, b.irregular)
+            joined.parse_s += b.parse_s
+        return joined
+
+    def _extend(
+        self,
+        entries: list[RawEntry],
+        events: list[Event],
+        rejected: list[Rejected],
+        irregular: dict[int, int],
+    ) -> None:
+        at = len(self.entries)
+        self.entries += entries
+        self.events += events
+        self.rejected += [(at + i, errors) for i, errors in rejected]
+        self.irregular.update((at + i, n) for i, n in irregular.items())
+
+    def take_pages(self, metrics: Container[str], into: Batch) -> None:
+        """Move the entries whose every event is valid and of one of `metrics` (those
+        that feed rules that page) to the end of `into`, in order; unless there are
+        none, or more than PAGES_PER_READ events of `metrics`."""
+        if self.looked:
+            return
+        self.looked = True
+        if not 0 < sum(e.name in metrics for e in self.events) <= PAGES_PER_READ:
+            return
+        kept = Batch([], [], [])
+        errors = dict(self.rejected)
+        at = 0
+        for i, entry in enumerate(self.entries):
+            n = self.irregular.get(i, 1)
+            events = self.events[at : at + n]
+            at += n
+            extra = {0: n} if n != 1 else {}
+            if n > 0 and i not in errors and all(e.name in metrics for e in events):
+                into._extend([entry], events, [], extra)
+            else:
+                kept._extend([entry], events, [(0, errors[i])] if i in errors else [], extra)
+        if len(kept.entries) < len(self.entries):
+            self.entries, self.events = kept.entries, kept.events
+            self.rejected, self.irregular = kept.rejected, kept.irregular
+            self.now = None  # what was prepared for it (Evaluator.prepare) no longer holds
 
 
 @dataclass
@@ -88,6 +165,7 @@ class Consumer:
     # Work on a batch read ahead that stores nothing (pre-aggregation), done while the
     # batch before is processed; the batch is then processed at the time it was prepared.
     prepare: Callable[[list[Event], float], None] | None = None
+    first: FirstLane | None = None  # pages first (see the module's doc)
     joined: bool = False
     batches: int = 0
     _read_own_pending: bool = True
@@ -101,9 +179,14 @@ class Consumer:
     _ahead: asyncio.Task[Batch] | None = field(default=None, init=False, repr=False)
     _spent: Batch | None = field(default=None, init=False, repr=False)
     _committing: asyncio.Task[None] | None = field(default=None, init=False, repr=False)
+    _stopping: asyncio.Event | None = field(default=None, init=False, repr=False)
+    _queued: list[Batch] = field(default_factory=list, init=False, repr=False)
+    _went_first: list[Batch] = field(default_factory=list, init=False, repr=False)
+    _drained: bool = field(default=False, init=False, repr=False)  # by the last read
 
     def __post_init__(self) -> None:
         self.stream = self.stream or self.settings.stream
+        self._catch_up = self.batch_size * CATCH_UP_BATCHES  # entries of a catch-up read
 
     def node(self) -> Redis:
         """The client of the Redis that serves the stream (on a Cluster, pinned to its
@@ -147,7 +230,7 @@ class Consumer:
         """Consume until `stopping` is set; what was delivered to it is always finished."""
         backoff_s = 0.1
         try:
-            while self._ahead is not None or not stopping.is_set():
+            while self._ahead is not None or self._queued or not stopping.is_set():
                 try:
                     await self._step(stopping)
                     backoff_s = 0.1
@@ -189,22 +272,19 @@ class Consumer:
     async def _step(self, stopping: asyncio.Event) -> None:
         """Handle one batch (the one read ahead, else one read now); while behind, read
         the next one meanwhile."""
+        self._stopping = stopping
         self.node()
         if not self.joined:
             await self.join()
-        if self._ahead is not None:
-            ahead, self._ahead = self._ahead, None
-            batch = await ahead
-        else:
-            await self.settle()  # before waiting on a read: a failure shows now, not later
-            batch = Batch.parse(await self.next_batch())
+        batch = await self._turn()
         if not batch.entries:
             return
         # A full read means more is waiting. Not while re-reading this consumer's own
         # pending entries (that read would deliver the batch in hand a second time), nor
         # when idle entries are due to be claimed (next_batch does that).
         behind = len(batch.entries) >= self.batch_size and not self._read_own_pending
-        if behind and not self._claim_due() and not stopping.is_set():
+        read_since = self._ahead is not None or self._queued
+        if behind and not read_since and not self._claim_due() and not stopping.is_set():
             # On the wire before the batch in hand takes the CPU: Redis reads while
             # alertd works, and the reply waits in the socket.
             reply = await self.reads.send(self._read_new(), CATCH_UP_BATCHES)
@@ -214,8 +294,105 @@ class Consumer:
         await asyncio.shield(self.handle(batch))
         self._spent = batch
 
+    async def _turn(self) -> Batch:
+        """The next batch in stream order: what was read already, else the read under
+        way, else a read now."""
+        if self._queued:
+            # up to a catch-up read's worth: a batch read (and prepared) as one stays one
+            turn = [self._queued.pop(0)]
+            size = len(turn[0].entries)
+            while self._queued and size + len(self._queued[0].entries) <= self._catch_up:
+                size += len(self._queued[0].entries)
+                turn.append(self._queued.pop(0))
+            return turn[0] if len(turn) == 1 else Batch.join(turn)
+        if self._ahead is not None:
+            ahead, self._ahead = self._ahead, None
+            return await ahead
+        await self.settle()  # before waiting on a read: a failure shows now, not later
+        return Batch.parse(await self.next_batch())
+
+    def _lane(self, batch: Batch, done: asyncio.Event) -> asyncio.Task[None] | None:
+        """The pages-first lane beside a full batch, until `done` (if pages can go first:
+        a `first` lane, and rules that page)."""
+        if self.first is None or not self.first.paging_metrics or self._read_own_pending:
+            return None
+        if len(batch.entries) < self.batch_size:  # a short batch: a page waits little
+            return None
+        return asyncio.create_task(self._pages_first(self.first, done), name="consumer-pages")
+
+    async def _pages_first(self, first: FirstLane, done: asyncio.Event) -> None:
+        """Read on past the batch in hand, and store the pages read at once. Once pages
+        must wait (a series of theirs is in the batch), later ones wait too: each
+        series' samples stay in order."""
+        ending = asyncio.ensure_future(done.wait())
+        deep = asyncio.ensure_future(asyncio.sleep(DEEP_AFTER_S))
+        try:
+            while not done.is_set():
+                reading = self._collect(QUEUED_READS if deep.done() else 1)
+                pages = Batch([], [], [])
+                for batch in self._queued:
+                    batch.take_pages(first.paging_metrics, pages)
+                self._queued = [b for b in self._queued if b.entries]
+                if pages.entries:
+                    if not await self._page_first(first, pages):
+                        pages.looked = True  # right after the batch in hand, then
+                        self._queued.insert(0, pages)
+                        return
+                    self._went_first.append(pages)  # acknowledged with the batch in hand
+                    continue
+                waits = [ending, *(t for t in (reading, deep) if t is not None and not t.done())]
+                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            ending.cancel()
+            deep.cancel()
+
+    async def _page_first(self, first: FirstLane, pages: Batch) -> bool:
+        try:
+            return await first.process_first(pages.events, self.clock())
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # they go in their turn, the batch in hand unharmed
+            throttled.warning("pages", "pages not stored first", error=type(exc).__name__)
+            return False
+
+    def _collect(self, reads: int) -> asyncio.Task[Batch] | None:
+        """Queue a read that is done; start the next while less than `reads` catch-up
+        reads' worth is queued. The read under way, if any."""
+        ahead = self._ahead
+        if ahead is not None:
+            if not ahead.done():
+                return ahead
+            if ahead.cancelled() or ahead.exception() is not None:
+                return None  # a failed read raises at its turn, as always
+            self._ahead = None
+            batch = ahead.result()
+            self._drained = len(batch.entries) < self.batch_size  # read all there was
+            if batch.entries:
+                self._queued.append(batch)
+        if self._read_own_pending or self._claim_due():  # as for a read-ahead (see _step)
+            return None
+        if self._stopping is None or self._stopping.is_set():
+            return None
+        queued = sum(len(b.entries) for b in self._queued)
+        room = (reads * self._catch_up - queued) // self.batch_size
+        if room <= 0:
+            return None
+        self._ahead = asyncio.create_task(self._peek(room), name="consumer-peek")
+        return self._ahead
+
+    async def _peek(self, reads: int) -> Batch:
+        """What comes after the batch in hand: behind a backlog, up to `reads` batches
+        at once; else what arrives within PEEK_BLOCK_MS."""
+        if self._queued and not self._drained:
+            reply = await self.reads.send(self._read_new(), reads)
+            return await self._read_ahead(reply, None, self.prepare)
+        reply = await self.reads.send(self._read_new(PEEK_BLOCK_MS))
+        return await self._read_ahead(reply, None, None)
+
     async def _drop_ahead(self) -> None:
-        """Drop a read-ahead: its entries stay pending in the group, to be read again."""
+        """Drop what was read ahead: its entries stay pending in the group, to be read
+        again."""
+        self._queued = []
         ahead, self._ahead = self._ahead, None
         if ahead is not None:
             ahead.cancel()
@@ -357,15 +534,28 @@ class Consumer:
         now = self.clock()
         if batch.now is not None and now - batch.now <= PREPARED_FOR_S:
             now = batch.now  # what was prepared holds (Evaluator.prepare)
+        in_hand = asyncio.Event()
+        lane = self._lane(batch, in_hand)
         try:
-            await self.process(events, now)
+            try:
+                await self.process(events, now)
+            finally:  # before any entry is processed again one by one
+                in_hand.set()
+                if lane is not None:
+                    await lane  # it ends with the pages it is storing, if any
         except (RedisError, OSError):
             raise
         except Exception:
             log.exception("batch failed; processing its entries one by one")
             events, dead = await self._one_by_one(entries, dead)
+        finally:  # pages not acknowledged on a failure stay pending, to be read again
+            went, self._went_first = self._went_first, []
+        consumed = len(events)
+        for pages in went:
+            entries = [*entries, *pages.entries]  # valid, all of them (Batch.take_pages)
+            consumed += len(pages.events)
         await self.settle()
-        commit = self._commit(entries, len(events), dead, started)
+        commit = self._commit(entries, consumed, dead, started)
         self._committing = asyncio.create_task(commit, name="consumer-ack")
 
     async def settle(self) -> None:

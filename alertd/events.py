@@ -285,10 +285,13 @@ def fields_of(pairs: list[bytes]) -> dict[bytes, bytes]:
     return dict(zip(it, it, strict=False))
 
 
-def parse_entries(entries: Iterable[RawEntry]) -> tuple[list[Event], list[Rejected]]:
-    """A batch of entries as Redis replies them: the events of all, in order, and what
-    was not valid, by index. Decides exactly as `parse_entry` on each, the common entry
-    (one valid JSON event) in a few steps.
+def parse_entries(
+    entries: Iterable[RawEntry],
+) -> tuple[list[Event], list[Rejected], dict[int, int]]:
+    """A batch of entries as Redis replies them: the events of all, in order; what was
+    not valid, by index; and how many events each entry gave, by index, where that is
+    not one. Decides exactly as `parse_entry` on each, the common entry (one valid JSON
+    event) in a few steps.
 
     An exception out of the validator (a bug) costs its entry only: it is rejected as an
     internal error whose `__cause__` is the exception.
@@ -296,6 +299,7 @@ def parse_entries(entries: Iterable[RawEntry]) -> tuple[list[Event], list[Reject
     events: list[Event] = []
     append = events.append
     rejected: list[Rejected] = []
+    irregular: dict[int, int] = {}
     loads = orjson.loads
     prefix = b"-"  # the milliseconds of the last ID and its dash (this one matches none)
     default_ts = 0.0
@@ -325,9 +329,11 @@ def parse_entries(entries: Iterable[RawEntry]) -> tuple[list[Event], list[Reject
             error.__cause__ = exc
             good, errors = [], [error]
         events.extend(good)
+        if len(good) != 1:
+            irregular[i] = len(good)
         if errors:
             rejected.append((i, errors))
-    return events, rejected
+    return events, rejected, irregular
 
 
 def _utf8_error(raw_fields: Mapping[bytes, bytes]) -> EventError:

@@ -11,7 +11,7 @@ import orjson
 import pytest
 import redis.asyncio as aioredis
 
-from alertd.consumer import CATCH_UP_BATCHES, Consumer
+from alertd.consumer import CATCH_UP_BATCHES, PAGES_PER_READ, Consumer, FirstLane
 from alertd.deadletters import DeadLetters
 from alertd.metrics import Metrics
 from alertd.model import Event
@@ -29,17 +29,20 @@ def make_consumer(
     process: Callable[[list[Event], float], Awaitable[None]],
     name: str = "c1",
     claim_idle_ms: int = 30_000,
+    first: FirstLane | None = None,
+    batch_size: int = BATCH,
 ) -> Consumer:
     return Consumer(
         redis=redis,
         settings=SETTINGS,
         consumer=name,
-        batch_size=BATCH,
+        batch_size=batch_size,
         block_ms=50,
         claim_idle_ms=claim_idle_ms,
         dead=DeadLetters(redis, SETTINGS.dead_letter_stream),
         metrics=Metrics(),
         process=process,
+        first=first,
     )
 
 
@@ -183,6 +186,141 @@ class TestReadAhead:
 
             await wait_for(drained)
             assert {n: 1 for n in range(total)} == dict(stored)
+        finally:
+            stopping.set()
+            await asyncio.wait_for(task, 5)
+
+
+class Pages:
+    """A FirstLane for events named "page": it stores them (here: notes them) beside
+    the batch in progress, or says they must wait."""
+
+    paging_metrics = frozenset({"page"})
+
+    def __init__(self, redis: aioredis.Redis, takes: bool = True) -> None:
+        self.redis = redis
+        self.takes = takes
+        self.stored: list[str] = []
+        self.refused = 0
+        self.pending_then: set[bytes] = set()  # entries pending when pages were stored
+
+    async def process_first(self, events: list[Event], now: float) -> bool:
+        if not self.takes:
+            self.refused += 1
+            return False
+        pending = await self.redis.xpending_range(
+            SETTINGS.stream, SETTINGS.group, min="-", max="+", count=100_000
+        )
+        self.pending_then |= {p["message_id"] for p in pending}
+        self.stored.extend(e.labels["id"] for e in events)
+        return True
+
+
+async def publish_page(redis: aioredis.Redis, page_id: str) -> bytes:
+    event = {"name": "page", "value": 1, "labels": {"id": page_id}}
+    return bytes(await redis.xadd(SETTINGS.stream, {"data": orjson.dumps(event)}))
+
+
+class TestPagesFirst:
+    """Behind a backlog, the entries of rules that page are read on and stored before
+    their turn, beside the batch in hand; everything else keeps its order, and each
+    entry is stored once and acknowledged after."""
+
+    async def test_a_page_behind_a_backlog_is_stored_during_the_batch_in_hand(
+        self, redis: aioredis.Redis
+    ) -> None:
+        seen: list[str] = []
+        release = asyncio.Event()
+
+        async def process(events: list[Event], now: float) -> None:
+            if not seen:
+                await release.wait()  # the first batch takes as long as a storm's
+            seen.extend(e.labels.get("n") or e.labels["id"] for e in events)
+
+        pages = Pages(redis)
+        consumer = make_consumer(redis, process, first=pages)
+        await consumer.join()
+        # Past the batch in hand and the one read ahead: found by reading on.
+        await publish(redis, 2 * READ + 5)
+        page_id = await publish_page(redis, "db")
+        await publish(redis, READ)
+        stopping = asyncio.Event()
+        task = asyncio.create_task(consumer.run(stopping))
+        try:
+            await wait_for(lambda: pages.stored)
+            assert [] == seen  # the first batch is still in hand
+            assert page_id in pages.pending_then  # stored first, acknowledged after
+            release.set()
+
+            async def drained() -> bool:
+                return len(seen) == 3 * READ + 5 and await pending_count(redis) == 0
+
+            await wait_for(drained)
+            expected = [str(n) for n in range(2 * READ + 5)] + [str(n) for n in range(READ)]
+            assert expected == seen  # the rest in order, and the page not twice
+            assert ["db"] == pages.stored
+        finally:
+            release.set()
+            stopping.set()
+            await asyncio.wait_for(task, 5)
+
+    async def test_a_page_that_must_wait_goes_right_after_the_batch_in_hand(
+        self, redis: aioredis.Redis
+    ) -> None:
+        batches: list[list[str]] = []
+        release = asyncio.Event()
+
+        async def process(events: list[Event], now: float) -> None:
+            if not batches:
+                await release.wait()
+            batches.append([e.labels.get("n") or e.labels["id"] for e in events])
+
+        pages = Pages(redis, takes=False)  # a series of its is in the batch in hand
+        consumer = make_consumer(redis, process, first=pages)
+        await consumer.join()
+        await publish(redis, 2 * READ)
+        await publish_page(redis, "db")
+        stopping = asyncio.Event()
+        task = asyncio.create_task(consumer.run(stopping))
+        try:
+            await wait_for(lambda: pages.refused)
+            release.set()
+
+            async def drained() -> bool:
+                done = sum(len(b) for b in batches) == 2 * READ + 1
+                return done and await pending_count(redis) == 0
+
+            await wait_for(drained)
+            assert "db" == batches[1][0]  # before the entries read ahead of it
+            assert [str(n) for n in range(2 * READ)] == [n for b in batches for n in b if n != "db"]
+        finally:
+            release.set()
+            stopping.set()
+            await asyncio.wait_for(task, 5)
+
+    async def test_a_storm_of_pages_keeps_its_order(self, redis: aioredis.Redis) -> None:
+        seen: list[str] = []
+
+        async def process(events: list[Event], now: float) -> None:
+            await asyncio.sleep(0.2)  # long enough for the consumer to read on
+            seen.extend(e.labels["id"] for e in events)
+
+        pages = Pages(redis)
+        # Each read holds more pages than go first (PAGES_PER_READ): they go in order.
+        consumer = make_consumer(redis, process, first=pages, batch_size=2 * PAGES_PER_READ)
+        await consumer.join()
+        total = 3 * 2 * PAGES_PER_READ
+        async with redis.pipeline(transaction=False) as pipe:
+            for i in range(total):
+                event = {"name": "page", "value": 1, "labels": {"id": str(i)}}
+                pipe.xadd(SETTINGS.stream, {"data": orjson.dumps(event)})
+            await pipe.execute()
+        stopping = asyncio.Event()
+        task = asyncio.create_task(consumer.run(stopping))
+        try:
+            await wait_for(lambda: len(seen) == total)
+            assert [str(i) for i in range(total)] == seen
+            assert [] == pages.stored
         finally:
             stopping.set()
             await asyncio.wait_for(task, 5)

@@ -78,25 +78,29 @@ def entries_of(fields: list[dict[bytes, bytes]]) -> list[RawEntry]:
     ]
 
 
-Outcome = tuple[list[Event], list[tuple[int, list[str]]]]
+# events; rejected entries and why; events per entry, where not one
+Outcome = tuple[list[Event], list[tuple[int, list[str]]], dict[int, int]]
 
 
 def one_by_one(entries: list[RawEntry]) -> Outcome:
     """`parse_entry` on each entry."""
     events: list[Event] = []
     rejected = []
+    irregular = {}
     for i, (entry_id, pairs) in enumerate(entries):
         it = iter(pairs)
         good, errors = parse_entry(entry_id.decode(), dict(zip(it, it, strict=True)))
         events.extend(good)
+        if len(good) != 1:
+            irregular[i] = len(good)
         if errors:
             rejected.append((i, [str(e) for e in errors]))
-    return events, rejected
+    return events, rejected, irregular
 
 
 def batch(entries: list[RawEntry]) -> Outcome:
-    events, rejected = parse_entries(entries)
-    return events, [(i, [str(e) for e in errors]) for i, errors in rejected]
+    events, rejected, irregular = parse_entries(entries)
+    return events, [(i, [str(e) for e in errors]) for i, errors in rejected], irregular
 
 
 def data(obj: Any) -> dict[bytes, bytes]:
@@ -121,8 +125,9 @@ class TestBatchParsing:
         expected = judged_in_full(entries, monkeypatch)  # also meets every valid name once
         assert expected == batch(entries)
         assert expected == one_by_one(entries)
-        events, rejected = expected
+        events, rejected, irregular = expected
         assert 300 < len(events) and 100 < len(rejected), "too one-sided to say anything"
+        assert any(n > 1 for n in irregular.values()), "no entry of several events"
 
     def test_invalid_and_arbitrary_entries(self, monkeypatch: pytest.MonkeyPatch) -> None:
         fields = draw(BAD_JSON_EVENT, 150) + draw(RAW_ENTRY, 150) + fixed_bad_entries()
@@ -138,7 +143,7 @@ class TestBatchParsing:
             (entry_id, pairs_of(data({"name": "load"})))
             for entry_id in (b"5-0", b"5-1", b"50-0", b"1700000000123-7", b"1700000000124-0")
         ]
-        events, _ = parse_entries(entries)
+        events, _, _ = parse_entries(entries)
         assert [0.005, 0.005, 0.05, 1700000000.123, 1700000000.124] == [e.ts for e in events]
 
     def test_a_bug_costs_its_entry_only(self) -> None:
@@ -151,7 +156,8 @@ class TestBatchParsing:
             (Exploding(b"1-1"), [b"name", b"load"]),  # the flat form decodes its ID
             (b"1-2", pairs_of(data({"name": "load", "labels": {"n": "2"}}))),
         ]
-        events, rejected = parse_entries(entries)
+        events, rejected, irregular = parse_entries(entries)
+        assert {1: 0} == irregular  # the entry that broke gave no event
         assert ["1", "2"] == [e.labels["n"] for e in events]
         ((index, (error,)),) = rejected
         assert (1, "internal error: ZeroDivisionError") == (index, str(error))

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Container, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
@@ -207,6 +207,7 @@ class Evaluator:
         on_change: Callable[[list[PendingWrite]], Awaitable[None]] | None = None,
         log_changes: bool = True,
         series_guard: SeriesGuard | None = None,
+        in_flight: dict[int, Container[str]] | None = None,
     ) -> None:
         self.rules = {r.name: r for r in rules}
         self.series_guard = series_guard
@@ -215,6 +216,10 @@ class Evaluator:
         self.on_change = on_change
         self.log_changes = log_changes
         self.by_metric: dict[str, list[_Reader]] = {}
+        # Events of these may go before a batch in progress (ingest_first).
+        self.paging_metrics = _paging_metrics(rules)
+        # The series of each ingest in progress (shared by the evaluators of reloads)
+        self.in_flight: dict[int, Container[str]] = {} if in_flight is None else in_flight
         # (group_by values) -> series fingerprint, per rule: a hash per event is the
         # costliest step of ingest otherwise.
         self._fingerprints: dict[str, dict[tuple[str, ...], str]] = {}
@@ -310,7 +315,35 @@ class Evaluator:
             touched = prepared[2]
         else:
             touched = self._aggregate(events, now)
-        if touched and self.series_guard is not None:
+        return await self._ingest(touched, events, now)
+
+    async def ingest_first(self, events: list[Event], now: float) -> bool:
+        """Ingest events read after a batch still in progress, beside it, unless one of
+        their series is in it (or in another ingest in progress): then nothing is done,
+        and False says they wait their turn. Each series' samples stay in order; the
+        consumer offers only the events of rules that page (`paging_metrics`)."""
+        touched = self._aggregate(events, now)
+        if any(fp in series for series in self.in_flight.values() for fp in touched):
+            return False
+        await self._ingest(touched, events, now)
+        return True
+
+    async def _ingest(
+        self, touched: dict[str, tuple[Rule, SeriesWindow]], events: Iterable[Event], now: float
+    ) -> list[PendingWrite]:
+        if not touched:
+            return []
+        key = id(touched)
+        self.in_flight[key] = touched  # before any await: ingest_first checks it
+        try:
+            return await self._merge_and_evaluate(touched, events, now)
+        finally:
+            del self.in_flight[key]
+
+    async def _merge_and_evaluate(
+        self, touched: dict[str, tuple[Rule, SeriesWindow]], events: Iterable[Event], now: float
+    ) -> list[PendingWrite]:
+        if self.series_guard is not None:
             touched = await self.series_guard.admit(touched, events, now)
         if not touched:
             return []
@@ -484,6 +517,25 @@ class Evaluator:
                 )
         if self.on_change is not None and done:
             await self.on_change(done)
+
+
+def _paging_metrics(rules: list[Rule]) -> frozenset[str]:
+    """The metrics that feed rules with a critical level, and the other metrics of each
+    rule they feed (so that no series has samples on both sides of ingest_first)."""
+    metrics = {m for r in rules if r.spec.critical is not None for m in _metrics_of(r)}
+    while (
+        grown := {
+            m for r in rules if not metrics.isdisjoint(_metrics_of(r)) for m in _metrics_of(r)
+        }
+        - metrics
+    ):
+        metrics |= grown
+    return frozenset(metrics)
+
+
+def _metrics_of(rule: Rule) -> tuple[str, ...]:
+    spec = rule.spec
+    return (spec.metric, spec.divide_by) if spec.divide_by else (spec.metric,)
 
 
 # What a series needs: its write (None: its alert stays as stored), and its clock_at.
