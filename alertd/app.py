@@ -210,9 +210,9 @@ class App:
             self.dispatcher.page_filed()
             self.page_hold.coming()
 
-    def prepare(self, events: list[Event], now: float) -> None:
+    async def prepare(self, events: list[Event], now: float) -> None:
         """Pre-aggregate a batch read ahead (see Evaluator.prepare)."""
-        self.evaluator.prepare(events, now)
+        await self.evaluator.prepare(events, now)
 
     async def process(self, events: list[Event], now: float) -> None:
         """The consumer's effect: window + alert state stored before the batch is acked."""

@@ -164,7 +164,7 @@ class Consumer:
     clock: Callable[[], float] = time.time
     # Work on a batch read ahead that stores nothing (pre-aggregation), done while the
     # batch before is processed; the batch is then processed at the time it was prepared.
-    prepare: Callable[[list[Event], float], None] | None = None
+    prepare: Callable[[list[Event], float], Awaitable[None]] | None = None
     first: FirstLane | None = None  # pages first (see the module's doc)
     joined: bool = False
     batches: int = 0
@@ -406,17 +406,21 @@ class Consumer:
         self,
         reply: Reply,
         spent: Batch | None,
-        prepare: Callable[[list[Event], float], None] | None,
+        prepare: Callable[[list[Event], float], Awaitable[None]] | None,
     ) -> Batch:
-        entries: list[RawEntry] = []
+        # One read's entries at a time, the event loop turning in between: the batch
+        # in hand, and pages, go on meanwhile.
+        parts: list[Batch] = []
         for one in await reply.get():
-            entries.extend(_entries(one))
-        batch = Batch.parse(entries)
+            if parts:
+                await asyncio.sleep(0)
+            parts.append(Batch.parse(_entries(one)))
+        batch = parts[0] if len(parts) == 1 else Batch.join(parts)
         if prepare is not None and batch.events:
             started = time.perf_counter()
             now = self.clock()
             try:
-                prepare(batch.events, now)
+                await prepare(batch.events, now)
                 batch.now = now
             except Exception:  # processing does it again, and isolates what breaks it
                 log.exception("preparing a batch failed")

@@ -382,7 +382,7 @@ class TestPreparedBatches:
     async def test_prepared_batch_counts_once(self) -> None:
         engine = Engine(make_rule(aggregate="count", window="1m", critical=">= 3"))
         events = [Event("m", 1, {}, T0), Event("m", 1, {}, T0)]
-        engine.evaluator.prepare(events, T0)
+        await engine.evaluator.prepare(events, T0)
         await engine.evaluator.ingest(events, T0)
         assert [] == await engine.live()
         await engine.send(1)
@@ -391,7 +391,7 @@ class TestPreparedBatches:
     async def test_batch_prepared_at_another_time_is_aggregated_again(self) -> None:
         engine = Engine(make_rule(aggregate="max", window="1m", critical="> 10"))
         events = [Event("m", 99, {}, T0 + 500)]
-        engine.evaluator.prepare(events, T0 + 500)  # then processed later, at T0 + 600
+        await engine.evaluator.prepare(events, T0 + 500)  # then processed later, at T0 + 600
         await engine.evaluator.ingest(events, T0 + 600)
         assert [] == await engine.live()  # older than the window at T0 + 600
 

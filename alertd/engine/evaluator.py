@@ -20,6 +20,7 @@ and is skipped, except for `age`, where it can only make a series look older.
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections import Counter
 from collections.abc import Awaitable, Callable, Container, Iterable
@@ -54,6 +55,9 @@ MAX_ATTEMPTS = 5
 LOGGED_CHANGES = 100
 _FP_CACHE_MAX = 200_000
 SWEEP_EVERY_S = 60.0
+# A batch read ahead is pre-aggregated this many events at a time, the event loop
+# turning in between (a catch-up batch at once held it for a tenth of a second).
+PREPARE_SLICE = 1000
 
 
 class Windows(Protocol):
@@ -248,10 +252,14 @@ class Evaluator:
         return fp
 
     def _aggregate(
-        self, events: Iterable[Event], now: float
+        self,
+        events: Iterable[Event],
+        now: float,
+        touched: dict[str, tuple[Rule, SeriesWindow]] | None = None,
     ) -> dict[str, tuple[Rule, SeriesWindow]]:
-        """The batch pre-aggregated per series: fingerprint -> (rule, its samples)."""
-        touched: dict[str, tuple[Rule, SeriesWindow]] = {}
+        """The batch pre-aggregated per series: fingerprint -> (rule, its samples); with
+        `touched`, added to it (the same batch's earlier events)."""
+        touched = {} if touched is None else touched
         # Per rule, the oldest sample time still inside its window: an older sample
         # cannot change the value and is skipped (ages keep every sample time).
         oldest: dict[str, float] = {}
@@ -300,13 +308,18 @@ class Evaluator:
                     b.add_summary(ev.value, ts)
         return touched
 
-    def prepare(self, events: list[Event], now: float) -> None:
+    async def prepare(self, events: list[Event], now: float) -> None:
         """Pre-aggregate a batch ahead of its turn (nothing is stored), so that
         `ingest(events, now)` starts from it: the consumer does this while Redis merges
         the batch before."""
+        touched: dict[str, tuple[Rule, SeriesWindow]] = {}
+        for start in range(0, len(events), PREPARE_SLICE):
+            if start:
+                await asyncio.sleep(0)
+            self._aggregate(events[start : start + PREPARE_SLICE], now, touched)
         if len(self._prepared) >= 8:  # prepared, then never ingested (a failure, a stop)
             self._prepared.clear()
-        self._prepared[id(events)] = (events, now, self._aggregate(events, now))
+        self._prepared[id(events)] = (events, now, touched)
 
     async def ingest(self, events: Iterable[Event], now: float) -> list[PendingWrite]:
         """Fold a batch into the windows and evaluate the series it touched."""
