@@ -292,6 +292,19 @@ class TestMetrics:
 
         await wait_for(moved)
 
+    async def test_alerts_gauge_counts_alerts_by_state_and_severity(self, api: Api) -> None:
+        await send_queue_depth(api, 5000)
+        await wait_for(api.alerts)
+        await api.app.housekeeping()  # what counts them, every few seconds
+        text = (await api.get("/metrics")).body
+        counted = {
+            (s.labels["state"], s.labels["severity"]): s.value
+            for family in text_string_to_metric_families(text)
+            for s in family.samples
+            if s.name == "alertd_alerts"
+        }
+        assert {("firing", "critical"): 1.0} == counted
+
 
 class TestAlerts:
     """Events sent over HTTP become alerts listed with their state and filters."""
